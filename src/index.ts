@@ -1,0 +1,1 @@
+// The library's public exports, named explicitly.
