@@ -1,0 +1,42 @@
+/**
+ * Errors a caller may handle, one class per failure, each with a fixed `name` and `code`.
+ * Check them with `instanceof`, never by comparing names.
+ */
+
+/** MerchantThrottleError is the base of every error this package throws on purpose. */
+export class MerchantThrottleError extends Error {
+  readonly code: string
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = new.target.name
+    this.code = code
+  }
+}
+
+/**
+ * RetryLaterError is thrown by a handler when the far side asked to be called later
+ * (HTTP 429 or 503 with Retry-After). The adapter delays the job by `retryAfterMs`
+ * without spending an attempt and lowers the merchant's rate for a while.
+ */
+export class RetryLaterError extends MerchantThrottleError {
+  readonly retryAfterMs: number
+  constructor(retryAfterMs: number, message = `retry after ${retryAfterMs} ms`, options?: { cause?: unknown }) {
+    super('RETRY_LATER', message, options)
+    if (!Number.isFinite(retryAfterMs) || retryAfterMs < 0) {
+      throw new TypeError(`RetryLaterError: expected retryAfterMs to be a finite number >= 0, got ${retryAfterMs}`)
+    }
+    this.retryAfterMs = retryAfterMs
+  }
+}
+
+/**
+ * InvalidMerchantKeyError: a job or message carries no usable merchant key. It is never
+ * retried: the job fails (BullMQ) or is dead-lettered (Kafka) with this reason.
+ */
+export class InvalidMerchantKeyError extends MerchantThrottleError {
+  readonly reason: string
+  constructor(reason: string) {
+    super('INVALID_MERCHANT_KEY', `invalid merchant key: ${reason}`)
+    this.reason = reason
+  }
+}
