@@ -1,0 +1,18 @@
+export { type Clock, FakeClock, monotonicClock, type SkewEvent, type SkewKind, SkewGuard, wallClock } from './clock.js'
+export { checkMerchantKey, MAX_MERCHANT_KEY_LENGTH, type MerchantKeyCheck } from './key.js'
+export {
+  type ApplyResult,
+  type ConfiguredRates,
+  type Deferred,
+  type DeferReason,
+  type Granted,
+  type Inheritance,
+  KeyedLimiter,
+  type KeyedLimiterOptions,
+  type KeyInspection,
+  type LimiterStats,
+  type PenaltyOptions,
+  type RateChange,
+  type Reservation,
+} from './limiter.js'
+export { formatRate, parseRate, type Rate, type RateInput, ratePerSec } from './rate.js'

@@ -1,0 +1,103 @@
+/** Rate is `limit` units of work per `intervalMs`, with a bucket that holds `burst` units. */
+export interface Rate {
+  readonly limit: number
+  readonly intervalMs: number
+  readonly burst: number
+}
+
+/**
+ * RateInput is what callers may write for a rate: `'1000/min'`, `'50/s burst 10'`,
+ * `'100/10s'`, or an object whose `burst` defaults to `limit`.
+ */
+export type RateInput = string | { limit: number; intervalMs: number; burst?: number }
+
+const UNIT_MS: Readonly<Record<string, number>> = {
+  ms: 1,
+  s: 1_000,
+  sec: 1_000,
+  second: 1_000,
+  seconds: 1_000,
+  m: 60_000,
+  min: 60_000,
+  minute: 60_000,
+  minutes: 60_000,
+  h: 3_600_000,
+  hr: 3_600_000,
+  hour: 3_600_000,
+  hours: 3_600_000,
+}
+
+const RATE_PATTERN =
+  /^\s*(\d+(?:\.\d+)?)\s*\/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*(?:burst\s+(\d+(?:\.\d+)?))?\s*$/i
+
+/**
+ * parseRate reads a RateInput. `N/unit` with unit one of ms, s, sec, second, m, min,
+ * minute, h, hr, hour (plurals too), optionally `N/<k><unit>` (`100/10s`) and
+ * `burst B`. The burst defaults to the limit: the bucket holds one interval's worth,
+ * and never less than one unit. Throws a TypeError quoting the input when it is not a
+ * rate, or when limit or interval are not finite and above zero, or burst is below 1.
+ */
+export function parseRate(input: RateInput): Rate {
+  if (typeof input === 'string') return parseRateString(input)
+  if (input === null || typeof input !== 'object') {
+    throw new TypeError(`parseRate: expected a string like '1000/min' or { limit, intervalMs }, got ${quote(input)}`)
+  }
+  return checkRate(input.limit, input.intervalMs, input.burst, input)
+}
+
+function parseRateString(input: string): Rate {
+  const match = RATE_PATTERN.exec(input)
+  const unitMs = match ? UNIT_MS[match[3]!.toLowerCase()] : undefined
+  if (!match || unitMs === undefined) {
+    throw new TypeError(`parseRate: expected a rate like '1000/min' or '50/s burst 10', got ${quote(input)}`)
+  }
+  const count = match[2] === undefined ? 1 : Number(match[2])
+  const burst = match[4] === undefined ? undefined : Number(match[4])
+  return checkRate(Number(match[1]), count * unitMs, burst, input)
+}
+
+function checkRate(limit: unknown, intervalMs: unknown, burst: unknown, input: unknown): Rate {
+  if (typeof limit !== 'number' || !Number.isFinite(limit) || limit <= 0) {
+    throw new TypeError(`parseRate: expected a finite limit above 0, got ${quote(input)}`)
+  }
+  if (typeof intervalMs !== 'number' || !Number.isFinite(intervalMs) || intervalMs <= 0) {
+    throw new TypeError(`parseRate: expected a finite interval above 0 ms, got ${quote(input)}`)
+  }
+  if (burst === undefined) return { limit, intervalMs, burst: Math.max(1, limit) }
+  if (typeof burst !== 'number' || !Number.isFinite(burst) || burst < 1) {
+    throw new TypeError(`parseRate: expected a finite burst of at least 1, got ${quote(input)}`)
+  }
+  return { limit, intervalMs, burst }
+}
+
+const UNIT_NAMES: ReadonlyArray<[number, string]> = [
+  [3_600_000, 'h'],
+  [60_000, 'min'],
+  [1_000, 's'],
+]
+
+/** formatRate writes a Rate the way parseRate reads it, omitting a burst equal to the default. */
+export function formatRate(rate: Rate): string {
+  const unit = UNIT_NAMES.find(([ms]) => rate.intervalMs === ms)
+  const per = unit ? unit[1] : `${rate.intervalMs}ms`
+  const head = `${round(rate.limit)}/${per}`
+  return rate.burst === Math.max(1, rate.limit) ? head : `${head} burst ${round(rate.burst)}`
+}
+
+/** ratePerSec is a rate's steady throughput in units per second. */
+export function ratePerSec(rate: Rate): number {
+  return (rate.limit * 1_000) / rate.intervalMs
+}
+
+function round(n: number): string {
+  return Number.isInteger(n) ? String(n) : String(Number(n.toFixed(6)))
+}
+
+function quote(input: unknown): string {
+  if (typeof input === 'string') return JSON.stringify(input.length > 80 ? `${input.slice(0, 80)}…` : input)
+  try {
+    return JSON.stringify(input) ?? String(input)
+  } catch {
+    return String(input)
+  }
+}
