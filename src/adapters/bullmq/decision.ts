@@ -1,0 +1,97 @@
+import type { CarriedReservation } from './carried.js'
+
+/**
+ * Timing is what the decisions need to know about BullMQ's delays, in ms.
+ *
+ * BullMQ starts a delayed job between its due time and about 100 ms later (Redis wakes
+ * blocked clients at `hz` 10), and jobs due close together start in a clump. So a job
+ * is moved to delayed `leadMs` before its reserved time and waits the last stretch in
+ * the process, which starts it within a few ms of the reservation. A delay of at most
+ * `leadMs` is waited in the process from the start.
+ */
+export interface Timing {
+  /** leadMs: how long before its reserved time a delayed job is due back from BullMQ. */
+  leadMs: number
+  /**
+   * clockSkewToleranceMs: a job may come back this much earlier than `leadMs` before its
+   * reservation (the host that reserved it and the host that promoted it read different
+   * wall clocks) and still count as on time.
+   */
+  clockSkewToleranceMs: number
+}
+
+/** JobAttempts are the two counters of a BullMQ job that identify one run. */
+export interface JobAttempts {
+  attemptsMade: number
+  attemptsStarted: number
+}
+
+/**
+ * CarriedDecision says what to do with a job that may carry a reservation:
+ * - `run`: its reserved time has come; run it without charging again.
+ * - `wait`: its reserved time is `waitMs` away, within the lead; wait in the process, then run it without charging.
+ * - `redelay`: it came back far too early (promoted by hand, or read by a clock far
+ *   behind); delay it again until `delayUntilWallMs`, keeping the reservation.
+ * - `none`: it carries no reservation for this run; ask the limiter.
+ */
+export type CarriedDecision =
+  | { action: 'run' }
+  | { action: 'wait'; waitMs: number }
+  | { action: 'redelay'; delayUntilWallMs: number }
+  | { action: 'none'; reason: 'absent' | 'other-run' }
+
+/** decideCarried decides for a job fetched at `nowWallMs` (wall clock, ms) that carries `carried` or nothing. */
+export function decideCarried(
+  carried: CarriedReservation | undefined,
+  job: JobAttempts,
+  nowWallMs: number,
+  timing: Timing,
+): CarriedDecision {
+  if (carried === undefined) return { action: 'none', reason: 'absent' }
+  if (carried.attemptsMade !== job.attemptsMade || carried.attemptsStarted + 1 !== job.attemptsStarted) {
+    return { action: 'none', reason: 'other-run' }
+  }
+  const remainingMs = carried.reservedAtWallMs - nowWallMs
+  if (remainingMs < 1) return { action: 'run' }
+  if (remainingMs <= timing.leadMs + timing.clockSkewToleranceMs)
+    return { action: 'wait', waitMs: remainingMs }
+  return { action: 'redelay', delayUntilWallMs: carried.reservedAtWallMs - timing.leadMs }
+}
+
+/** LimiterAnswer is the part of the limiter's Reservation the decision reads. */
+export type LimiterAnswer = { ok: true; delayMs: number } | { ok: false; delayMs: number }
+
+/**
+ * ReservationDecision says what to do with the limiter's answer for a job:
+ * - `run`: tokens granted now.
+ * - `wait`: tokens reserved `waitMs` from now, within the lead; wait in the process.
+ * - `delay`: tokens reserved for `reservedAtWallMs`; store the reservation on the job
+ *   and move it to delayed until `delayUntilWallMs` (the lead before it).
+ * - `defer`: nothing reserved (beyond the horizon, or the table is full); move the job
+ *   to delayed until `delayUntilWallMs` and ask again then.
+ */
+export type ReservationDecision =
+  | { action: 'run' }
+  | { action: 'wait'; waitMs: number }
+  | { action: 'delay'; reservedAtWallMs: number; delayUntilWallMs: number }
+  | { action: 'defer'; delayUntilWallMs: number }
+
+/**
+ * MIN_DEFER_MS bounds how soon a job the limiter could not reserve for comes back, so
+ * that a zero or tiny answer cannot spin a job between Redis and the worker.
+ */
+export const MIN_DEFER_MS = 50
+
+/** decideReservation turns the limiter's answer at `nowWallMs` (wall clock, ms) into an action. */
+export function decideReservation(
+  answer: LimiterAnswer,
+  nowWallMs: number,
+  timing: Timing,
+): ReservationDecision {
+  if (!answer.ok)
+    return { action: 'defer', delayUntilWallMs: nowWallMs + Math.max(answer.delayMs, MIN_DEFER_MS) }
+  if (answer.delayMs < 1) return { action: 'run' }
+  if (answer.delayMs <= timing.leadMs) return { action: 'wait', waitMs: answer.delayMs }
+  const reservedAtWallMs = nowWallMs + answer.delayMs
+  return { action: 'delay', reservedAtWallMs, delayUntilWallMs: reservedAtWallMs - timing.leadMs }
+}

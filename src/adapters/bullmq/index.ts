@@ -1,0 +1,18 @@
+export { type CarriedReservation, THROTTLE_FIELD } from './carried.js'
+export {
+  createThrottledProcessor,
+  DEFAULT_CLOCK_SKEW_TOLERANCE_MS,
+  DEFAULT_LEAD_MS,
+  type ThrottledProcessor,
+  type ThrottleLimiter,
+  type ThrottleOptions,
+} from './processor.js'
+export type { Instances, ShareSource } from './share.js'
+export type { ThrottleEvent, ThrottleOutcome, ThrottleStats } from './stats.js'
+export {
+  createThrottledWorker,
+  DEFAULT_INSTANCES_REFRESH_MS,
+  ThrottledWorker,
+  type ThrottledWorkerOptions,
+  type WorkerLimiter,
+} from './worker.js'

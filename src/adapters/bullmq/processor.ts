@@ -1,0 +1,275 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { DelayedError, type Job, type Processor, UnrecoverableError } from 'bullmq'
+import { type Logger, pino } from 'pino'
+import { InvalidMerchantKeyError, RetryLaterError } from '../../errors.js'
+import {
+  type Clock,
+  checkMerchantKey,
+  type Granted,
+  type KeyedLimiter,
+  wallClock,
+} from '../../limiter/index.js'
+import { readCarried, withCarried } from './carried.js'
+import { decideCarried, decideReservation, type Timing } from './decision.js'
+import { ThrottleCounters, type ThrottleEvent, type ThrottleOutcome, type ThrottleStats } from './stats.js'
+
+/** ThrottleLimiter is the part of KeyedLimiter the processor uses. */
+export type ThrottleLimiter = Pick<KeyedLimiter, 'reserve' | 'penalize'>
+
+/** DEFAULT_LEAD_MS covers BullMQ's lateness in starting delayed jobs (0 to ~110 ms measured) with room to spare. */
+export const DEFAULT_LEAD_MS = 200
+
+/** DEFAULT_CLOCK_SKEW_TOLERANCE_MS matches the limiter's default tolerance. */
+export const DEFAULT_CLOCK_SKEW_TOLERANCE_MS = 100
+
+/** ThrottleOptions configure the throttled processor. */
+export interface ThrottleOptions<D = unknown, R = unknown, N extends string = string> {
+  /** limiter decides when each merchant's jobs may run. One per process, shared by its workers. */
+  limiter: ThrottleLimiter
+  /**
+   * keyOf returns the merchant key of a job. Default: `job.data.merchantId`. A key that
+   * checkMerchantKey refuses fails the job unrecoverably with the reason.
+   */
+  keyOf?: (job: Job<D, R, N>) => unknown
+  /** cost returns the tokens a job takes, above 0 and at most the merchant's burst. Default: 1. */
+  cost?: (job: Job<D, R, N>) => number
+  /**
+   * leadMs: a delayed job is due back from BullMQ this long before its reserved time and
+   * waits the rest in the process; shorter delays are waited in the process from the
+   * start. Default 200. Each waiting job holds a concurrency slot meanwhile.
+   */
+  leadMs?: number
+  /**
+   * clockSkewToleranceMs: how much earlier than expected a delayed job may come back
+   * (clocks differ between hosts) and still run on its reservation after an in-process
+   * wait, instead of being delayed again. Default 100, the limiter's default.
+   */
+  clockSkewToleranceMs?: number
+  /** wallClock reads wall time in ms; BullMQ's delays are wall-clock. Default: Date.now. */
+  wallClock?: Clock
+  /** logger for decisions (debug), invalid keys (warn) and retry-later (info). Default: silent. */
+  logger?: Logger
+  /** onEvent is called once per outcome, synchronously; it must not throw. */
+  onEvent?: (event: ThrottleEvent) => void
+}
+
+/** ThrottledProcessor is a BullMQ processor with its outcome counters. */
+export type ThrottledProcessor<D = unknown, R = unknown, N extends string = string> = ((
+  job: Job<D, R, N>,
+  token?: string,
+  signal?: AbortSignal,
+) => Promise<R>) & {
+  /** stats counts outcomes since the processor was created. */
+  stats(): ThrottleStats
+}
+
+/**
+ * createThrottledProcessor wraps `handler` so that each merchant's jobs run at the
+ * merchant's rate. A job that may run now runs; one that must wait a little waits in the
+ * process; one that must wait longer is moved to BullMQ's delayed set with its
+ * reservation on the job and DelayedError (no attempt spent), and runs on that
+ * reservation, not charged again, on whichever worker fetches it. Every run of a job is
+ * charged once. A handler that throws RetryLaterError penalizes the merchant and delays
+ * the job by the asked time; other errors go to BullMQ's attempts and backoff.
+ *
+ * Pass it to a BullMQ Worker as its processor: it needs the lock token BullMQ passes.
+ */
+export function createThrottledProcessor<D = unknown, R = unknown, N extends string = string>(
+  handler: Processor<D, R, N>,
+  options: ThrottleOptions<D, R, N>,
+): ThrottledProcessor<D, R, N> {
+  if (typeof handler !== 'function') {
+    throw new TypeError(`createThrottledProcessor: expected a handler function, got ${typeof handler}`)
+  }
+  checkOptions(options)
+  const limiter = options.limiter
+  const keyOf = options.keyOf ?? merchantIdOf
+  const keySource = options.keyOf === undefined ? 'job.data.merchantId' : 'keyOf(job)'
+  const costOf = options.cost
+  const clock = options.wallClock ?? wallClock
+  const timing: Timing = {
+    leadMs: options.leadMs ?? DEFAULT_LEAD_MS,
+    clockSkewToleranceMs: options.clockSkewToleranceMs ?? DEFAULT_CLOCK_SKEW_TOLERANCE_MS,
+  }
+  const log = (options.logger ?? pino({ level: 'silent' })).child({ component: 'bullmq-throttle' })
+  const counters = new ThrottleCounters(options.onEvent)
+
+  const record = (
+    outcome: ThrottleOutcome,
+    job: Job<D, R, N>,
+    merchantKey: string | undefined,
+    delayMs = 0,
+  ) => {
+    counters.record({ outcome, jobId: job.id, merchantKey, delayMs })
+    log.debug({ jobId: job.id, merchantKey, outcome, delayMs }, 'throttle decision')
+  }
+
+  const merchantKeyOf = (job: Job<D, R, N>): string => {
+    let check: ReturnType<typeof checkMerchantKey>
+    try {
+      check = checkMerchantKey(keyOf(job))
+    } catch (error) {
+      check = { ok: false, reason: `keyOf threw: ${error instanceof Error ? error.message : String(error)}` }
+    }
+    if (check.ok) return check.key
+    const invalid = new InvalidMerchantKeyError(`${check.reason} (${keySource})`)
+    record('invalid-key', job, undefined)
+    log.warn({ jobId: job.id, reason: invalid.reason }, 'job failed: invalid merchant key')
+    throw new UnrecoverableError(invalid.message)
+  }
+
+  const reserve = (job: Job<D, R, N>, merchantKey: string) => {
+    try {
+      const cost = costOf === undefined ? 1 : costOf(job)
+      if (typeof cost !== 'number' || !Number.isFinite(cost) || cost <= 0) {
+        throw new TypeError(`expected cost(job) to be a finite number above 0, got ${String(cost)}`)
+      }
+      return limiter.reserve(merchantKey, cost)
+    } catch (error) {
+      if (!(error instanceof TypeError || error instanceof RangeError)) throw error
+      record('invalid-cost', job, merchantKey)
+      log.warn({ jobId: job.id, merchantKey, reason: error.message }, 'job failed: invalid cost')
+      throw new UnrecoverableError(`invalid cost: ${error.message}`)
+    }
+  }
+
+  const delayJob = async (job: Job<D, R, N>, token: string, untilWallMs: number): Promise<never> => {
+    await job.moveToDelayed(untilWallMs, token)
+    throw new DelayedError()
+  }
+
+  const carryAndDelay = async (
+    job: Job<D, R, N>,
+    token: string,
+    merchantKey: string,
+    reservation: Granted,
+    reservedAtWallMs: number,
+    delayUntilWallMs: number,
+  ): Promise<never> => {
+    const data = withCarried(job.data, {
+      reservedAtWallMs,
+      attemptsMade: job.attemptsMade,
+      attemptsStarted: job.attemptsStarted,
+      cost: reservation.cost,
+    })
+    if (data === undefined) {
+      // The job cannot carry the reservation, so it would be charged again on its
+      // return: give the tokens back and let it ask again when they would be due.
+      reservation.cancel()
+      record('deferred', job, merchantKey, reservation.delayMs)
+      return delayJob(job, token, reservedAtWallMs)
+    }
+    try {
+      await job.updateData(data as D)
+    } catch (error) {
+      reservation.cancel()
+      throw error
+    }
+    record('delayed', job, merchantKey, reservation.delayMs)
+    return delayJob(job, token, delayUntilWallMs)
+  }
+
+  const run = async (
+    job: Job<D, R, N>,
+    token: string,
+    signal: AbortSignal | undefined,
+    merchantKey: string,
+  ) => {
+    try {
+      return await handler(job, token, signal)
+    } catch (error) {
+      if (!(error instanceof RetryLaterError)) throw error
+      limiter.penalize(merchantKey, error.retryAfterMs)
+      record('retry-later', job, merchantKey, error.retryAfterMs)
+      log.info(
+        { jobId: job.id, merchantKey, retryAfterMs: error.retryAfterMs },
+        'merchant asked to retry later',
+      )
+      return delayJob(job, token, clock.now() + error.retryAfterMs)
+    }
+  }
+
+  async function process(job: Job<D, R, N>, token?: string, signal?: AbortSignal): Promise<R> {
+    if (typeof token !== 'string') {
+      throw new TypeError(
+        `throttled processor: expected the worker's lock token as second argument, got ${token}`,
+      )
+    }
+    const merchantKey = merchantKeyOf(job)
+    const nowWallMs = clock.now()
+    const carried = readCarried(job.data)
+    const back = decideCarried(carried, job, nowWallMs, timing)
+    switch (back.action) {
+      case 'run':
+        record('reused', job, merchantKey)
+        return run(job, token, signal, merchantKey)
+      case 'wait':
+        record('reused', job, merchantKey, back.waitMs)
+        await sleep(back.waitMs, undefined, { signal })
+        return run(job, token, signal, merchantKey)
+      case 'redelay': {
+        const again = { ...carried!, attemptsStarted: job.attemptsStarted }
+        await job.updateData(withCarried(job.data, again) as D)
+        record('redelayed', job, merchantKey, again.reservedAtWallMs - nowWallMs)
+        return delayJob(job, token, back.delayUntilWallMs)
+      }
+      case 'none':
+        break
+    }
+    const reservation = reserve(job, merchantKey)
+    const decision = decideReservation(reservation, nowWallMs, timing)
+    switch (decision.action) {
+      case 'run':
+        record('granted', job, merchantKey)
+        return run(job, token, signal, merchantKey)
+      case 'wait':
+        record('waited', job, merchantKey, decision.waitMs)
+        await sleep(decision.waitMs, undefined, { signal })
+        return run(job, token, signal, merchantKey)
+      case 'delay':
+        // decideReservation answers 'delay' only for a granted reservation.
+        return carryAndDelay(
+          job,
+          token,
+          merchantKey,
+          reservation as Granted,
+          decision.reservedAtWallMs,
+          decision.delayUntilWallMs,
+        )
+      case 'defer':
+        record('deferred', job, merchantKey, reservation.delayMs)
+        return delayJob(job, token, decision.delayUntilWallMs)
+    }
+  }
+
+  return Object.assign(process, { stats: () => counters.snapshot() })
+}
+
+function merchantIdOf(job: { data: unknown }): unknown {
+  const data = job.data
+  return data !== null && typeof data === 'object' ? (data as { merchantId?: unknown }).merchantId : undefined
+}
+
+function checkOptions<D, R, N extends string>(options: ThrottleOptions<D, R, N>): void {
+  if (options === null || typeof options !== 'object') {
+    throw new TypeError(`throttle options: expected an object, got ${String(options)}`)
+  }
+  const { limiter } = options
+  if (limiter === null || typeof limiter !== 'object' || typeof limiter.reserve !== 'function') {
+    throw new TypeError(`throttle options: expected limiter to be a KeyedLimiter, got ${String(limiter)}`)
+  }
+  for (const name of ['keyOf', 'cost', 'onEvent'] as const) {
+    const value = options[name]
+    if (value !== undefined && typeof value !== 'function') {
+      throw new TypeError(`throttle options: expected ${name} to be a function, got ${typeof value}`)
+    }
+  }
+  for (const name of ['leadMs', 'clockSkewToleranceMs'] as const) {
+    const value = options[name]
+    if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && value >= 0)) {
+      throw new TypeError(
+        `throttle options: expected ${name} to be a finite number >= 0, got ${String(value)}`,
+      )
+    }
+  }
+}

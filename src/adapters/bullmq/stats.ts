@@ -1,0 +1,63 @@
+/**
+ * ThrottleOutcome is what the throttled processor did with one job fetch:
+ * - `granted`: charged, ran at once.
+ * - `waited`: charged, waited a short delay (at most the lead) in the process, then ran.
+ * - `delayed`: charged, moved to delayed carrying its reservation.
+ * - `reused`: ran on the reservation it carried, not charged again.
+ * - `redelayed`: came back far earlier than its reservation; delayed again, keeping it.
+ * - `deferred`: nothing reserved (beyond the horizon, table full, or the job's data
+ *   cannot carry a reservation); moved to delayed to ask again later.
+ * - `retry-later`: the handler threw RetryLaterError; the merchant was penalized and the
+ *   job delayed by the asked time without spending an attempt.
+ * - `invalid-key`: no valid merchant key; failed unrecoverably.
+ * - `invalid-cost`: `cost(job)` was not a number of tokens the merchant's bucket can ever hold; failed unrecoverably.
+ */
+export type ThrottleOutcome =
+  | 'granted'
+  | 'waited'
+  | 'delayed'
+  | 'reused'
+  | 'redelayed'
+  | 'deferred'
+  | 'retry-later'
+  | 'invalid-key'
+  | 'invalid-cost'
+
+/** ThrottleEvent reports one outcome, for metrics and tracing. */
+export interface ThrottleEvent {
+  outcome: ThrottleOutcome
+  jobId: string | undefined
+  /** merchantKey is undefined for `invalid-key`. */
+  merchantKey: string | undefined
+  /** delayMs is how long the job waits before it runs or asks again, in ms; 0 when it runs now or fails. */
+  delayMs: number
+}
+
+/** ThrottleStats counts outcomes since the processor was created. */
+export type ThrottleStats = Record<ThrottleOutcome, number>
+
+/** ThrottleCounters counts outcomes and forwards each one to an optional listener. */
+export class ThrottleCounters {
+  private readonly counts: ThrottleStats = {
+    granted: 0,
+    waited: 0,
+    delayed: 0,
+    reused: 0,
+    redelayed: 0,
+    deferred: 0,
+    'retry-later': 0,
+    'invalid-key': 0,
+    'invalid-cost': 0,
+  }
+
+  constructor(private readonly onEvent: ((event: ThrottleEvent) => void) | undefined) {}
+
+  record(event: ThrottleEvent): void {
+    this.counts[event.outcome]++
+    this.onEvent?.(event)
+  }
+
+  snapshot(): ThrottleStats {
+    return { ...this.counts }
+  }
+}
