@@ -1,10 +1,18 @@
-export { type Clock, FakeClock, monotonicClock, type SkewEvent, type SkewKind, SkewGuard, wallClock } from './clock.js'
+export {
+  type Clock,
+  FakeClock,
+  monotonicClock,
+  type SkewEvent,
+  SkewGuard,
+  type SkewKind,
+  wallClock,
+} from './clock.js'
 export { checkMerchantKey, MAX_MERCHANT_KEY_LENGTH, type MerchantKeyCheck } from './key.js'
 export {
   type ApplyResult,
   type ConfiguredRates,
-  type Deferred,
   type DeferReason,
+  type Deferred,
   type Granted,
   type Inheritance,
   KeyedLimiter,

@@ -14,7 +14,8 @@ export function checkMerchantKey(key: unknown, maxLength = MAX_MERCHANT_KEY_LENG
   if (key === undefined || key === null) return { ok: false, reason: 'missing' }
   if (typeof key !== 'string') return { ok: false, reason: `expected a string, got ${typeof key}` }
   if (key.length === 0) return { ok: false, reason: 'empty' }
-  if (key.length > maxLength) return { ok: false, reason: `longer than ${maxLength} characters (${key.length})` }
+  if (key.length > maxLength)
+    return { ok: false, reason: `longer than ${maxLength} characters (${key.length})` }
   if (key === '*') return { ok: false, reason: "'*' is reserved for the default rate" }
   if (!KEY_PATTERN.test(key)) return { ok: false, reason: 'contains characters outside [A-Za-z0-9-_.:@/+=]' }
   return { ok: true, key }

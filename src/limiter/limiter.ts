@@ -57,8 +57,10 @@ export interface Granted {
   /** reservedAtMs is when the work may run, on the limiter's clock. */
   readonly reservedAtMs: number
   /**
-   * cancel returns the tokens, once; later calls do nothing and return false. Cancel
-   * only work that has not run: the bucket never holds more than its capacity.
+   * cancel gives the reservation up: it returns the tokens that no later reservation
+   * has been scheduled behind (all of them for the latest one), and returns true; later
+   * calls do nothing and return false. Cancel only work that has not run. The bucket
+   * never holds more than its capacity.
    */
   cancel(): boolean
 }
@@ -205,7 +207,7 @@ export class KeyedLimiter {
   private readonly freeEntryIds: number[] = []
   /** entryOf maps a key with a rate entry of its own to that entry's id. */
   private readonly entryOf = new Map<string, number>()
-  private readonly refundBound: (key: string, cost: number) => boolean
+  private readonly refundBound: (key: string, cost: number, reservedAtMs: number) => void
   private share = 1
   private version: number | undefined
   private tableFull = 0
@@ -225,7 +227,7 @@ export class KeyedLimiter {
     this.evictionScan = checkPositiveInteger(options.evictionScan ?? 64, 'evictionScan')
     this.penalty = checkPenalty({ ...DEFAULT_PENALTY, ...options.penalty })
     this.entries = [new RateEntry(parseRate(options.rate), false, 1)]
-    this.refundBound = (key, cost) => this.refund(key, cost)
+    this.refundBound = (key, cost, reservedAtMs) => this.refund(key, cost, reservedAtMs)
   }
 
   /** size is the number of keys held. */
@@ -305,11 +307,14 @@ export class KeyedLimiter {
   }
 
   /** setRateAt is setRate at time `nowMs`. */
-  setRateAt(key: string, rate: RateInput | null, nowMs: number, options?: { inheritance?: Inheritance }): void {
+  setRateAt(
+    key: string,
+    rate: RateInput | null,
+    nowMs: number,
+    options?: { inheritance?: Inheritance },
+  ): void {
     const change: RateChange =
-      key === '*'
-        ? { default: rate ?? badDefault() }
-        : { overrides: { [key]: rate } }
+      key === '*' ? { default: rate ?? badDefault() } : { overrides: { [key]: rate } }
     this.applyAt({ ...change, inheritance: options?.inheritance ?? 'proportional' }, nowMs)
   }
 
@@ -388,7 +393,10 @@ export class KeyedLimiter {
     this.penalties++
     if (now - entry.lastDecreaseAtMs >= this.penalty.decreaseCooldownMs) {
       const before = paramsOf(entry)
-      entry.penaltyFactor = Math.max(this.penalty.minFactor, entry.penaltyFactor * this.penalty.decreaseFactor)
+      entry.penaltyFactor = Math.max(
+        this.penalty.minFactor,
+        entry.penaltyFactor * this.penalty.decreaseFactor,
+      )
       entry.lastDecreaseAtMs = now
       entry.derive(this.share)
       if (slot !== undefined) this.convert(slot, before, entry, now, 'proportional')
@@ -477,15 +485,22 @@ export class KeyedLimiter {
     return slot
   }
 
-  private refund(key: string, cost: number): boolean {
+  /**
+   * refund returns a cancelled reservation's tokens, less those reserved after it: as in
+   * Go's x/time/rate, the reservations behind it keep their times, so the gap it leaves
+   * is not handed out twice. The tail reservation gets its whole cost back. A key no
+   * longer held was evicted full and has nothing to take back.
+   */
+  private refund(key: string, cost: number, reservedAtMs: number): void {
     const slot = this.table.slotOf(key)
-    if (slot === undefined) return false
+    if (slot === undefined) return
     const now = this.now()
     const entry = this.entries[this.table.rateIds[slot]!]!
     const tatMs = this.table.tatMs
     const start = tatMs[slot]! > now ? tatMs[slot]! : now
-    tatMs[slot] = Math.max(now, start - cost * entry.emissionMs)
-    return true
+    const reservedAfter = (start - entry.tauMs - reservedAtMs) / entry.emissionMs
+    const restored = Math.min(cost, Math.max(0, cost - reservedAfter))
+    tatMs[slot] = Math.max(now, start - restored * entry.emissionMs)
   }
 
   private badCost(cost: number, entry: RateEntry): never {
@@ -631,7 +646,10 @@ export class KeyedLimiter {
     tatMs[slot] = now + to.tauMs - carried * to.emissionMs
   }
 
-  private checkChange(change: RateChange): { defaultRate: Rate | undefined; overrides: Map<string, Rate | null> } {
+  private checkChange(change: RateChange): {
+    defaultRate: Rate | undefined
+    overrides: Map<string, Rate | null>
+  } {
     if (change === null || typeof change !== 'object') {
       throw new TypeError(`apply: expected a rate change object, got ${String(change)}`)
     }
@@ -666,13 +684,14 @@ class GrantedReservation implements Granted {
     readonly cost: number,
     readonly delayMs: number,
     readonly reservedAtMs: number,
-    private readonly refund: (key: string, cost: number) => boolean,
+    private readonly refund: (key: string, cost: number, reservedAtMs: number) => void,
   ) {}
 
   cancel(): boolean {
     if (this.cancelled) return false
     this.cancelled = true
-    return this.refund(this.key, this.cost)
+    this.refund(this.key, this.cost, this.reservedAtMs)
+    return true
   }
 }
 

@@ -40,7 +40,9 @@ const RATE_PATTERN =
 export function parseRate(input: RateInput): Rate {
   if (typeof input === 'string') return parseRateString(input)
   if (input === null || typeof input !== 'object') {
-    throw new TypeError(`parseRate: expected a string like '1000/min' or { limit, intervalMs }, got ${quote(input)}`)
+    throw new TypeError(
+      `parseRate: expected a string like '1000/min' or { limit, intervalMs }, got ${quote(input)}`,
+    )
   }
   return checkRate(input.limit, input.intervalMs, input.burst, input)
 }
