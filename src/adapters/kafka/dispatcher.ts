@@ -1,0 +1,394 @@
+import type { Logger } from 'pino'
+import { RetryLaterError } from '../../errors.js'
+import type { Reservation } from '../../limiter/index.js'
+import { type Lane, LaneGroup } from './lanes.js'
+import type { WakeQueue } from './wake-queue.js'
+
+/** LaneLimiter is what the dispatcher needs of a KeyedLimiter. */
+export interface LaneLimiter {
+  reserve(key: string, cost?: number): Reservation
+  penalize(key: string, retryAfterMs: number): void
+}
+
+/** DeadLetterReason says why a message went to the dead-letter topic. */
+export type DeadLetterReason = 'invalid-key' | 'undecodable' | 'handler-failed'
+
+/** DeadLetter is a message's failure: why, the error or check that refused it, attempts spent. */
+export interface DeadLetter {
+  reason: DeadLetterReason
+  /** error is the handler's last error, the decoder's error, or the key check's reason. */
+  error: unknown
+  /** attempts is the number of handler calls made (0 when the handler never ran). */
+  attempts: number
+}
+
+/** LaneItem is what a lane carries: anything with a merchant key. */
+export interface LaneItem {
+  readonly merchantKey: string
+}
+
+/** Outcome is how a message ended: its handler succeeded, or it was dead-lettered. */
+export type Outcome = 'handled' | 'dead-lettered'
+
+/** DispatcherOptions wire a Dispatcher to its limiter, handler and dead-letter sink. */
+export interface DispatcherOptions<I extends LaneItem> {
+  limiter: LaneLimiter
+  /** wakes schedules reservation waits and retries on the limiter's clock. */
+  wakes: WakeQueue
+  /** concurrency is the most handlers running at once, over all partitions. */
+  concurrency: number
+  /** maxAttempts is the most handler calls per message before it is dead-lettered (RetryLaterError spends none). */
+  maxAttempts: number
+  /** retryDelayMs gives the wait after failed attempt number `attempt` (1-based), in ms. */
+  retryDelayMs: (attempt: number) => number
+  /** deadLetterRetryDelayMs gives the wait after a failed dead-letter write number `failures`, in ms. */
+  deadLetterRetryDelayMs: (failures: number) => number
+  /** run calls the handler for `item`; `attempt` is 1-based. */
+  run: (item: I, attempt: number, signal: AbortSignal) => Promise<void>
+  /** deadLetter writes `item` to the dead-letter topic; a rejection is retried after a delay. */
+  deadLetter: (item: I, failure: DeadLetter) => Promise<void>
+  /** done is told of each item that is finished, once, unless its group was dropped first. */
+  done: (item: I, group: LaneGroup<I>, outcome: Outcome) => void
+  logger: Logger
+}
+
+/** DispatcherStats are the dispatcher's counters and gauges. */
+export interface DispatcherStats {
+  /** lanes holding at least one message. */
+  lanes: number
+  /** lanesWaiting: lanes waiting for a reservation, a retry delay or a Retry-After. */
+  lanesWaiting: number
+  /** lanesReady: lanes granted and queued for a concurrency slot. */
+  lanesReady: number
+  /** inFlight: handlers running now. */
+  inFlight: number
+  /** deadLettersInFlight: dead-letter writes in progress. */
+  deadLettersInFlight: number
+  /** grantedNow: reservations that let the head run at once. */
+  grantedNow: number
+  /** delayed: reservations granted for a later time. */
+  delayed: number
+  /** deferred: reservations refused for now (beyond the horizon, table full); asked again later. */
+  deferred: number
+  handled: number
+  /** failedAttempts: handler calls that threw (RetryLaterError excluded). */
+  failedAttempts: number
+  /** retryLater: handler calls that threw RetryLaterError. */
+  retryLater: number
+  deadLettered: Record<DeadLetterReason, number>
+  /** deadLetterWriteFailures: dead-letter writes that failed and were retried. */
+  deadLetterWriteFailures: number
+}
+
+type Counters = Omit<
+  DispatcherStats,
+  'lanes' | 'lanesWaiting' | 'lanesReady' | 'inFlight' | 'deadLettersInFlight'
+>
+
+/**
+ * Dispatcher runs the lanes: it asks the limiter for each lane's head, waits for the
+ * reservation without holding a concurrency slot, runs handlers up to `concurrency` at
+ * once, retries failures with backoff in place (order kept), honours RetryLaterError,
+ * and dead-letters what keeps failing. It knows nothing of Kafka: a LaneGroup stands
+ * for a partition, and `done` tells the owner which items are finished.
+ */
+export class Dispatcher<I extends LaneItem> {
+  private readonly groups = new Set<LaneGroup<I>>()
+  private readonly readyQueue: (Lane<I> | undefined)[] = []
+  private readyHead = 0
+  private running = 0
+  private deadLettersRunning = 0
+  private held = false
+  private closed = false
+  private idleWaiters: (() => void)[] = []
+  private readonly counters: Counters = {
+    grantedNow: 0,
+    delayed: 0,
+    deferred: 0,
+    handled: 0,
+    failedAttempts: 0,
+    retryLater: 0,
+    deadLettered: { 'invalid-key': 0, undecodable: 0, 'handler-failed': 0 },
+    deadLetterWriteFailures: 0,
+  }
+
+  constructor(private readonly options: DispatcherOptions<I>) {}
+
+  /** createGroup returns a new lane group (one per assigned partition). */
+  createGroup(name: string): LaneGroup<I> {
+    const group = new LaneGroup<I>(name)
+    this.groups.add(group)
+    return group
+  }
+
+  /** push appends `item` to its merchant's lane in `group`; the lane starts if it was idle. */
+  push(group: LaneGroup<I>, item: I): void {
+    if (group.dropped) return
+    const lane = group.laneFor(item.merchantKey)
+    lane.push(item)
+    if (lane.state === 'idle') this.schedule(lane)
+  }
+
+  /**
+   * deadLetterNow sends `item` straight to the dead-letter sink, outside any lane (it has
+   * no usable key or value, so no merchant order to keep).
+   */
+  deadLetterNow(group: LaneGroup<I>, item: I, failure: DeadLetter): void {
+    this.writeDeadLetter(group, item, failure, 0, () => undefined)
+  }
+
+  /**
+   * drop gives up a group: its waiting lanes stop, their reservations are returned, its
+   * signal aborts, and completions of its in-flight items are ignored.
+   */
+  drop(group: LaneGroup<I>, reason: string): void {
+    if (!this.groups.delete(group)) return
+    for (const lane of group.lanes.values()) this.release(lane)
+    group.lanes.clear()
+    group.abort(reason)
+    this.pump()
+  }
+
+  /** hold stops handlers from starting (during a rebalance); lanes keep their place. */
+  hold(): void {
+    this.held = true
+  }
+
+  /** resume lets held lanes start again. */
+  resume(): void {
+    this.held = false
+    this.pump()
+  }
+
+  /**
+   * close stops for good: no handler starts any more, waits are cancelled and their
+   * reservations returned. In-flight handlers finish (see whenIdle).
+   */
+  close(): void {
+    this.closed = true
+    for (const group of this.groups) for (const lane of group.lanes.values()) this.release(lane)
+    this.options.wakes.clear()
+  }
+
+  /** whenIdle resolves once no handler and no dead-letter write is in flight. */
+  whenIdle(): Promise<void> {
+    if (this.running === 0 && this.deadLettersRunning === 0) return Promise.resolve()
+    return new Promise((resolve) => this.idleWaiters.push(resolve))
+  }
+
+  /** giveUp drops every group (after close, when in-flight work outlives the stop deadline). */
+  giveUp(reason: string): void {
+    for (const group of [...this.groups]) this.drop(group, reason)
+  }
+
+  stats(): DispatcherStats {
+    let lanes = 0
+    let lanesWaiting = 0
+    let lanesReady = 0
+    for (const group of this.groups) {
+      lanes += group.lanes.size
+      for (const lane of group.lanes.values()) {
+        if (lane.state === 'waiting') lanesWaiting++
+        else if (lane.state === 'ready') lanesReady++
+      }
+    }
+    return {
+      ...this.counters,
+      deadLettered: { ...this.counters.deadLettered },
+      lanes,
+      lanesWaiting,
+      lanesReady,
+      inFlight: this.running,
+      deadLettersInFlight: this.deadLettersRunning,
+    }
+  }
+
+  /** schedule asks the limiter for the lane's head and waits for the answer's time. */
+  private schedule(lane: Lane<I>): void {
+    if (this.closed || lane.group.dropped) return
+    const reservation = this.options.limiter.reserve(lane.merchantKey)
+    if (!reservation.ok) {
+      this.counters.deferred++
+      this.waitThen(lane, reservation.delayMs, () => this.schedule(lane))
+      return
+    }
+    lane.reservation = reservation
+    if (reservation.delayMs <= 0) {
+      this.counters.grantedNow++
+      this.enqueueReady(lane)
+      return
+    }
+    this.counters.delayed++
+    this.waitThen(lane, reservation.delayMs, () => this.enqueueReady(lane))
+  }
+
+  private waitThen(lane: Lane<I>, delayMs: number, then: () => void): void {
+    lane.state = 'waiting'
+    lane.wake = this.options.wakes.after(delayMs, () => {
+      lane.wake = undefined
+      then()
+    })
+  }
+
+  private enqueueReady(lane: Lane<I>): void {
+    lane.state = 'ready'
+    this.readyQueue.push(lane)
+    this.pump()
+  }
+
+  /** pump starts ready lanes while slots are free. */
+  private pump(): void {
+    while (!this.held && !this.closed && this.running < this.options.concurrency) {
+      const lane = this.nextReady()
+      if (lane === undefined) return
+      this.start(lane)
+    }
+  }
+
+  private nextReady(): Lane<I> | undefined {
+    while (this.readyHead < this.readyQueue.length) {
+      const lane = this.readyQueue[this.readyHead]
+      this.readyQueue[this.readyHead] = undefined
+      this.readyHead++
+      if (lane !== undefined && lane.state === 'ready' && !lane.group.dropped) {
+        this.compactReadyQueue()
+        return lane
+      }
+    }
+    this.readyQueue.length = 0
+    this.readyHead = 0
+    return undefined
+  }
+
+  private compactReadyQueue(): void {
+    if (this.readyHead >= 1024 && this.readyHead * 2 >= this.readyQueue.length) {
+      this.readyQueue.splice(0, this.readyHead)
+      this.readyHead = 0
+    }
+  }
+
+  private start(lane: Lane<I>): void {
+    const item = lane.peek()!
+    lane.state = 'running'
+    lane.reservation = undefined
+    lane.attempts++
+    this.running++
+    let result: Promise<void>
+    try {
+      result = this.options.run(item, lane.attempts, lane.group.signal)
+    } catch (error) {
+      result = Promise.reject(error)
+    }
+    result.then(
+      () => this.succeeded(lane, item),
+      (error: unknown) => this.failed(lane, item, error),
+    )
+  }
+
+  private succeeded(lane: Lane<I>, item: I): void {
+    this.running--
+    if (!lane.group.dropped) {
+      this.counters.handled++
+      lane.shift()
+      this.options.done(item, lane.group, 'handled')
+      this.next(lane)
+    }
+    this.settle()
+  }
+
+  private failed(lane: Lane<I>, item: I, error: unknown): void {
+    this.running--
+    if (!lane.group.dropped) {
+      if (error instanceof RetryLaterError) {
+        this.counters.retryLater++
+        lane.attempts--
+        this.options.limiter.penalize(lane.merchantKey, error.retryAfterMs)
+        this.waitThen(lane, error.retryAfterMs, () => this.schedule(lane))
+      } else if (lane.attempts < this.options.maxAttempts) {
+        this.counters.failedAttempts++
+        this.options.logger.debug(
+          { merchantKey: lane.merchantKey, attempt: lane.attempts, err: error },
+          'handler failed; retrying',
+        )
+        this.waitThen(lane, this.options.retryDelayMs(lane.attempts), () => this.schedule(lane))
+      } else {
+        this.counters.failedAttempts++
+        const failure: DeadLetter = { reason: 'handler-failed', error, attempts: lane.attempts }
+        this.writeDeadLetter(lane.group, item, failure, 0, () => {
+          lane.shift()
+          this.next(lane)
+        })
+      }
+    }
+    this.settle()
+  }
+
+  /** next schedules the lane's new head, or retires the lane when it is empty. */
+  private next(lane: Lane<I>): void {
+    if (lane.size > 0) {
+      lane.state = 'idle'
+      this.schedule(lane)
+      return
+    }
+    lane.state = 'idle'
+    if (lane.group.lanes.get(lane.merchantKey) === lane) lane.group.lanes.delete(lane.merchantKey)
+  }
+
+  private writeDeadLetter(
+    group: LaneGroup<I>,
+    item: I,
+    failure: DeadLetter,
+    failures: number,
+    then: () => void,
+  ): void {
+    if (group.dropped || this.closed) return
+    this.deadLettersRunning++
+    let result: Promise<void>
+    try {
+      result = this.options.deadLetter(item, failure)
+    } catch (error) {
+      result = Promise.reject(error)
+    }
+    result.then(
+      () => {
+        this.deadLettersRunning--
+        if (!group.dropped) {
+          this.counters.deadLettered[failure.reason]++
+          this.options.done(item, group, 'dead-lettered')
+          then()
+        }
+        this.settle()
+      },
+      (error: unknown) => {
+        this.deadLettersRunning--
+        this.counters.deadLetterWriteFailures++
+        this.options.logger.warn({ err: error, reason: failure.reason }, 'dead-letter write failed')
+        this.options.wakes.after(this.options.deadLetterRetryDelayMs(failures + 1), () =>
+          this.writeDeadLetter(group, item, failure, failures + 1, then),
+        )
+        this.settle()
+      },
+    )
+  }
+
+  /** release cancels a lane's wait and returns its reservation's tokens. */
+  private release(lane: Lane<I>): void {
+    if (lane.wake !== undefined) {
+      this.options.wakes.cancel(lane.wake)
+      lane.wake = undefined
+    }
+    lane.reservation?.cancel()
+    lane.reservation = undefined
+    if (lane.state !== 'running') lane.state = 'idle'
+  }
+
+  /** settle wakes whenIdle waiters and refills free slots. */
+  private settle(): void {
+    this.pump()
+    if (this.running === 0 && this.deadLettersRunning === 0 && this.idleWaiters.length > 0) {
+      const waiters = this.idleWaiters
+      this.idleWaiters = []
+      for (const resolve of waiters) resolve()
+    }
+  }
+}

@@ -1,0 +1,100 @@
+import type { Granted } from '../../limiter/index.js'
+import type { Wake } from './wake-queue.js'
+
+/**
+ * LaneState is where a lane's head message is: `idle` (lane empty, or not scheduled),
+ * `waiting` (for its reservation, a retry delay or a Retry-After), `ready` (granted,
+ * queued for a concurrency slot) or `running` (handler or dead-letter in flight).
+ */
+export type LaneState = 'idle' | 'waiting' | 'ready' | 'running'
+
+/**
+ * Lane is one merchant's messages of one partition, in offset order. Only the head runs;
+ * the rest wait behind it, so a merchant's messages are handled in the order they were
+ * produced while other lanes of the same partition run independently.
+ */
+export class Lane<I> {
+  state: LaneState = 'idle'
+  /** attempts is how many times the head item has been tried; 0 before its first try. */
+  attempts = 0
+  /** wake is the pending timer of a waiting lane. */
+  wake: Wake | undefined
+  /** reservation holds the head's tokens from grant until the handler starts. */
+  reservation: Granted | undefined
+  private items: (I | undefined)[] = []
+  private head = 0
+
+  constructor(
+    readonly merchantKey: string,
+    readonly group: LaneGroup<I>,
+  ) {}
+
+  /** size is the number of items in the lane, the head included. */
+  get size(): number {
+    return this.items.length - this.head
+  }
+
+  push(item: I): void {
+    this.items.push(item)
+  }
+
+  /** peek returns the head item, or undefined when the lane is empty. */
+  peek(): I | undefined {
+    return this.items[this.head]
+  }
+
+  /** shift removes the head item; the next one becomes the head. */
+  shift(): I | undefined {
+    const item = this.items[this.head]
+    if (item === undefined) return undefined
+    this.items[this.head] = undefined
+    this.head++
+    this.attempts = 0
+    if (this.head === this.items.length) {
+      this.items = []
+      this.head = 0
+    } else if (this.head >= 64 && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head)
+      this.head = 0
+    }
+    return item
+  }
+}
+
+/**
+ * LaneGroup holds the lanes of one partition, by merchant key. A lane exists only while
+ * it holds items, so memory follows buffered messages, not merchants ever seen. Dropping
+ * the group (partition revoked) aborts its signal and makes every later completion of
+ * its items a no-op.
+ */
+export class LaneGroup<I> {
+  readonly lanes = new Map<string, Lane<I>>()
+  private readonly controller = new AbortController()
+
+  constructor(readonly name: string) {}
+
+  /** signal aborts when the group is dropped or the consumer gives up in-flight work. */
+  get signal(): AbortSignal {
+    return this.controller.signal
+  }
+
+  /** dropped is true once the group's partition is no longer this consumer's. */
+  get dropped(): boolean {
+    return this.controller.signal.aborted
+  }
+
+  /** laneFor returns the lane of `merchantKey`, creating it when absent. */
+  laneFor(merchantKey: string): Lane<I> {
+    let lane = this.lanes.get(merchantKey)
+    if (lane === undefined) {
+      lane = new Lane(merchantKey, this)
+      this.lanes.set(merchantKey, lane)
+    }
+    return lane
+  }
+
+  /** abort aborts the group's signal with `reason`. */
+  abort(reason: string): void {
+    this.controller.abort(new Error(reason))
+  }
+}

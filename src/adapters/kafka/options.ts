@@ -1,0 +1,200 @@
+import type { Consumer, ConsumerConfig, KafkaMessage, Producer, ProducerConfig } from 'kafkajs'
+import type { Logger } from 'pino'
+import type { LaneLimiter } from './dispatcher.js'
+import type { KeySource } from './message-key.js'
+
+/** KafkaClients makes the consumer and the dead-letter producer; a `Kafka` instance is one. */
+export interface KafkaClients {
+  consumer(config: ConsumerConfig): Consumer
+  producer(config?: ProducerConfig): Producer
+}
+
+/**
+ * ConsumerLimiter is what the consumer needs of a KeyedLimiter: reservations, penalties
+ * for Retry-After, its clock (waits are timed on it) and, when the limit is shared across
+ * the group's members, setShare.
+ */
+export interface ConsumerLimiter extends LaneLimiter {
+  now(): number
+  setShare(instances: number): void
+}
+
+/** ThrottledMessage is what the handler gets: one message, its merchant and its decoded value. */
+export interface ThrottledMessage<T> {
+  merchantKey: string
+  topic: string
+  partition: number
+  /** offset of the message in its partition, as kafkajs gives it (a decimal string). */
+  offset: string
+  /** message is the raw kafkajs message: key, value, headers, timestamp. */
+  message: KafkaMessage
+  /** value is the decoded value (the raw Buffer or null without a decoder). */
+  value: T
+  /** attempt is 1 on the first call, 2 on the first retry, and so on. */
+  attempt: number
+  /**
+   * signal aborts when the result can no longer count: the partition was revoked, or the
+   * consumer is stopping and its deadline passed. The message will be delivered again.
+   */
+  signal: AbortSignal
+}
+
+/** Backoff shapes the wait between failed attempts: initialMs, doubling, capped at maxMs. */
+export interface Backoff {
+  /** initialMs is the wait after the first failure. Default 200. */
+  initialMs?: number
+  /** maxMs caps the wait. Default 30 000. */
+  maxMs?: number
+}
+
+/** ThrottledConsumerOptions configure createThrottledConsumer. */
+export interface ThrottledConsumerOptions<T = Buffer | null> {
+  /** kafka makes the kafkajs consumer and the dead-letter producer (a `Kafka` instance). */
+  kafka: KafkaClients
+  groupId: string
+  topics: string[]
+  /** fromBeginning: where a group with no committed offset starts. Default false (latest). */
+  fromBeginning?: boolean
+  limiter: ConsumerLimiter
+  /**
+   * handler does the work for one message. It resolves when done; RetryLaterError asks for
+   * a retry after its delay (no attempt spent; the merchant's rate is lowered for a while);
+   * any other error is retried with backoff up to maxAttempts, then dead-lettered.
+   */
+  handler: (message: ThrottledMessage<T>) => Promise<void>
+  /** keyOf says where the merchant key is. Default: the message key. */
+  keyOf?: KeySource<T>
+  /**
+   * decode turns the raw value into what the handler gets; a throw dead-letters the
+   * message as `undecodable`. Default: the raw Buffer, or JSON when keyOf is a `field`.
+   */
+  decode?: (value: Buffer | null, message: KafkaMessage) => T
+  /** deadLetterTopic receives messages that cannot be handled, with headers saying why. */
+  deadLetterTopic: string
+  /** concurrency is the most handlers running at once, over all partitions. Default 100. */
+  concurrency?: number
+  /**
+   * maxBufferedPerPartition bounds the messages held per partition (waiting, running or
+   * being dead-lettered). At the bound the partition is paused; it resumes when half are
+   * done. While a partition is paused, every merchant on it waits. Default 5 000.
+   */
+  maxBufferedPerPartition?: number
+  /** commitIntervalMs is how often watermarks are committed. Default 1 000. */
+  commitIntervalMs?: number
+  /** maxAttempts is the most handler calls per message before dead-lettering. Default 5. */
+  maxAttempts?: number
+  backoff?: Backoff
+  /** stopTimeoutMs is how long stop() waits for in-flight handlers. Default 10 000. */
+  stopTimeoutMs?: number
+  /**
+   * shareLimitAcrossMembers makes each member enforce 1/members of every rate (limiter
+   * setShare, updated on each rebalance). Use it when a merchant's messages are spread over
+   * partitions. Default: true when keyOf is not the message key.
+   */
+  shareLimitAcrossMembers?: boolean
+  /**
+   * consumerConfig is passed to kafkajs (groupId aside). maxWaitTimeInMs defaults to 1 000
+   * here, not 5 000: it bounds how long a resumed partition and stop() wait for a fetch.
+   */
+  consumerConfig?: Omit<ConsumerConfig, 'groupId'>
+  /** producerConfig is passed to kafkajs for the dead-letter producer. */
+  producerConfig?: ProducerConfig
+  /** maxKeyLength bounds a merchant key. Default 128 (as the limiter). */
+  maxKeyLength?: number
+  logger?: Logger
+}
+
+/** ResolvedOptions are the options after defaults and checks. */
+export interface ResolvedOptions<T> extends ThrottledConsumerOptions<T> {
+  keyOf: KeySource<T>
+  concurrency: number
+  maxBufferedPerPartition: number
+  commitIntervalMs: number
+  maxAttempts: number
+  stopTimeoutMs: number
+  shareLimitAcrossMembers: boolean
+  retryDelayMs: (attempt: number) => number
+}
+
+/** resolveOptions checks `options` and fills in defaults; a bad option throws TypeError. */
+export function resolveOptions<T>(options: ThrottledConsumerOptions<T>): ResolvedOptions<T> {
+  const where = 'createThrottledConsumer'
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(`${where}: expected an options object, got ${typeof options}`)
+  }
+  if (typeof options.kafka?.consumer !== 'function' || typeof options.kafka.producer !== 'function') {
+    throw new TypeError(
+      `${where}: expected kafka to make consumers and producers, got ${typeof options.kafka}`,
+    )
+  }
+  checkText(options.groupId, 'groupId')
+  checkText(options.deadLetterTopic, 'deadLetterTopic')
+  if (!Array.isArray(options.topics) || options.topics.length === 0) {
+    throw new TypeError(`${where}: expected topics to be a non-empty array, got ${String(options.topics)}`)
+  }
+  for (const topic of options.topics) checkText(topic, 'topics[]')
+  if (options.topics.includes(options.deadLetterTopic)) {
+    throw new TypeError(`${where}: expected deadLetterTopic outside topics, got ${options.deadLetterTopic}`)
+  }
+  if (typeof options.handler !== 'function') {
+    throw new TypeError(`${where}: expected handler to be a function, got ${typeof options.handler}`)
+  }
+  const limiter = options.limiter
+  if (typeof limiter?.reserve !== 'function' || typeof limiter.penalize !== 'function') {
+    throw new TypeError(`${where}: expected limiter to be a KeyedLimiter, got ${typeof limiter}`)
+  }
+  const keyOf = options.keyOf ?? 'message-key'
+  checkKeySource(keyOf)
+  const initialMs = options.backoff?.initialMs ?? 200
+  const maxMs = options.backoff?.maxMs ?? 30_000
+  checkNumber(initialMs, 'backoff.initialMs', 0)
+  checkNumber(maxMs, 'backoff.maxMs', initialMs)
+  const resolved: ResolvedOptions<T> = {
+    ...options,
+    keyOf,
+    concurrency: options.concurrency ?? 100,
+    maxBufferedPerPartition: options.maxBufferedPerPartition ?? 5_000,
+    commitIntervalMs: options.commitIntervalMs ?? 1_000,
+    maxAttempts: options.maxAttempts ?? 5,
+    stopTimeoutMs: options.stopTimeoutMs ?? 10_000,
+    shareLimitAcrossMembers: options.shareLimitAcrossMembers ?? keyOf !== 'message-key',
+    retryDelayMs: (attempt) => Math.min(maxMs, initialMs * 2 ** (attempt - 1)),
+  }
+  checkInteger(resolved.concurrency, 'concurrency', 1)
+  checkInteger(resolved.maxBufferedPerPartition, 'maxBufferedPerPartition', 1)
+  checkNumber(resolved.commitIntervalMs, 'commitIntervalMs', 1)
+  checkInteger(resolved.maxAttempts, 'maxAttempts', 1)
+  checkNumber(resolved.stopTimeoutMs, 'stopTimeoutMs', 0)
+  if (resolved.shareLimitAcrossMembers && typeof limiter.setShare !== 'function') {
+    throw new TypeError(`${where}: expected a limiter with setShare to share limits, got none`)
+  }
+  return resolved
+
+  function checkText(value: unknown, name: string): void {
+    if (typeof value !== 'string' || value.length === 0) {
+      throw new TypeError(`${where}: expected ${name} to be a non-empty string, got ${String(value)}`)
+    }
+  }
+  function checkNumber(value: unknown, name: string, min: number): void {
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < min) {
+      throw new TypeError(`${where}: expected ${name} to be a number >= ${min}, got ${String(value)}`)
+    }
+  }
+  function checkInteger(value: unknown, name: string, min: number): void {
+    if (!Number.isSafeInteger(value) || (value as number) < min) {
+      throw new TypeError(`${where}: expected ${name} to be an integer >= ${min}, got ${String(value)}`)
+    }
+  }
+  function checkKeySource(source: unknown): void {
+    if (source === 'message-key' || typeof source === 'function') return
+    if (typeof source === 'object' && source !== null) {
+      const header = (source as { header?: unknown }).header
+      const field = (source as { field?: unknown }).field
+      if (typeof header === 'string' && header.length > 0) return
+      if (typeof field === 'string' && field.length > 0) return
+    }
+    throw new TypeError(
+      `${where}: expected keyOf to be 'message-key', { header }, { field } or a function, got ${JSON.stringify(source)}`,
+    )
+  }
+}
