@@ -40,3 +40,16 @@ export class InvalidMerchantKeyError extends MerchantThrottleError {
     this.reason = reason
   }
 }
+
+/**
+ * InvalidRatesFileError: the rates file (config/rates.json) cannot be read or is not a
+ * valid snapshot when the file source starts. A later bad edit is logged and ignored
+ * instead; only a start has no rates in force to keep.
+ */
+export class InvalidRatesFileError extends MerchantThrottleError {
+  readonly path: string
+  constructor(path: string, reason: string, options?: { cause?: unknown }) {
+    super('INVALID_RATES_FILE', `rates file ${path}: ${reason}`, options)
+    this.path = path
+  }
+}

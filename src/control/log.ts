@@ -1,0 +1,56 @@
+import type { Logger } from 'pino'
+import { formatRate } from '../limiter/index.js'
+import type { ControlChange } from './schema.js'
+import type { ControlState } from './state.js'
+
+/**
+ * describeChange is a one-line account of a change for logs and `throttlectl watch`,
+ * e.g. `set m_123 5000/min (version 42)` or `snapshot default 1000/min, 2 overrides (version 44)`.
+ */
+export function describeChange(change: ControlChange): string {
+  const inheritance = change.inheritance === undefined ? '' : `, inheritance ${change.inheritance}`
+  switch (change.type) {
+    case 'set':
+      return `set ${change.merchant} ${formatRate(change.rate)} (version ${change.version}${inheritance})`
+    case 'clear':
+      return `clear ${change.merchant} (version ${change.version}${inheritance})`
+    case 'snapshot':
+      return `snapshot default ${formatRate(change.default)}, ${change.overrides.size} overrides (version ${change.version}${inheritance})`
+  }
+}
+
+/**
+ * logControlEvents logs every event of `state`: applied and forgotten at info, stale at
+ * info (a replay or a duplicate is normal), rejected at warn with the reason.
+ */
+export function logControlEvents(state: ControlState, logger: Logger): () => void {
+  return state.subscribe((event) => {
+    const at = { ...event.origin }
+    switch (event.kind) {
+      case 'applied':
+        logger.info(
+          { ...at, version: event.change.version },
+          `control change applied: ${describeChange(event.change)}`,
+        )
+        break
+      case 'stale':
+        logger.info(
+          { ...at, version: event.change.version, inForceVersion: event.inForceVersion },
+          `control change ignored as stale: ${describeChange(event.change)}, version ${event.inForceVersion} in force`,
+        )
+        break
+      case 'rejected':
+        logger.warn(
+          { ...at, reason: event.reason },
+          `control message rejected (${event.reason}): ${event.error}`,
+        )
+        break
+      case 'forgotten':
+        logger.info(
+          { ...at, key: event.key, changed: event.changed },
+          `control tombstone for ${JSON.stringify(event.key)}`,
+        )
+        break
+    }
+  })
+}

@@ -1,0 +1,360 @@
+import { z } from 'zod'
+import {
+  checkMerchantKey,
+  type Inheritance,
+  MAX_MERCHANT_KEY_LENGTH,
+  parseRate,
+  type Rate,
+} from '../limiter/index.js'
+
+/**
+ * ControlLimits bounds what a control message may say. A message outside them is
+ * rejected whole; the rates in force stay as they were.
+ */
+export interface ControlLimits {
+  /** maxLimit is the largest `limit` a rate may have, in units per interval. */
+  readonly maxLimit: number
+  /** minIntervalMs and maxIntervalMs bound a rate's interval, in ms. */
+  readonly minIntervalMs: number
+  readonly maxIntervalMs: number
+  /** maxBurst is the largest bucket a rate may have, in units. */
+  readonly maxBurst: number
+  /** maxMessageBytes caps the raw message (a snapshot is the big one), in bytes. */
+  readonly maxMessageBytes: number
+  /** maxOverrides caps the number of merchants one snapshot may list. */
+  readonly maxOverrides: number
+  /** maxMerchantKeyLength bounds a merchant key, in UTF-16 code units. */
+  readonly maxMerchantKeyLength: number
+}
+
+/**
+ * DEFAULT_CONTROL_LIMITS: up to a million units per interval, intervals from 1 ms to one
+ * day, bursts up to a million, 1 MiB messages (Kafka's default `max.message.bytes` is
+ * about the same), 100,000 overrides per snapshot.
+ */
+export const DEFAULT_CONTROL_LIMITS: ControlLimits = Object.freeze({
+  maxLimit: 1_000_000,
+  minIntervalMs: 1,
+  maxIntervalMs: 86_400_000,
+  maxBurst: 1_000_000,
+  maxMessageBytes: 1_048_576,
+  maxOverrides: 100_000,
+  maxMerchantKeyLength: MAX_MERCHANT_KEY_LENGTH,
+})
+
+/** DEFAULT_RATE_KEY is the `merchant` (and Kafka message key) that names the default rate. */
+export const DEFAULT_RATE_KEY = '*'
+
+/**
+ * SNAPSHOT_KEY is the Kafka message key of snapshots. It holds a character no merchant
+ * key may have, so that compaction keeps the latest snapshot next to the latest message
+ * of every merchant.
+ */
+export const SNAPSHOT_KEY = '*snapshot'
+
+/** messageKeyOf is the Kafka message key a change is published under: the merchant, `*` or SNAPSHOT_KEY. */
+export function messageKeyOf(change: ControlChange): string {
+  return change.type === 'snapshot' ? SNAPSHOT_KEY : change.merchant
+}
+
+/**
+ * SetChange sets one merchant's override, or the default rate when `merchant` is `*`.
+ * Per-merchant settings beyond the rate (a later `maxInFlight`) belong next to `rate`.
+ */
+export interface SetChange {
+  readonly type: 'set'
+  readonly merchant: string
+  readonly rate: Rate
+  readonly version: number
+  readonly inheritance?: Inheritance
+}
+
+/** ClearChange removes a merchant's override: the merchant falls back to the default rate. */
+export interface ClearChange {
+  readonly type: 'clear'
+  readonly merchant: string
+  readonly version: number
+  readonly inheritance?: Inheritance
+}
+
+/**
+ * SnapshotChange replaces every rate at once: the default, and the overrides listed;
+ * a merchant not listed has no override. Its version is every merchant's floor.
+ */
+export interface SnapshotChange {
+  readonly type: 'snapshot'
+  readonly version: number
+  readonly default: Rate
+  readonly overrides: ReadonlyMap<string, Rate>
+  readonly inheritance?: Inheritance
+}
+
+/** ControlChange is one parsed, validated control message. */
+export type ControlChange = SetChange | ClearChange | SnapshotChange
+
+/** ControlParseFailure says which stage refused a message. */
+export type ControlParseFailure = 'too-large' | 'invalid-json' | 'invalid-message'
+
+/** ControlParseResult is the outcome of parseControlMessage. */
+export type ControlParseResult =
+  | { ok: true; change: ControlChange }
+  | { ok: false; reason: ControlParseFailure; error: string }
+
+/**
+ * parseControlMessage reads one control message (JSON, UTF-8) and checks it against
+ * `limits` (DEFAULT_CONTROL_LIMITS for any bound not given). It never throws on input:
+ * a message that is too large, not JSON, of an unknown type, with a missing, extra or
+ * out-of-range field is refused with an `error` naming the field and what was wrong,
+ * e.g. `rate.limit: expected a number > 0 and <= 1000000, got -5`.
+ */
+export function parseControlMessage(
+  input: Buffer | string,
+  limits?: Partial<ControlLimits>,
+): ControlParseResult {
+  const bounds = resolveLimits(limits)
+  const bytes = typeof input === 'string' ? Buffer.byteLength(input, 'utf8') : input.byteLength
+  if (bytes > bounds.maxMessageBytes) {
+    return {
+      ok: false,
+      reason: 'too-large',
+      error: `message: ${bytes} bytes, above the ${bounds.maxMessageBytes} allowed`,
+    }
+  }
+  let json: unknown
+  try {
+    json = JSON.parse(typeof input === 'string' ? input : input.toString('utf8'))
+  } catch (error) {
+    return { ok: false, reason: 'invalid-json', error: `message: not JSON (${(error as Error).message})` }
+  }
+  const parsed = schemaFor(bounds).safeParse(json, { error: describeIssue })
+  if (!parsed.success)
+    return { ok: false, reason: 'invalid-message', error: formatIssues(parsed.error.issues) }
+  return { ok: true, change: parsed.data }
+}
+
+/** checkRateValue validates one rate as a control message writes it (string or object) against `limits`. */
+export function checkRateValue(
+  value: unknown,
+  limits: ControlLimits,
+): { ok: true; rate: Rate } | { ok: false; field?: string; error: string } {
+  let rate: Rate
+  if (value === undefined) return { ok: false, error: 'missing' }
+  if (typeof value === 'string') {
+    try {
+      rate = parseRate(value)
+    } catch (error) {
+      return { ok: false, error: (error as Error).message.replace(/^parseRate: /, '') }
+    }
+  } else if (isPlainObject(value)) {
+    const unknown = Object.keys(value).find((field) => !RATE_FIELDS.has(field))
+    if (unknown !== undefined) return { ok: false, field: unknown, error: 'unknown field' }
+    if (value.limit === undefined) return { ok: false, field: 'limit', error: 'missing' }
+    if (value.intervalMs === undefined) return { ok: false, field: 'intervalMs', error: 'missing' }
+    for (const field of RATE_FIELDS) {
+      const n = value[field]
+      if (n !== undefined && typeof n !== 'number') {
+        return { ok: false, field, error: `expected a number, got ${describeValue(n)}` }
+      }
+    }
+    rate = {
+      limit: value.limit as number,
+      intervalMs: value.intervalMs as number,
+      burst: (value.burst as number | undefined) ?? Math.max(1, value.limit as number),
+    }
+  } else {
+    return {
+      ok: false,
+      error: `expected a rate like '1000/min' or { limit, intervalMs, burst }, got ${describeValue(value)}`,
+    }
+  }
+  if (!(Number.isFinite(rate.limit) && rate.limit > 0 && rate.limit <= limits.maxLimit)) {
+    return {
+      ok: false,
+      field: 'limit',
+      error: `expected a number > 0 and <= ${limits.maxLimit}, got ${rate.limit}`,
+    }
+  }
+  if (
+    !(
+      Number.isFinite(rate.intervalMs) &&
+      rate.intervalMs >= limits.minIntervalMs &&
+      rate.intervalMs <= limits.maxIntervalMs
+    )
+  ) {
+    return {
+      ok: false,
+      field: 'intervalMs',
+      error: `expected a number of ms in [${limits.minIntervalMs}, ${limits.maxIntervalMs}], got ${rate.intervalMs}`,
+    }
+  }
+  if (!(Number.isFinite(rate.burst) && rate.burst >= 1 && rate.burst <= limits.maxBurst)) {
+    return {
+      ok: false,
+      field: 'burst',
+      error: `expected a number >= 1 and <= ${limits.maxBurst}, got ${rate.burst}`,
+    }
+  }
+  return { ok: true, rate }
+}
+
+/** resolveLimits fills the bounds not given from DEFAULT_CONTROL_LIMITS and checks them. */
+export function resolveLimits(limits?: Partial<ControlLimits>): ControlLimits {
+  if (limits === undefined) return DEFAULT_CONTROL_LIMITS
+  const resolved = { ...DEFAULT_CONTROL_LIMITS, ...limits }
+  for (const [name, value] of Object.entries(resolved)) {
+    if (typeof value !== 'number' || !(value > 0) || !Number.isFinite(value)) {
+      throw new TypeError(`control limits: expected ${name} to be a finite number > 0, got ${String(value)}`)
+    }
+  }
+  return Object.freeze(resolved)
+}
+
+const RATE_FIELDS: ReadonlySet<string> = new Set(['limit', 'intervalMs', 'burst'])
+
+const INHERITANCE = ['proportional', 'as-is', 'reset'] as const satisfies readonly Inheritance[]
+
+const schemas = new WeakMap<ControlLimits, ReturnType<typeof buildSchema>>()
+
+function schemaFor(limits: ControlLimits): ReturnType<typeof buildSchema> {
+  let schema = schemas.get(limits)
+  if (schema === undefined) {
+    schema = buildSchema(limits)
+    schemas.set(limits, schema)
+  }
+  return schema
+}
+
+function buildSchema(limits: ControlLimits) {
+  const version = z.number().int().min(0)
+  const inheritance = z.enum(INHERITANCE).optional()
+  const rate = z.unknown().transform((value, ctx): Rate => {
+    const checked = checkRateValue(value, limits)
+    if (checked.ok) return checked.rate
+    ctx.addIssue({
+      code: 'custom',
+      message: checked.error,
+      path: checked.field === undefined ? [] : [checked.field],
+    })
+    return z.NEVER
+  })
+  const merchant = (allowDefault: boolean) =>
+    z.unknown().transform((value, ctx): string => {
+      if (allowDefault && value === DEFAULT_RATE_KEY) return DEFAULT_RATE_KEY
+      const checked = checkMerchantKey(value, limits.maxMerchantKeyLength)
+      if (checked.ok) return checked.key
+      ctx.addIssue({ code: 'custom', message: checked.reason })
+      return z.NEVER
+    })
+  const overrides = z.unknown().transform((value, ctx): ReadonlyMap<string, Rate> => {
+    if (!isPlainObject(value)) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `expected an object of merchant: rate, got ${describeValue(value)}`,
+      })
+      return z.NEVER
+    }
+    // Object.keys, not a zod record: a merchant named `__proto__` is a valid key and must not vanish.
+    const keys = Object.keys(value)
+    if (keys.length > limits.maxOverrides) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `${keys.length} overrides, above the ${limits.maxOverrides} allowed`,
+      })
+      return z.NEVER
+    }
+    const result = new Map<string, Rate>()
+    for (const key of keys) {
+      const checkedKey = checkMerchantKey(key, limits.maxMerchantKeyLength)
+      if (!checkedKey.ok) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `merchant key ${describeValue(key)}: ${checkedKey.reason}`,
+          path: [key],
+        })
+        return z.NEVER
+      }
+      const checked = checkRateValue(value[key], limits)
+      if (!checked.ok) {
+        ctx.addIssue({
+          code: 'custom',
+          message: checked.error,
+          path: checked.field === undefined ? [key] : [key, checked.field],
+        })
+        return z.NEVER
+      }
+      result.set(key, checked.rate)
+    }
+    return result
+  })
+  return z.discriminatedUnion('type', [
+    z.strictObject({ type: z.literal('set'), merchant: merchant(true), rate, version, inheritance }),
+    z.strictObject({ type: z.literal('clear'), merchant: merchant(false), version, inheritance }),
+    z.strictObject({
+      type: z.literal('snapshot'),
+      version,
+      default: rate,
+      overrides: overrides.optional().transform((map) => map ?? new Map<string, Rate>()),
+      inheritance,
+    }),
+  ])
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/** describeIssue words zod's own issues the way the custom checks do: what was expected, what came. */
+function describeIssue(issue: z.core.$ZodRawIssue): string | undefined {
+  switch (issue.code) {
+    case 'invalid_type':
+      if (issue.input === undefined) return 'missing'
+      if (issue.expected === 'int' || issue.expected === 'number') {
+        return `expected a whole number >= 0, got ${describeValue(issue.input)}`
+      }
+      return `expected ${issue.expected}, got ${describeValue(issue.input)}`
+    case 'too_small':
+    case 'too_big':
+      return `expected a whole number in [0, ${Number.MAX_SAFE_INTEGER}], got ${describeValue(issue.input)}`
+    case 'invalid_value':
+      return `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}, got ${describeValue(issue.input)}`
+    case 'invalid_union': {
+      // Only the discriminated union on `type` is a union here; its issue carries the whole message.
+      const type = isPlainObject(issue.input) ? issue.input.type : undefined
+      return type === undefined
+        ? 'missing'
+        : `expected one of "set", "clear", "snapshot", got ${describeValue(type)}`
+    }
+    default:
+      return undefined
+  }
+}
+
+function formatIssues(issues: readonly z.core.$ZodIssue[]): string {
+  const lines = issues.slice(0, 3).flatMap((issue) => {
+    if (issue.code === 'unrecognized_keys') {
+      return issue.keys.map((key) => `${formatPath([...issue.path, key])}: unknown field`)
+    }
+    return [`${formatPath(issue.path)}: ${issue.message}`]
+  })
+  const more = issues.length > 3 ? ` (and ${issues.length - 3} more)` : ''
+  return `${lines.join('; ')}${more}`
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  if (path.length === 0) return 'message'
+  return path
+    .map((part, i) => {
+      const text = String(part)
+      if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(text)) return i === 0 ? text : `.${text}`
+      return `[${JSON.stringify(text)}]`
+    })
+    .join('')
+}
+
+function describeValue(value: unknown): string {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  if (typeof value === 'object') return 'an object'
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)
+  return String(value)
+}

@@ -1,0 +1,319 @@
+import { type Logger, pino } from 'pino'
+import type { KeyedLimiter, Rate, RateChange } from '../limiter/index.js'
+import { type ControlChange, DEFAULT_RATE_KEY, SNAPSHOT_KEY, type SnapshotChange } from './schema.js'
+
+/** RateTarget is the part of the limiter that control changes: one synchronous `apply` per change. */
+export type RateTarget = Pick<KeyedLimiter, 'apply'>
+
+/**
+ * ControlRejectReason says why a control record was refused: by size, JSON, schema,
+ * signature, a message key that does not match the message, or the limiter itself.
+ */
+export type ControlRejectReason =
+  | 'too-large'
+  | 'invalid-json'
+  | 'invalid-message'
+  | 'missing-key'
+  | 'key-mismatch'
+  | 'unsigned'
+  | 'unknown-key-id'
+  | 'bad-signature'
+  | 'not-a-snapshot'
+  | 'limiter-refused'
+
+/** ControlOrigin says where a change came from, for logs: a topic partition and offset, or a file. */
+export interface ControlOrigin {
+  readonly source: 'kafka' | 'file' | 'direct'
+  readonly partition?: number
+  readonly offset?: string
+  readonly path?: string
+}
+
+/** ControlEvent is what ControlState reports to its listeners, one per record. */
+export type ControlEvent =
+  | { kind: 'applied'; change: ControlChange; atMs: number; origin: ControlOrigin }
+  /** stale: the change's version is at or below `inForceVersion`, the version in force for what it changes. */
+  | { kind: 'stale'; change: ControlChange; inForceVersion: number; origin: ControlOrigin }
+  | { kind: 'rejected'; reason: ControlRejectReason; error: string; origin: ControlOrigin }
+  /** forgotten: a tombstone for `key`; `changed` is false when it had nothing to undo. */
+  | { kind: 'forgotten'; key: string; changed: boolean; atMs: number; origin: ControlOrigin }
+
+/** ControlOutcome is what one record did, as returned to the source that fed it. */
+export type ControlOutcome = ControlEvent['kind']
+
+/** RateEntry is one rate in force: the rate, the version that set it, and when it was applied (wall ms). */
+export interface RateEntry {
+  readonly rate: Rate
+  readonly version: number
+  readonly changedAtMs: number
+}
+
+/** ControlTable is the applied table, for the status page and `throttlectl get`. */
+export interface ControlTable {
+  /** default is the default rate set by control, or undefined while the limiter's configured one holds. */
+  readonly default: RateEntry | undefined
+  /** overrides lists the merchants with a rate of their own, sorted by merchant key. */
+  readonly overrides: ReadonlyArray<RateEntry & { readonly merchant: string }>
+  /** snapshotVersion is the version of the latest snapshot applied: every merchant's floor. */
+  readonly snapshotVersion: number | undefined
+  /** lastChangeAtMs is when the last change was applied (wall ms), or undefined before the first. */
+  readonly lastChangeAtMs: number | undefined
+}
+
+/** ControlStats are counters for metrics, one per outcome and one per rejection reason. */
+export interface ControlStats {
+  applied: number
+  stale: number
+  rejected: number
+  forgotten: number
+  rejectedBy: Partial<Record<ControlRejectReason, number>>
+}
+
+/** ControlStateOptions configure a ControlState. */
+export interface ControlStateOptions {
+  /** target receives every accepted change as one `apply` call; without one, the state only keeps the table. */
+  target?: RateTarget
+  /** wallNow is the wall clock for `changedAtMs`, in ms since the epoch (Date.now by default). */
+  wallNow?: () => number
+  logger?: Logger
+}
+
+/** A merchant's latest change: its rate, or null after a clear (kept to order later changes). */
+interface MerchantEntry {
+  readonly rate: Rate | null
+  readonly version: number
+  readonly changedAtMs: number
+}
+
+/**
+ * ControlState orders control changes and applies the accepted ones to the limiter.
+ *
+ * Versions order changes per merchant and for the default: a change at or below the
+ * version in force for what it touches is stale, ignored and counted. A snapshot at
+ * version v is every merchant's floor: it wins over every entry at or below v (ties go
+ * to the snapshot) and leaves newer ones alone, so the table ends the same whatever
+ * order the records arrive in, across partitions and replays.
+ *
+ * The limiter's own `version` is global, so it is never passed: ordering is done here,
+ * and each accepted change is exactly one synchronous `target.apply` call.
+ */
+export class ControlState {
+  private readonly target: RateTarget | undefined
+  private readonly wallNow: () => number
+  private readonly logger: Logger
+  private readonly merchants = new Map<string, MerchantEntry>()
+  private defaultEntry: RateEntry | undefined
+  private snapshot: SnapshotChange | undefined
+  private lastChangeAtMs: number | undefined
+  private readonly listeners = new Set<(event: ControlEvent) => void>()
+  private readonly counters: ControlStats = {
+    applied: 0,
+    stale: 0,
+    rejected: 0,
+    forgotten: 0,
+    rejectedBy: {},
+  }
+
+  constructor(options: ControlStateOptions = {}) {
+    this.target = options.target
+    this.wallNow = options.wallNow ?? Date.now
+    this.logger = options.logger ?? pino({ level: 'silent' })
+  }
+
+  /** floorVersion is the latest snapshot's version, or -Infinity before any snapshot. */
+  private get floorVersion(): number {
+    return this.snapshot?.version ?? Number.NEGATIVE_INFINITY
+  }
+
+  /**
+   * accept orders one parsed change and applies it when it is newer than what is in
+   * force. Clearing the default (`clear` of `*`) is misuse and throws a TypeError.
+   */
+  accept(change: ControlChange, origin: ControlOrigin = DIRECT): ControlOutcome {
+    if (change.type === 'clear' && change.merchant === DEFAULT_RATE_KEY) {
+      throw new TypeError(
+        "accept: expected a merchant to clear, got '*' (the default rate cannot be cleared)",
+      )
+    }
+    const inForce = this.inForceVersion(change)
+    if (change.version <= inForce) {
+      this.counters.stale++
+      this.emit({ kind: 'stale', change, inForceVersion: inForce, origin })
+      return 'stale'
+    }
+    const atMs = this.wallNow()
+    if (change.type === 'snapshot') return this.acceptSnapshot(change, atMs, origin)
+    if (change.type === 'set' && change.merchant === DEFAULT_RATE_KEY) {
+      if (!this.applyToTarget({ default: change.rate, inheritance: change.inheritance }, origin))
+        return 'rejected'
+      this.defaultEntry = { rate: change.rate, version: change.version, changedAtMs: atMs }
+      return this.applied(change, atMs, origin)
+    }
+    const rate = change.type === 'set' ? change.rate : null
+    const overrides = Object.fromEntries([[change.merchant, rate]])
+    if (!this.applyToTarget({ overrides, inheritance: change.inheritance }, origin)) return 'rejected'
+    this.merchants.set(change.merchant, { rate, version: change.version, changedAtMs: atMs })
+    return this.applied(change, atMs, origin)
+  }
+
+  /**
+   * forget handles a tombstone (a null value) for message key `key`: compaction will drop
+   * every record under that key, so the state becomes what a worker replaying the
+   * compacted topic would build. A merchant falls back to the latest snapshot's rate for
+   * it, or to no override; the default falls back to the snapshot's default. With no
+   * snapshot to fall back to, a tombstone for `*` keeps the default in force, and a
+   * tombstone for the snapshot key is ignored: both are reported with `changed: false`.
+   */
+  forget(key: string, origin: ControlOrigin = DIRECT): ControlOutcome {
+    const floor = this.floorVersion
+    const atMs = this.wallNow()
+    let changed = false
+    if (key === DEFAULT_RATE_KEY) {
+      if (
+        this.snapshot !== undefined &&
+        this.defaultEntry !== undefined &&
+        this.defaultEntry.version > floor
+      ) {
+        changed = this.applyToTarget({ default: this.snapshot.default }, origin)
+        if (!changed) return 'rejected'
+        this.defaultEntry = { rate: this.snapshot.default, version: floor, changedAtMs: atMs }
+      }
+    } else if (key !== SNAPSHOT_KEY) {
+      const entry = this.merchants.get(key)
+      if (entry !== undefined && entry.version > floor) {
+        const fallback = this.snapshot?.overrides.get(key) ?? null
+        if (fallback !== null || entry.rate !== null) {
+          if (!this.applyToTarget({ overrides: Object.fromEntries([[key, fallback]]) }, origin))
+            return 'rejected'
+        }
+        if (fallback === null) this.merchants.delete(key)
+        else this.merchants.set(key, { rate: fallback, version: floor, changedAtMs: atMs })
+        changed = true
+      }
+    }
+    if (changed) this.lastChangeAtMs = atMs
+    this.counters.forgotten++
+    this.emit({ kind: 'forgotten', key, changed, atMs, origin })
+    return 'forgotten'
+  }
+
+  /** reject records a record refused before it reached ordering (size, JSON, schema, signature). */
+  reject(reason: ControlRejectReason, error: string, origin: ControlOrigin = DIRECT): ControlOutcome {
+    this.counters.rejected++
+    this.counters.rejectedBy[reason] = (this.counters.rejectedBy[reason] ?? 0) + 1
+    this.emit({ kind: 'rejected', reason, error, origin })
+    return 'rejected'
+  }
+
+  /** versionOf is the version in force for a merchant (or `*`), including a clear; undefined if none. */
+  versionOf(merchant: string): number | undefined {
+    if (merchant === DEFAULT_RATE_KEY) return this.defaultEntry?.version
+    return this.merchants.get(merchant)?.version ?? this.snapshot?.version
+  }
+
+  /** maxVersion is the highest version applied so far, or undefined before the first change. */
+  maxVersion(): number | undefined {
+    let max = this.defaultEntry?.version
+    if (this.snapshot !== undefined && (max === undefined || this.snapshot.version > max))
+      max = this.snapshot.version
+    for (const entry of this.merchants.values())
+      if (max === undefined || entry.version > max) max = entry.version
+    return max
+  }
+
+  /** table is the applied table: default, overrides in merchant order, floor and last change time. */
+  table(): ControlTable {
+    const overrides: Array<RateEntry & { merchant: string }> = []
+    for (const [merchant, entry] of this.merchants) {
+      if (entry.rate !== null)
+        overrides.push({ merchant, rate: entry.rate, version: entry.version, changedAtMs: entry.changedAtMs })
+    }
+    overrides.sort((a, b) => (a.merchant < b.merchant ? -1 : a.merchant > b.merchant ? 1 : 0))
+    return {
+      default: this.defaultEntry,
+      overrides,
+      snapshotVersion: this.snapshot?.version,
+      lastChangeAtMs: this.lastChangeAtMs,
+    }
+  }
+
+  /** stats returns a copy of the counters. */
+  stats(): ControlStats {
+    return { ...this.counters, rejectedBy: { ...this.counters.rejectedBy } }
+  }
+
+  /** subscribe calls `listener` with every event from now on; returns the function that unsubscribes. */
+  subscribe(listener: (event: ControlEvent) => void): () => void {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  private inForceVersion(change: ControlChange): number {
+    const floor = this.floorVersion
+    if (change.type === 'snapshot') return floor
+    if (change.merchant === DEFAULT_RATE_KEY) return this.defaultEntry?.version ?? floor
+    return this.merchants.get(change.merchant)?.version ?? floor
+  }
+
+  private acceptSnapshot(change: SnapshotChange, atMs: number, origin: ControlOrigin): ControlOutcome {
+    const next = new Map<string, MerchantEntry>()
+    for (const [merchant, entry] of this.merchants)
+      if (entry.version > change.version) next.set(merchant, entry)
+    for (const [merchant, rate] of change.overrides) {
+      if (!next.has(merchant)) next.set(merchant, { rate, version: change.version, changedAtMs: atMs })
+    }
+    const takesDefault = (this.defaultEntry?.version ?? Number.NEGATIVE_INFINITY) <= change.version
+    const overrides: Array<[string, Rate]> = []
+    for (const [merchant, entry] of next) if (entry.rate !== null) overrides.push([merchant, entry.rate])
+    const applied = this.applyToTarget(
+      {
+        default: takesDefault ? change.default : undefined,
+        overrides: Object.fromEntries(overrides),
+        replace: true,
+        inheritance: change.inheritance,
+      },
+      origin,
+    )
+    if (!applied) return 'rejected'
+    this.merchants.clear()
+    for (const [merchant, entry] of next) this.merchants.set(merchant, entry)
+    if (takesDefault) this.defaultEntry = { rate: change.default, version: change.version, changedAtMs: atMs }
+    this.snapshot = change
+    return this.applied(change, atMs, origin)
+  }
+
+  /** applyToTarget makes one limiter call; a refusal (a TypeError) is a rejection, with nothing changed. */
+  private applyToTarget(change: RateChange, origin: ControlOrigin): boolean {
+    if (this.target === undefined) return true
+    try {
+      const result = this.target.apply(change)
+      if (result.applied) return true
+      this.reject('limiter-refused', `limiter: ${result.reason}`, origin)
+    } catch (error) {
+      this.reject('limiter-refused', `limiter: ${(error as Error).message}`, origin)
+    }
+    return false
+  }
+
+  private applied(change: ControlChange, atMs: number, origin: ControlOrigin): ControlOutcome {
+    this.lastChangeAtMs = atMs
+    this.counters.applied++
+    this.emit({ kind: 'applied', change, atMs, origin })
+    return 'applied'
+  }
+
+  private emit(event: ControlEvent): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(event)
+      } catch (error) {
+        this.logger.error(
+          { err: error, event: event.kind },
+          'control event listener threw; the change stands',
+        )
+      }
+    }
+  }
+}
+
+const DIRECT: ControlOrigin = { source: 'direct' }
