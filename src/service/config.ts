@@ -1,0 +1,337 @@
+import { readFileSync } from 'node:fs'
+import { dirname, isAbsolute, resolve } from 'node:path'
+import { z } from 'zod'
+import { parseRate } from '../limiter/index.js'
+
+/** ConfigError says which field of which layer is wrong; start-up stops on it. */
+export class ConfigError extends Error {
+  readonly code = 'CONFIG_INVALID'
+  constructor(message: string) {
+    super(message)
+    this.name = 'ConfigError'
+  }
+}
+
+const rateString = z.string().refine(
+  (text) => {
+    try {
+      parseRate(text)
+      return true
+    } catch {
+      return false
+    }
+  },
+  { message: "expected a rate like '1000/min' or '50/s burst 10'" },
+)
+
+const port = z.number().int().min(0).max(65_535)
+const positiveMs = z.number().int().positive()
+
+const httpClient = z
+  .object({
+    connectTimeoutMs: positiveMs.default(5_000).describe('Connect timeout for outbound requests, ms.'),
+    timeoutMs: positiveMs.default(10_000).describe('Total timeout of one outbound request, ms.'),
+    maxResponseBytes: z.number().int().min(0).default(65_536).describe('Response body bytes read; the rest is discarded.'),
+    allowHosts: z
+      .array(z.string().min(1))
+      .default([])
+      .describe('Hosts or CIDRs exempt from the SSRF guard (development and tests only).'),
+    httpsOnly: z.boolean().optional().describe('Refuse plain http targets. Default: true when NODE_ENV=production.'),
+  })
+  .strict()
+
+const source = z.discriminatedUnion('kind', [
+  z
+    .object({
+      kind: z.literal('bullmq'),
+      queue: z.string().min(1).describe('BullMQ queue name.'),
+      handler: z.enum(['webhook', 'psp', 'module']).describe('Which handler runs the jobs.'),
+      module: z.string().min(1).optional().describe("With handler 'module': path of a module whose default export is the handler."),
+      concurrency: z.number().int().positive().default(50),
+      keyField: z.string().min(1).default('merchantId').describe('Field of job.data holding the merchant key.'),
+      instances: z.union([z.number().int().positive(), z.literal('auto')]).default(1).describe('Worker processes sharing each merchant limit.'),
+      attempts: z.number().int().positive().default(8).describe('Attempts before a job is dead-lettered (failed set).'),
+    })
+    .strict(),
+  z
+    .object({
+      kind: z.literal('kafka'),
+      topic: z.string().min(1),
+      groupId: z.string().min(1),
+      handler: z.enum(['webhook', 'psp', 'module']),
+      module: z.string().min(1).optional(),
+      concurrency: z.number().int().positive().default(50),
+      keyFrom: z
+        .union([z.literal('key'), z.string().regex(/^(header|field):.+$/)])
+        .default('key')
+        .describe("Where the merchant key is: 'key', 'header:<name>' or 'field:<json field>'."),
+      deadLetterTopic: z.string().min(1).optional(),
+      attempts: z.number().int().positive().default(8),
+    })
+    .strict(),
+])
+
+/** configSchema is the worker's configuration; config/schema.json is generated from it. */
+export const configSchema = z
+  .object({
+    $schema: z.string().optional().describe('Path of this JSON Schema, for editors.'),
+    http: z
+      .object({
+        host: z.string().min(1).default('127.0.0.1').describe('Address of the health, metrics and status server.'),
+        port: port.default(8080),
+        authToken: z.string().min(1).optional().describe('Bearer token required by /metrics, /status.json and the page.'),
+      })
+      .strict()
+      .default({ host: '127.0.0.1', port: 8080 }),
+    log: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+        pretty: z.enum(['auto', 'always', 'never']).default('auto').describe('auto: pretty in a terminal outside production.'),
+      })
+      .strict()
+      .default({ level: 'info', pretty: 'auto' }),
+    redis: z
+      .object({ url: z.string().min(1).default('redis://127.0.0.1:6379') })
+      .strict()
+      .default({ url: 'redis://127.0.0.1:6379' }),
+    kafka: z
+      .object({
+        brokers: z.array(z.string().min(1)).default([]).describe('Bootstrap brokers; empty means no Kafka.'),
+        clientId: z.string().min(1).default('merchant-throttle'),
+      })
+      .strict()
+      .default({ brokers: [], clientId: 'merchant-throttle' }),
+    limiter: z
+      .object({
+        defaultRate: rateString.default('1000/min').describe('Rate for merchants without their own, until the control source says otherwise.'),
+        clockSkewToleranceMs: z.number().min(0).default(100),
+        maxKeys: z.number().int().positive().default(1_000_000),
+        horizonMs: positiveMs.default(60_000).describe('Furthest ahead a reservation is made, ms.'),
+      })
+      .strict()
+      .default({ defaultRate: '1000/min', clockSkewToleranceMs: 100, maxKeys: 1_000_000, horizonMs: 60_000 }),
+    control: z
+      .object({
+        source: z.enum(['auto', 'file', 'kafka']).default('auto').describe('auto: kafka when brokers are set, else file.'),
+        file: z.string().min(1).default('config/rates.json'),
+        topic: z.string().min(1).default('merchant-throttle.control'),
+        signingKeys: z
+          .record(z.string().min(1), z.string().min(16))
+          .default({})
+          .describe('Accepted HMAC keys by key id; when any is set, unsigned changes are rejected.'),
+        deadLetterTopic: z.string().min(1).optional(),
+      })
+      .strict()
+      .default({ source: 'auto', file: 'config/rates.json', topic: 'merchant-throttle.control', signingKeys: {} }),
+    sources: z.array(source).default([]),
+    webhook: z
+      .object({
+        client: httpClient.default({ connectTimeoutMs: 5_000, timeoutMs: 10_000, maxResponseBytes: 65_536, allowHosts: [] }),
+        defaultSecret: z.string().min(1).optional().describe('Signing secret for merchants without one (whsec_ base64).'),
+        secrets: z.record(z.string().min(1), z.string().min(1)).default({}).describe('Signing secret per merchant.'),
+      })
+      .strict()
+      .default({
+        client: { connectTimeoutMs: 5_000, timeoutMs: 10_000, maxResponseBytes: 65_536, allowHosts: [] },
+        secrets: {},
+      }),
+    psp: z
+      .object({
+        client: httpClient.default({ connectTimeoutMs: 5_000, timeoutMs: 10_000, maxResponseBytes: 65_536, allowHosts: [] }),
+        credentials: z.record(z.string().min(1), z.string().min(1)).default({}).describe('Authorization header value per PSP id.'),
+      })
+      .strict()
+      .default({
+        client: { connectTimeoutMs: 5_000, timeoutMs: 10_000, maxResponseBytes: 65_536, allowHosts: [] },
+        credentials: {},
+      }),
+    metrics: z
+      .object({
+        merchantLabels: z
+          .array(z.string().min(1))
+          .max(1_000)
+          .default([])
+          .describe('Merchants that get their own metric labels; every other merchant is counted as "other".'),
+      })
+      .strict()
+      .default({ merchantLabels: [] }),
+    shutdown: z
+      .object({ deadlineMs: positiveMs.default(15_000).describe('Time in-flight work gets to finish on SIGTERM.') })
+      .strict()
+      .default({ deadlineMs: 15_000 }),
+  })
+  .strict()
+
+/** Config is the validated configuration, defaults filled in. */
+export type Config = z.infer<typeof configSchema>
+
+/**
+ * ENV_VARIABLES maps each environment variable to the config field it sets. They win
+ * over every file. Lists are comma-separated.
+ */
+export const ENV_VARIABLES: ReadonlyArray<{ name: string; path: string[]; type: 'string' | 'number' | 'list' }> = [
+  { name: 'REDIS_URL', path: ['redis', 'url'], type: 'string' },
+  { name: 'KAFKA_BROKERS', path: ['kafka', 'brokers'], type: 'list' },
+  { name: 'MT_HTTP_HOST', path: ['http', 'host'], type: 'string' },
+  { name: 'MT_HTTP_PORT', path: ['http', 'port'], type: 'number' },
+  { name: 'MT_HTTP_AUTH_TOKEN', path: ['http', 'authToken'], type: 'string' },
+  { name: 'MT_LOG_LEVEL', path: ['log', 'level'], type: 'string' },
+  { name: 'MT_LOG_PRETTY', path: ['log', 'pretty'], type: 'string' },
+  { name: 'MT_DEFAULT_RATE', path: ['limiter', 'defaultRate'], type: 'string' },
+  { name: 'MT_MAX_KEYS', path: ['limiter', 'maxKeys'], type: 'number' },
+  { name: 'MT_CONTROL_SOURCE', path: ['control', 'source'], type: 'string' },
+  { name: 'MT_CONTROL_FILE', path: ['control', 'file'], type: 'string' },
+  { name: 'MT_CONTROL_TOPIC', path: ['control', 'topic'], type: 'string' },
+  { name: 'MT_WEBHOOK_DEFAULT_SECRET', path: ['webhook', 'defaultSecret'], type: 'string' },
+  { name: 'MT_WEBHOOK_ALLOW_HOSTS', path: ['webhook', 'client', 'allowHosts'], type: 'list' },
+  { name: 'MT_SHUTDOWN_DEADLINE_MS', path: ['shutdown', 'deadlineMs'], type: 'number' },
+]
+
+/** LoadOptions say where the layers come from; every field has the process's own as default. */
+export interface LoadOptions {
+  /** configDir holds default.json and <NODE_ENV>.json. Default: the package's config/. */
+  configDir?: string
+  /** file is a further JSON file (the --config argument), applied after the NODE_ENV one. */
+  file?: string
+  env?: NodeJS.ProcessEnv
+}
+
+/** DEFAULT_CONFIG_DIR is the package's own config/ folder. */
+export const DEFAULT_CONFIG_DIR = resolve(dirname(new URL(import.meta.url).pathname), '../../config')
+
+/**
+ * loadConfig reads config/default.json, overlays config/<NODE_ENV>.json when it exists,
+ * then the --config file, then the environment variables, and validates the result.
+ * Relative paths in it (control.file, module handlers) are resolved against the
+ * directory the worker was started in. Throws a ConfigError naming the field and the
+ * layer it came from.
+ */
+export function loadConfig(options: LoadOptions = {}): Config {
+  const env = options.env ?? process.env
+  const configDir = options.configDir ?? DEFAULT_CONFIG_DIR
+  const layers: Array<{ name: string; value: unknown }> = [
+    { name: `${configDir}/default.json`, value: readJson(`${configDir}/default.json`, true) },
+  ]
+  const nodeEnv = env.NODE_ENV
+  if (nodeEnv !== undefined && /^[a-z0-9-]+$/i.test(nodeEnv)) {
+    const path = `${configDir}/${nodeEnv}.json`
+    const value = readJson(path, false)
+    if (value !== undefined) layers.push({ name: path, value })
+  }
+  if (options.file !== undefined) {
+    const path = isAbsolute(options.file) ? options.file : resolve(options.file)
+    layers.push({ name: path, value: readJson(path, true) })
+  }
+  layers.push({ name: 'environment', value: envLayer(env) })
+
+  let merged: unknown = {}
+  for (const layer of layers) {
+    checkLayer(layer.name, layer.value)
+    merged = deepMerge(merged, layer.value)
+  }
+  const parsed = configSchema.safeParse(merged)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!
+    const path = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]!] : issue.path
+    const field = path.join('.') || '(root)'
+    const from = layers
+      .slice()
+      .reverse()
+      .find((layer) => hasPath(layer.value, path))
+    throw new ConfigError(`config field '${field}': ${describeIssue(issue)}${from ? ` (from ${from.name})` : ''}`)
+  }
+  const config = parsed.data
+  if (env.NODE_ENV === 'production') checkProduction(config)
+  return config
+}
+
+function checkProduction(config: Config): void {
+  const secret = config.webhook.defaultSecret
+  if (secret !== undefined && secret === DEVELOPMENT_SECRET) {
+    throw new ConfigError(
+      "config field 'webhook.defaultSecret': the development secret from config/default.json cannot be used with NODE_ENV=production; set MT_WEBHOOK_DEFAULT_SECRET",
+    )
+  }
+}
+
+/** DEVELOPMENT_SECRET is config/default.json's webhook secret, refused in production. */
+export const DEVELOPMENT_SECRET = 'whsec_ZGV2ZWxvcG1lbnQtb25seS1kby1ub3QtdXNlLWluLXByb2R1Y3Rpb24='
+
+function describeIssue(issue: z.core.$ZodIssue): string {
+  if (issue.code === 'unrecognized_keys') return 'unknown field: not in config/schema.json'
+  return issue.message
+}
+
+function readJson(path: string, required: boolean): unknown {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (error) {
+    if (!required && (error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw new ConfigError(`cannot read config file ${path}: ${(error as Error).message}`)
+  }
+  try {
+    return JSON.parse(text)
+  } catch (error) {
+    throw new ConfigError(`config file ${path} is not valid JSON: ${(error as Error).message}`)
+  }
+}
+
+function envLayer(env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const layer: Record<string, unknown> = {}
+  for (const variable of ENV_VARIABLES) {
+    const raw = env[variable.name]
+    if (raw === undefined || raw === '') continue
+    let value: unknown = raw
+    if (variable.type === 'number') {
+      value = Number(raw)
+      if (!Number.isFinite(value)) {
+        throw new ConfigError(`environment variable ${variable.name}: expected a number, got ${JSON.stringify(raw)}`)
+      }
+    } else if (variable.type === 'list') {
+      value = raw
+        .split(',')
+        .map((part) => part.trim())
+        .filter((part) => part.length > 0)
+    }
+    setPath(layer, variable.path, value)
+  }
+  return layer
+}
+
+function checkLayer(name: string, value: unknown): void {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new ConfigError(`config file ${name}: expected a JSON object at the top, got ${JSON.stringify(value)}`)
+  }
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value)
+}
+
+/** deepMerge overlays `over` on `base`: objects merge field by field, anything else replaces. */
+function deepMerge(base: unknown, over: unknown): unknown {
+  if (!isPlainObject(base) || !isPlainObject(over)) return over
+  const out: Record<string, unknown> = { ...base }
+  for (const [key, value] of Object.entries(over)) out[key] = deepMerge(base[key], value)
+  return out
+}
+
+function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
+  let node = target
+  for (const segment of path.slice(0, -1)) {
+    if (!isPlainObject(node[segment])) node[segment] = {}
+    node = node[segment] as Record<string, unknown>
+  }
+  node[path[path.length - 1]!] = value
+}
+
+function hasPath(value: unknown, path: readonly PropertyKey[]): boolean {
+  let node = value
+  for (const segment of path) {
+    if (!isPlainObject(node) && !Array.isArray(node)) return false
+    node = (node as Record<PropertyKey, unknown>)[segment]
+    if (node === undefined) return false
+  }
+  return true
+}

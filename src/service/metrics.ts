@@ -1,0 +1,127 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { type KeyedLimiter, ratePerSec } from '../limiter/index.js'
+
+/** OTHER_MERCHANTS is the label every merchant outside `merchantLabels` is counted under. */
+export const OTHER_MERCHANTS = 'other'
+
+/** DepthReading is one queue's job counts or one partition's lag, read when scraped. */
+export type DepthReader = () => Promise<Array<{ source: string; state: string; value: number }>>
+
+/**
+ * ServiceMetrics are the worker's Prometheus metrics, in a registry of their own. Merchant
+ * labels are given only to the configured `merchantLabels`; every other merchant is
+ * counted as `other`, so cardinality stays bounded whatever the traffic.
+ */
+export class ServiceMetrics {
+  readonly registry = new Registry()
+  private readonly labelled: ReadonlySet<string>
+  private readonly decisions: Counter<'source' | 'outcome' | 'merchant'>
+  private readonly delaySeconds: Histogram<'source'>
+  private readonly handlerOutcomes: Counter<'source' | 'outcome' | 'merchant'>
+  private readonly controlMessages: Counter<'result' | 'reason'>
+  private readonly depthReaders: DepthReader[] = []
+
+  constructor(limiter: KeyedLimiter, merchantLabels: readonly string[]) {
+    this.labelled = new Set(merchantLabels)
+    const registers = [this.registry]
+    this.decisions = new Counter({
+      name: 'mt_decisions_total',
+      help: 'Limiter decisions on jobs: granted now, delayed to a reservation, run on a carried reservation, deferred.',
+      labelNames: ['source', 'outcome', 'merchant'],
+      registers,
+    })
+    this.delaySeconds = new Histogram({
+      name: 'mt_delay_seconds',
+      help: 'Delay the limiter imposed on a job, seconds.',
+      labelNames: ['source'],
+      buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300],
+      registers,
+    })
+    this.handlerOutcomes = new Counter({
+      name: 'mt_handler_outcomes_total',
+      help: 'Handler outcomes by class: delivered, retry-later, retryable, permanent, dead-lettered.',
+      labelNames: ['source', 'outcome', 'merchant'],
+      registers,
+    })
+    this.controlMessages = new Counter({
+      name: 'mt_control_messages_total',
+      help: 'Control messages by result (applied, stale, rejected) and rejection reason.',
+      labelNames: ['result', 'reason'],
+      registers,
+    })
+    new Gauge({
+      name: 'mt_keys_held',
+      help: 'Merchant keys held by the limiter.',
+      registers,
+      collect() {
+        this.set(limiter.stats().keys)
+      },
+    })
+    mirroredCounter(this.registry, 'mt_evictions_total', 'Full buckets evicted to make room.', () => limiter.stats().evictions)
+    mirroredCounter(this.registry, 'mt_table_full_total', 'New keys deferred because the key table was full.', () => limiter.stats().tableFull)
+    mirroredCounter(this.registry, 'mt_penalties_total', 'Rate penalties after 429 or 503 from the far side.', () => limiter.stats().penalties)
+    mirroredCounter(this.registry, 'mt_clock_skew_tolerated_total', 'Backward clock steps absorbed silently.', () => limiter.stats().skewTolerated)
+    mirroredCounter(this.registry, 'mt_clock_skew_rebased_total', 'Backward clock steps beyond the tolerance, rebased.', () => limiter.stats().skewRebased)
+    const labelled = this.labelled
+    new Gauge({
+      name: 'mt_rate_limit_per_second',
+      help: 'Rate in force, per second: the default and each labelled merchant.',
+      labelNames: ['merchant'],
+      registers,
+      collect() {
+        this.reset()
+        this.set({ merchant: '*' }, ratePerSec(limiter.rates().default))
+        for (const merchant of labelled) this.set({ merchant }, ratePerSec(limiter.rateOf(merchant)))
+      },
+    })
+    const readers = this.depthReaders
+    new Gauge({
+      name: 'mt_backlog',
+      help: 'Queue depth by job state (BullMQ) or consumer lag in messages (Kafka).',
+      labelNames: ['source', 'state'],
+      registers,
+      async collect() {
+        this.reset()
+        for (const read of readers) {
+          for (const { source, state, value } of await read()) this.set({ source, state }, value)
+        }
+      },
+    })
+  }
+
+  /** merchantLabel is `merchantKey` when it is configured for labels, else `other`. */
+  merchantLabel(merchantKey: string): string {
+    return this.labelled.has(merchantKey) ? merchantKey : OTHER_MERCHANTS
+  }
+
+  decision(source: string, outcome: string, merchantKey: string, delayMs = 0): void {
+    this.decisions.inc({ source, outcome, merchant: this.merchantLabel(merchantKey) })
+    if (delayMs > 0) this.delaySeconds.observe({ source }, delayMs / 1_000)
+  }
+
+  handlerOutcome(source: string, outcome: string, merchantKey: string): void {
+    this.handlerOutcomes.inc({ source, outcome, merchant: this.merchantLabel(merchantKey) })
+  }
+
+  controlMessage(result: 'applied' | 'stale' | 'rejected', reason = ''): void {
+    this.controlMessages.inc({ result, reason })
+  }
+
+  /** addDepthReader registers a function read at each scrape for queue depth or lag. */
+  addDepthReader(read: DepthReader): void {
+    this.depthReaders.push(read)
+  }
+}
+
+/** mirroredCounter exports a counter the limiter keeps itself, read at each scrape. */
+function mirroredCounter(registry: Registry, name: string, help: string, read: () => number): void {
+  new Counter({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.reset()
+      this.inc(read())
+    },
+  })
+}
