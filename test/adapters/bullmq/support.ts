@@ -1,0 +1,40 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { ConnectionOptions } from 'bullmq'
+
+/** connectionOf turns a redis:// URL into the connection options BullMQ takes. */
+export function connectionOf(url: string): ConnectionOptions {
+  const parsed = new URL(url)
+  return {
+    host: parsed.hostname,
+    port: Number(parsed.port || 6379),
+    username: parsed.username || undefined,
+    password: parsed.password || undefined,
+    db: parsed.pathname.length > 1 ? Number(parsed.pathname.slice(1)) : 0,
+    maxRetriesPerRequest: null,
+  }
+}
+
+/** waitUntil polls `check` every 20 ms until it holds, or fails naming `what` after `timeoutMs`. */
+export async function waitUntil(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  const deadline = performance.now() + timeoutMs
+  while (!(await check())) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await sleep(20)
+  }
+}
+
+/** gapsOf returns the differences between consecutive values of a sorted list. */
+export function gapsOf(sorted: readonly number[]): number[] {
+  return sorted.slice(1).map((value, i) => value - sorted[i]!)
+}
+
+/** medianOf a non-empty list. */
+export function medianOf(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+}
