@@ -20,10 +20,16 @@ export class MerchantThrottleError extends Error {
  */
 export class RetryLaterError extends MerchantThrottleError {
   readonly retryAfterMs: number
-  constructor(retryAfterMs: number, message = `retry after ${retryAfterMs} ms`, options?: { cause?: unknown }) {
+  constructor(
+    retryAfterMs: number,
+    message = `retry after ${retryAfterMs} ms`,
+    options?: { cause?: unknown },
+  ) {
     super('RETRY_LATER', message, options)
     if (!Number.isFinite(retryAfterMs) || retryAfterMs < 0) {
-      throw new TypeError(`RetryLaterError: expected retryAfterMs to be a finite number >= 0, got ${retryAfterMs}`)
+      throw new TypeError(
+        `RetryLaterError: expected retryAfterMs to be a finite number >= 0, got ${retryAfterMs}`,
+      )
     }
     this.retryAfterMs = retryAfterMs
   }
@@ -51,5 +57,18 @@ export class InvalidRatesFileError extends MerchantThrottleError {
   constructor(path: string, reason: string, options?: { cause?: unknown }) {
     super('INVALID_RATES_FILE', `rates file ${path}: ${reason}`, options)
     this.path = path
+  }
+}
+
+/**
+ * PermanentFailureError is thrown by a handler when retrying cannot help (a 4xx other
+ * than 429, a refused target, a malformed job): the job is dead-lettered at once with
+ * `reason`, without spending further attempts.
+ */
+export class PermanentFailureError extends MerchantThrottleError {
+  readonly reason: string
+  constructor(reason: string, message: string, options?: { cause?: unknown }) {
+    super('PERMANENT_FAILURE', message, options)
+    this.reason = reason
   }
 }

@@ -29,7 +29,7 @@ export {
   SkewGuard,
   wallClock,
 } from './limiter/index.js'
-export { InvalidMerchantKeyError, MerchantThrottleError, RetryLaterError } from './errors.js'
+export { InvalidMerchantKeyError, MerchantThrottleError, PermanentFailureError, RetryLaterError } from './errors.js'
 export {
   type CarriedReservation,
   createThrottledProcessor,
