@@ -1,4 +1,7 @@
+import { randomUUID } from 'node:crypto'
 import { type Job, Queue } from 'bullmq'
+import { Redis } from 'ioredis'
+import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createThrottledWorker, type ThrottledWorker } from '../../../src/adapters/bullmq/index.js'
 import { KeyedLimiter } from '../../../src/limiter/index.js'
@@ -183,5 +186,64 @@ describe('createThrottledWorker', () => {
     expect([...runs.values()].every((n) => n === 1)).toBe(true)
     expect(failed).toBe(0)
     expect(second.throttleStats().reused).toBeGreaterThan(0)
+  })
+
+  it("instances 'auto' counts the workers on the queue, and each enforces its share", async () => {
+    const queue = newQueue('throttle-auto')
+    const start = () => {
+      const limiter = new KeyedLimiter({ rate: '600/min' })
+      const worker = createThrottledWorker(queue.name, async () => undefined, {
+        connection,
+        limiter,
+        instances: 'auto',
+        instancesRefreshMs: 100,
+      })
+      return { limiter, worker }
+    }
+    const a = start()
+    const b = start()
+    cleanups.push(() => a.worker.close())
+    await waitUntil(
+      () => a.worker.instanceShare().instances === 2 && b.worker.instanceShare().instances === 2,
+      5_000,
+      'both workers counting 2',
+    )
+    expect(a.worker.instanceShare().source).toBe('counted')
+    expect(a.limiter.rateOf('m1').limit).toBe(300)
+    await b.worker.close()
+    await waitUntil(() => a.worker.instanceShare().instances === 1, 5_000, 'the remaining worker counting 1')
+    expect(a.limiter.rateOf('m1').limit).toBe(600)
+  })
+
+  it("instances 'auto' falls back to the configured count, and logs it, where CLIENT LIST is refused", async () => {
+    const queue = newQueue('throttle-auto-acl')
+    const admin = new Redis(redisUrl())
+    const user = uniqueName('mt-no-client-list')
+    const password = randomUUID()
+    await admin.call('ACL', 'SETUSER', user, 'on', `>${password}`, '~*', '&*', '+@all', '-client|list')
+    cleanups.push(async () => {
+      await admin.call('ACL', 'DELUSER', user)
+      admin.disconnect()
+    })
+    const logs: Array<{ msg: string }> = []
+    const logger = pino({ level: 'warn' }, { write: (line: string) => logs.push(JSON.parse(line)) })
+    const limiter = new KeyedLimiter({ rate: '600/min' })
+    const worker = track(
+      createThrottledWorker(queue.name, async () => undefined, {
+        connection: { ...connection, username: user, password },
+        limiter,
+        logger,
+        instances: 'auto',
+        instancesFallback: 3,
+        instancesRefreshMs: 100,
+      }),
+    )
+    await waitUntil(
+      () => logs.some((line) => line.msg.startsWith('cannot count workers')),
+      5_000,
+      'the failed count logged',
+    )
+    expect(worker.instanceShare()).toEqual({ instances: 3, source: 'fallback' })
+    expect(limiter.rateOf('m1').limit).toBe(200)
   })
 })
