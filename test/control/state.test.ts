@@ -175,7 +175,14 @@ describe('ControlState ordering', () => {
 
   it('makes exactly one limiter.apply call per applied change, never with a version', () => {
     const calls: unknown[] = []
-    const state = new ControlState({ target: { apply: (change) => (calls.push(change), { applied: true }) } })
+    const state = new ControlState({
+      target: {
+        apply: (change) => {
+          calls.push(change)
+          return { applied: true }
+        },
+      },
+    })
     state.accept(set('m1', '10/s', 1))
     state.accept(set('m1', '10/s', 1))
     state.accept(snapshot(2, '1/s', { m2: '2/s' }))
@@ -188,7 +195,14 @@ describe('ControlState ordering', () => {
 
   it('passes inheritance through to the limiter', () => {
     const calls: unknown[] = []
-    const state = new ControlState({ target: { apply: (change) => (calls.push(change), { applied: true }) } })
+    const state = new ControlState({
+      target: {
+        apply: (change) => {
+          calls.push(change)
+          return { applied: true }
+        },
+      },
+    })
     state.accept({ type: 'set', merchant: 'm1', rate: r('1/s'), version: 1, inheritance: 'reset' })
     expect(calls).toEqual([{ overrides: { m1: r('1/s') }, inheritance: 'reset' }])
   })
