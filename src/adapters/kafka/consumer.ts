@@ -158,7 +158,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
       groupId: options.groupId,
     })
     this.consumer = options.kafka.consumer({
-      maxWaitTimeInMs: 1_000,
+      maxWaitTimeInMs: 250,
       ...options.consumerConfig,
       groupId: options.groupId,
     })

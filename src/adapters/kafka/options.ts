@@ -93,8 +93,9 @@ export interface ThrottledConsumerOptions<T = Buffer | null> {
    */
   shareLimitAcrossMembers?: boolean
   /**
-   * consumerConfig is passed to kafkajs (groupId aside). maxWaitTimeInMs defaults to 1 000
-   * here, not 5 000: it bounds how long a resumed partition and stop() wait for a fetch.
+   * consumerConfig is passed to kafkajs (groupId aside). maxWaitTimeInMs defaults to 250
+   * here, not 5 000: while every partition of a broker is paused kafkajs sleeps that long
+   * between fetches, so it bounds how long a resumed partition (and stop()) waits.
    */
   consumerConfig?: Omit<ConsumerConfig, 'groupId'>
   /** producerConfig is passed to kafkajs for the dead-letter producer. */
