@@ -23,7 +23,7 @@ export function describeChange(change: ControlChange): string {
  * logControlEvents logs every event of `state`: applied and forgotten at info, stale at
  * info (a replay or a duplicate is normal), rejected at warn with the reason.
  */
-export function logControlEvents(state: ControlState, logger: Logger): () => void {
+export function logControlEvents(state: Pick<ControlState, 'subscribe'>, logger: Logger): () => void {
   return state.subscribe((event) => {
     const at = { ...event.origin }
     switch (event.kind) {

@@ -10,8 +10,6 @@ export interface MerchantActivity {
   deliveredLastMinute: number
   /** deliveredPerSec holds the last 60 one-second buckets, oldest first. */
   deliveredPerSec: number[]
-  /** waiting counts jobs delayed by the limiter and not yet run. */
-  waiting: number
   lastSeenMs: number
 }
 
@@ -19,14 +17,13 @@ interface Track {
   /** buckets[i] counts completions in second `baseS + i` modulo the window. */
   buckets: Uint32Array
   latestS: number
-  waiting: number
   lastSeenMs: number
 }
 
 /**
- * ActivityTracker counts completions per merchant per second over the last minute, and
- * jobs waiting, for at most `maxMerchants` merchants: the least recently seen is dropped
- * first, so memory stays bounded whatever the number of merchants.
+ * ActivityTracker counts completions per merchant per second over the last minute, for
+ * at most `maxMerchants` merchants: the least recently seen is dropped first, so memory
+ * stays bounded whatever the number of merchants.
  */
 export class ActivityTracker {
   private readonly tracks = new Map<string, Track>()
@@ -39,13 +36,12 @@ export class ActivityTracker {
   /** delivered counts one completed job for `merchantKey`. */
   delivered(merchantKey: string): void {
     const track = this.touch(merchantKey)
-    track.buckets[this.second() % ACTIVITY_WINDOW_S]! += 1
+    track.buckets[slotOf(this.second())]! += 1
   }
 
-  /** waitingChanged adds `delta` (+1 delayed, -1 no longer waiting) to a merchant's waiting count. */
-  waitingChanged(merchantKey: string, delta: number): void {
-    const track = this.touch(merchantKey)
-    track.waiting = Math.max(0, track.waiting + delta)
+  /** seen notes a decision for `merchantKey`, so a merchant that only waits is listed too. */
+  seen(merchantKey: string): void {
+    this.touch(merchantKey)
   }
 
   /** snapshot lists the tracked merchants, busiest first, at most `limit`. */
@@ -55,11 +51,16 @@ export class ActivityTracker {
     for (const [merchantKey, track] of this.tracks) {
       this.roll(track, nowS)
       const perSec: number[] = []
-      for (let s = nowS - ACTIVITY_WINDOW_S + 1; s <= nowS; s++) perSec.push(track.buckets[s % ACTIVITY_WINDOW_S]!)
+      for (let s = nowS - ACTIVITY_WINDOW_S + 1; s <= nowS; s++) perSec.push(track.buckets[slotOf(s)]!)
       const total = perSec.reduce((sum, n) => sum + n, 0)
-      rows.push({ merchantKey, deliveredLastMinute: total, deliveredPerSec: perSec, waiting: track.waiting, lastSeenMs: track.lastSeenMs })
+      rows.push({
+        merchantKey,
+        deliveredLastMinute: total,
+        deliveredPerSec: perSec,
+        lastSeenMs: track.lastSeenMs,
+      })
     }
-    rows.sort((a, b) => b.deliveredLastMinute - a.deliveredLastMinute || b.waiting - a.waiting || b.lastSeenMs - a.lastSeenMs)
+    rows.sort((a, b) => b.deliveredLastMinute - a.deliveredLastMinute || b.lastSeenMs - a.lastSeenMs)
     return rows.slice(0, limit)
   }
 
@@ -68,7 +69,7 @@ export class ActivityTracker {
     let track = this.tracks.get(merchantKey)
     if (track === undefined) {
       if (this.tracks.size >= this.maxMerchants) this.dropOldest()
-      track = { buckets: new Uint32Array(ACTIVITY_WINDOW_S), latestS: nowS, waiting: 0, lastSeenMs: 0 }
+      track = { buckets: new Uint32Array(ACTIVITY_WINDOW_S), latestS: nowS, lastSeenMs: 0 }
     } else {
       this.tracks.delete(merchantKey)
       this.roll(track, nowS)
@@ -81,20 +82,22 @@ export class ActivityTracker {
   /** roll clears the buckets of the seconds that passed since the track was last written. */
   private roll(track: Track, nowS: number): void {
     const passed = Math.min(nowS - track.latestS, ACTIVITY_WINDOW_S)
-    for (let i = 1; i <= passed; i++) track.buckets[(track.latestS + i) % ACTIVITY_WINDOW_S] = 0
+    for (let i = 1; i <= passed; i++) track.buckets[slotOf(track.latestS + i)] = 0
     if (nowS > track.latestS) track.latestS = nowS
   }
 
+  /** dropOldest forgets the least recently seen merchant (Map order is touch order). */
   private dropOldest(): void {
-    for (const [merchantKey, track] of this.tracks) {
-      if (track.waiting === 0 || this.tracks.size > this.maxMerchants * 2) {
-        this.tracks.delete(merchantKey)
-        return
-      }
-    }
+    const oldest = this.tracks.keys().next()
+    if (!oldest.done) this.tracks.delete(oldest.value)
   }
 
   private second(): number {
     return Math.floor(this.clock.now() / 1_000)
   }
+}
+
+/** slotOf maps a second, negative ones too, to its bucket. */
+function slotOf(second: number): number {
+  return ((second % ACTIVITY_WINDOW_S) + ACTIVITY_WINDOW_S) % ACTIVITY_WINDOW_S
 }

@@ -31,12 +31,20 @@ const httpClient = z
   .object({
     connectTimeoutMs: positiveMs.default(5_000).describe('Connect timeout for outbound requests, ms.'),
     timeoutMs: positiveMs.default(10_000).describe('Total timeout of one outbound request, ms.'),
-    maxResponseBytes: z.number().int().min(0).default(65_536).describe('Response body bytes read; the rest is discarded.'),
+    maxResponseBytes: z
+      .number()
+      .int()
+      .min(0)
+      .default(65_536)
+      .describe('Response body bytes read; the rest is discarded.'),
     allowHosts: z
       .array(z.string().min(1))
       .default([])
       .describe('Hosts or CIDRs exempt from the SSRF guard (development and tests only).'),
-    httpsOnly: z.boolean().optional().describe('Refuse plain http targets. Default: true when NODE_ENV=production.'),
+    httpsOnly: z
+      .boolean()
+      .optional()
+      .describe('Refuse plain http targets. Default: true when NODE_ENV=production.'),
   })
   .strict()
 
@@ -46,11 +54,27 @@ const source = z.discriminatedUnion('kind', [
       kind: z.literal('bullmq'),
       queue: z.string().min(1).describe('BullMQ queue name.'),
       handler: z.enum(['webhook', 'psp', 'module']).describe('Which handler runs the jobs.'),
-      module: z.string().min(1).optional().describe("With handler 'module': path of a module whose default export is the handler."),
+      module: z
+        .string()
+        .min(1)
+        .optional()
+        .describe("With handler 'module': path of a module whose default export is the handler."),
       concurrency: z.number().int().positive().default(50),
-      keyField: z.string().min(1).default('merchantId').describe('Field of job.data holding the merchant key.'),
-      instances: z.union([z.number().int().positive(), z.literal('auto')]).default(1).describe('Worker processes sharing each merchant limit.'),
-      attempts: z.number().int().positive().default(8).describe('Attempts before a job is dead-lettered (failed set).'),
+      keyField: z
+        .string()
+        .min(1)
+        .default('merchantId')
+        .describe('Field of job.data holding the merchant key.'),
+      instances: z
+        .union([z.number().int().positive(), z.literal('auto')])
+        .default(1)
+        .describe('Worker processes sharing each merchant limit.'),
+      attempts: z
+        .number()
+        .int()
+        .positive()
+        .default(8)
+        .describe('Attempts before a job is dead-lettered (failed set).'),
     })
     .strict(),
   z
@@ -77,16 +101,27 @@ export const configSchema = z
     $schema: z.string().optional().describe('Path of this JSON Schema, for editors.'),
     http: z
       .object({
-        host: z.string().min(1).default('127.0.0.1').describe('Address of the health, metrics and status server.'),
+        host: z
+          .string()
+          .min(1)
+          .default('127.0.0.1')
+          .describe('Address of the health, metrics and status server.'),
         port: port.default(8080),
-        authToken: z.string().min(1).optional().describe('Bearer token required by /metrics, /status.json and the page.'),
+        authToken: z
+          .string()
+          .min(1)
+          .optional()
+          .describe('Bearer token required by /metrics, /status.json and the page.'),
       })
       .strict()
       .default({ host: '127.0.0.1', port: 8080 }),
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-        pretty: z.enum(['auto', 'always', 'never']).default('auto').describe('auto: pretty in a terminal outside production.'),
+        pretty: z
+          .enum(['auto', 'always', 'never'])
+          .default('auto')
+          .describe('auto: pretty in a terminal outside production.'),
       })
       .strict()
       .default({ level: 'info', pretty: 'auto' }),
@@ -103,7 +138,9 @@ export const configSchema = z
       .default({ brokers: [], clientId: 'merchant-throttle' }),
     limiter: z
       .object({
-        defaultRate: rateString.default('1000/min').describe('Rate for merchants without their own, until the control source says otherwise.'),
+        defaultRate: rateString
+          .default('1000/min')
+          .describe('Rate for merchants without their own, until the control source says otherwise.'),
         clockSkewToleranceMs: z.number().min(0).default(100),
         maxKeys: z.number().int().positive().default(1_000_000),
         horizonMs: positiveMs.default(60_000).describe('Furthest ahead a reservation is made, ms.'),
@@ -112,7 +149,10 @@ export const configSchema = z
       .default({ defaultRate: '1000/min', clockSkewToleranceMs: 100, maxKeys: 1_000_000, horizonMs: 60_000 }),
     control: z
       .object({
-        source: z.enum(['auto', 'file', 'kafka']).default('auto').describe('auto: kafka when brokers are set, else file.'),
+        source: z
+          .enum(['auto', 'file', 'kafka'])
+          .default('auto')
+          .describe('auto: kafka when brokers are set, else file.'),
         file: z.string().min(1).default('config/rates.json'),
         topic: z.string().min(1).default('merchant-throttle.control'),
         signingKeys: z
@@ -122,13 +162,30 @@ export const configSchema = z
         deadLetterTopic: z.string().min(1).optional(),
       })
       .strict()
-      .default({ source: 'auto', file: 'config/rates.json', topic: 'merchant-throttle.control', signingKeys: {} }),
+      .default({
+        source: 'auto',
+        file: 'config/rates.json',
+        topic: 'merchant-throttle.control',
+        signingKeys: {},
+      }),
     sources: z.array(source).default([]),
     webhook: z
       .object({
-        client: httpClient.default({ connectTimeoutMs: 5_000, timeoutMs: 10_000, maxResponseBytes: 65_536, allowHosts: [] }),
-        defaultSecret: z.string().min(1).optional().describe('Signing secret for merchants without one (whsec_ base64).'),
-        secrets: z.record(z.string().min(1), z.string().min(1)).default({}).describe('Signing secret per merchant.'),
+        client: httpClient.default({
+          connectTimeoutMs: 5_000,
+          timeoutMs: 10_000,
+          maxResponseBytes: 65_536,
+          allowHosts: [],
+        }),
+        defaultSecret: z
+          .string()
+          .min(1)
+          .optional()
+          .describe('Signing secret for merchants without one (whsec_ base64).'),
+        secrets: z
+          .record(z.string().min(1), z.string().min(1))
+          .default({})
+          .describe('Signing secret per merchant.'),
       })
       .strict()
       .default({
@@ -137,8 +194,16 @@ export const configSchema = z
       }),
     psp: z
       .object({
-        client: httpClient.default({ connectTimeoutMs: 5_000, timeoutMs: 10_000, maxResponseBytes: 65_536, allowHosts: [] }),
-        credentials: z.record(z.string().min(1), z.string().min(1)).default({}).describe('Authorization header value per PSP id.'),
+        client: httpClient.default({
+          connectTimeoutMs: 5_000,
+          timeoutMs: 10_000,
+          maxResponseBytes: 65_536,
+          allowHosts: [],
+        }),
+        credentials: z
+          .record(z.string().min(1), z.string().min(1))
+          .default({})
+          .describe('Authorization header value per PSP id.'),
       })
       .strict()
       .default({
@@ -151,12 +216,16 @@ export const configSchema = z
           .array(z.string().min(1))
           .max(1_000)
           .default([])
-          .describe('Merchants that get their own metric labels; every other merchant is counted as "other".'),
+          .describe(
+            'Merchants that get their own metric labels; every other merchant is counted as "other".',
+          ),
       })
       .strict()
       .default({ merchantLabels: [] }),
     shutdown: z
-      .object({ deadlineMs: positiveMs.default(15_000).describe('Time in-flight work gets to finish on SIGTERM.') })
+      .object({
+        deadlineMs: positiveMs.default(15_000).describe('Time in-flight work gets to finish on SIGTERM.'),
+      })
       .strict()
       .default({ deadlineMs: 15_000 }),
   })
@@ -169,7 +238,11 @@ export type Config = z.infer<typeof configSchema>
  * ENV_VARIABLES maps each environment variable to the config field it sets. They win
  * over every file. Lists are comma-separated.
  */
-export const ENV_VARIABLES: ReadonlyArray<{ name: string; path: string[]; type: 'string' | 'number' | 'list' }> = [
+export const ENV_VARIABLES: ReadonlyArray<{
+  name: string
+  path: string[]
+  type: 'string' | 'number' | 'list'
+}> = [
   { name: 'REDIS_URL', path: ['redis', 'url'], type: 'string' },
   { name: 'KAFKA_BROKERS', path: ['kafka', 'brokers'], type: 'list' },
   { name: 'MT_HTTP_HOST', path: ['http', 'host'], type: 'string' },
@@ -238,7 +311,9 @@ export function loadConfig(options: LoadOptions = {}): Config {
       .slice()
       .reverse()
       .find((layer) => hasPath(layer.value, path))
-    throw new ConfigError(`config field '${field}': ${describeIssue(issue)}${from ? ` (from ${from.name})` : ''}`)
+    throw new ConfigError(
+      `config field '${field}': ${describeIssue(issue)}${from ? ` (from ${from.name})` : ''}`,
+    )
   }
   const config = parsed.data
   if (env.NODE_ENV === 'production') checkProduction(config)
@@ -286,7 +361,9 @@ function envLayer(env: NodeJS.ProcessEnv): Record<string, unknown> {
     if (variable.type === 'number') {
       value = Number(raw)
       if (!Number.isFinite(value)) {
-        throw new ConfigError(`environment variable ${variable.name}: expected a number, got ${JSON.stringify(raw)}`)
+        throw new ConfigError(
+          `environment variable ${variable.name}: expected a number, got ${JSON.stringify(raw)}`,
+        )
       }
     } else if (variable.type === 'list') {
       value = raw
@@ -301,7 +378,9 @@ function envLayer(env: NodeJS.ProcessEnv): Record<string, unknown> {
 
 function checkLayer(name: string, value: unknown): void {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    throw new ConfigError(`config file ${name}: expected a JSON object at the top, got ${JSON.stringify(value)}`)
+    throw new ConfigError(
+      `config file ${name}: expected a JSON object at the top, got ${JSON.stringify(value)}`,
+    )
   }
 }
 

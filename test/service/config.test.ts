@@ -1,0 +1,112 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { ConfigError, DEFAULT_CONFIG_DIR, loadConfig } from '../../src/service/config.js'
+import { configSchemaJson } from '../../src/service/config-schema.js'
+
+function configDir(files: Record<string, unknown>): string {
+  const dir = mkdtempSync(join(tmpdir(), 'mt-config-'))
+  for (const [name, value] of Object.entries(files)) {
+    writeFileSync(join(dir, name), typeof value === 'string' ? value : JSON.stringify(value))
+  }
+  return dir
+}
+
+describe('loadConfig', () => {
+  it('gives the documented local defaults from config/default.json', () => {
+    const config = loadConfig({ env: {} })
+    expect(config.http).toEqual({ host: '127.0.0.1', port: 8080 })
+    expect(config.redis.url).toBe('redis://127.0.0.1:6379')
+    expect(config.kafka.brokers).toEqual([])
+    expect(config.control).toMatchObject({ source: 'auto', file: 'config/rates.json' })
+    expect(config.sources).toEqual([
+      expect.objectContaining({
+        kind: 'bullmq',
+        queue: 'webhooks',
+        handler: 'webhook',
+        keyField: 'merchantId',
+      }),
+    ])
+  })
+
+  it('overlays NODE_ENV, then --config, then the environment', () => {
+    const dir = configDir({
+      'default.json': { http: { port: 1000 }, limiter: { defaultRate: '10/s' } },
+      'staging.json': { http: { port: 2000 }, log: { level: 'debug' } },
+      'extra.json': { http: { port: 3000 } },
+    })
+    const config = loadConfig({
+      configDir: dir,
+      file: join(dir, 'extra.json'),
+      env: { NODE_ENV: 'staging', MT_HTTP_PORT: '4000', KAFKA_BROKERS: '127.0.0.1:9092, 127.0.0.1:9093' },
+    })
+    expect(config.http.port).toBe(4000)
+    expect(config.log.level).toBe('debug')
+    expect(config.limiter.defaultRate).toBe('10/s')
+    expect(config.kafka.brokers).toEqual(['127.0.0.1:9092', '127.0.0.1:9093'])
+  })
+
+  it.each([
+    [{ http: { prot: 80 } }, "config field 'http.prot': unknown field"],
+    [{ surprise: true }, "config field 'surprise': unknown field"],
+    [{ http: { port: 'eighty' } }, "config field 'http.port'"],
+    [{ http: { port: 70_000 } }, "config field 'http.port'"],
+    [
+      { limiter: { defaultRate: 'lots' } },
+      "config field 'limiter.defaultRate': expected a rate like '1000/min'",
+    ],
+    [{ sources: [{ kind: 'sqs', queue: 'q' }] }, "config field 'sources.0.kind'"],
+    [
+      { sources: [{ kind: 'bullmq', queue: 'q', handler: 'webhook', concurency: 5 }] },
+      "config field 'sources.0.concurency': unknown field",
+    ],
+    [{ log: { level: 'loud' } }, "config field 'log.level'"],
+  ])('refuses %j with a message naming the field', (extra, message) => {
+    const dir = configDir({ 'default.json': {}, 'bad.json': extra })
+    expect(() => loadConfig({ configDir: dir, file: join(dir, 'bad.json'), env: {} })).toThrow(ConfigError)
+    expect(() => loadConfig({ configDir: dir, file: join(dir, 'bad.json'), env: {} })).toThrow(message)
+  })
+
+  it('says which layer a bad field came from', () => {
+    const dir = configDir({ 'default.json': {} })
+    expect(() => loadConfig({ configDir: dir, env: { MT_HTTP_PORT: '99999' } })).toThrow('(from environment)')
+    expect(() => loadConfig({ configDir: dir, env: { MT_HTTP_PORT: 'abc' } })).toThrow(
+      'environment variable MT_HTTP_PORT: expected a number, got "abc"',
+    )
+  })
+
+  it('refuses a file that is not JSON or not an object', () => {
+    const dir = configDir({ 'default.json': {}, 'broken.json': '{ http: ', 'list.json': '[]' })
+    expect(() => loadConfig({ configDir: dir, file: join(dir, 'broken.json'), env: {} })).toThrow(
+      /is not valid JSON/,
+    )
+    expect(() => loadConfig({ configDir: dir, file: join(dir, 'list.json'), env: {} })).toThrow(
+      /expected a JSON object/,
+    )
+    expect(() => loadConfig({ configDir: dir, file: join(dir, 'missing.json'), env: {} })).toThrow(
+      /cannot read config file/,
+    )
+  })
+
+  it('refuses to start in production with the development webhook secret', () => {
+    expect(() => loadConfig({ env: { NODE_ENV: 'production' } })).toThrow(
+      "config field 'webhook.defaultSecret': the development secret",
+    )
+    const config = loadConfig({
+      env: {
+        NODE_ENV: 'production',
+        MT_WEBHOOK_DEFAULT_SECRET: 'whsec_cHJvZHVjdGlvbi1zZWNyZXQtMzItYnl0ZXMtbG9uZyE=',
+      },
+    })
+    expect(config.webhook.client.httpsOnly).toBe(true)
+    expect(config.webhook.client.allowHosts).toEqual([])
+  })
+})
+
+describe('config/schema.json', () => {
+  it('is generated from the schema the worker validates with (npm run config:schema)', () => {
+    const committed = JSON.parse(readFileSync(join(DEFAULT_CONFIG_DIR, 'schema.json'), 'utf8'))
+    expect(committed).toEqual(JSON.parse(JSON.stringify(configSchemaJson())))
+  })
+})
