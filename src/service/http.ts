@@ -69,7 +69,11 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Runni
   }
 }
 
-async function handle(request: IncomingMessage, response: ServerResponse, options: HttpServerOptions): Promise<void> {
+async function handle(
+  request: IncomingMessage,
+  response: ServerResponse,
+  options: HttpServerOptions,
+): Promise<void> {
   const path = new URL(request.url ?? '/', 'http://localhost').pathname
   if (request.method !== 'GET' && request.method !== 'HEAD') {
     response.setHeader('allow', 'GET, HEAD')

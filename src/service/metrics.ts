@@ -57,11 +57,36 @@ export class ServiceMetrics {
         this.set(limiter.stats().keys)
       },
     })
-    mirroredCounter(this.registry, 'mt_evictions_total', 'Full buckets evicted to make room.', () => limiter.stats().evictions)
-    mirroredCounter(this.registry, 'mt_table_full_total', 'New keys deferred because the key table was full.', () => limiter.stats().tableFull)
-    mirroredCounter(this.registry, 'mt_penalties_total', 'Rate penalties after 429 or 503 from the far side.', () => limiter.stats().penalties)
-    mirroredCounter(this.registry, 'mt_clock_skew_tolerated_total', 'Backward clock steps absorbed silently.', () => limiter.stats().skewTolerated)
-    mirroredCounter(this.registry, 'mt_clock_skew_rebased_total', 'Backward clock steps beyond the tolerance, rebased.', () => limiter.stats().skewRebased)
+    mirroredCounter(
+      this.registry,
+      'mt_evictions_total',
+      'Full buckets evicted to make room.',
+      () => limiter.stats().evictions,
+    )
+    mirroredCounter(
+      this.registry,
+      'mt_table_full_total',
+      'New keys deferred because the key table was full.',
+      () => limiter.stats().tableFull,
+    )
+    mirroredCounter(
+      this.registry,
+      'mt_penalties_total',
+      'Rate penalties after 429 or 503 from the far side.',
+      () => limiter.stats().penalties,
+    )
+    mirroredCounter(
+      this.registry,
+      'mt_clock_skew_tolerated_total',
+      'Backward clock steps absorbed silently.',
+      () => limiter.stats().skewTolerated,
+    )
+    mirroredCounter(
+      this.registry,
+      'mt_clock_skew_rebased_total',
+      'Backward clock steps beyond the tolerance, rebased.',
+      () => limiter.stats().skewRebased,
+    )
     const labelled = this.labelled
     new Gauge({
       name: 'mt_rate_limit_per_second',

@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest'
+import { FakeClock } from '../../src/limiter/clock.js'
+import { KeyedLimiter } from '../../src/limiter/limiter.js'
+import { ServiceMetrics } from '../../src/service/metrics.js'
+
+describe('ServiceMetrics', () => {
+  it('labels only the configured merchants; every other one is "other"', async () => {
+    const limiter = new KeyedLimiter({ rate: '10/s', clock: new FakeClock(0) })
+    const metrics = new ServiceMetrics(limiter, ['vip'])
+    for (let i = 0; i < 1_000; i++) metrics.decision('bullmq:webhooks', 'granted', `m${i}`)
+    metrics.decision('bullmq:webhooks', 'delayed', 'vip', 250)
+    const text = await metrics.registry.metrics()
+    expect(text).toContain(
+      'mt_decisions_total{source="bullmq:webhooks",outcome="granted",merchant="other"} 1000',
+    )
+    expect(text).toContain('mt_decisions_total{source="bullmq:webhooks",outcome="delayed",merchant="vip"} 1')
+    expect(text).toContain('mt_delay_seconds_bucket{le="0.5",source="bullmq:webhooks"} 1')
+    expect(text).not.toContain('merchant="m1"')
+  })
+
+  it('exports the limiter counters, clock skew and the rates in force', async () => {
+    const clock = new FakeClock(10_000)
+    const limiter = new KeyedLimiter({ rate: '600/min', clock })
+    limiter.setRate('vip', '60/s')
+    limiter.tryAcquire('a')
+    clock.set(9_950)
+    limiter.tryAcquire('a')
+    clock.set(5_000)
+    limiter.tryAcquire('a')
+    const metrics = new ServiceMetrics(limiter, ['vip'])
+    metrics.controlMessage('rejected', 'invalid-json')
+    const text = await metrics.registry.metrics()
+    expect(text).toContain('mt_keys_held 1')
+    expect(text).toContain('mt_clock_skew_tolerated_total 1')
+    expect(text).toContain('mt_clock_skew_rebased_total 1')
+    expect(text).toContain('mt_rate_limit_per_second{merchant="*"} 10')
+    expect(text).toContain('mt_rate_limit_per_second{merchant="vip"} 60')
+    expect(text).toContain('mt_control_messages_total{result="rejected",reason="invalid-json"} 1')
+  })
+
+  it('reads queue depth at scrape time', async () => {
+    const metrics = new ServiceMetrics(new KeyedLimiter({ rate: '1/s' }), [])
+    metrics.addDepthReader(async () => [{ source: 'bullmq:webhooks', state: 'delayed', value: 7 }])
+    expect(await metrics.registry.metrics()).toContain(
+      'mt_backlog{source="bullmq:webhooks",state="delayed"} 7',
+    )
+  })
+})
