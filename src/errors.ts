@@ -72,3 +72,19 @@ export class PermanentFailureError extends MerchantThrottleError {
     this.reason = reason
   }
 }
+
+/**
+ * RetryableFailureError is thrown by a handler when a later attempt may succeed (a 5xx,
+ * a timeout, a network error): the adapter retries after a backoff until its attempts run
+ * out, then dead-letters the job. `reason` names the failure (`server-error`, `timeout`,
+ * `connection-error`, `protocol-error`, `aborted`); `status` is the HTTP status, if any.
+ */
+export class RetryableFailureError extends MerchantThrottleError {
+  readonly reason: string
+  readonly status: number | undefined
+  constructor(reason: string, status: number | undefined, message: string, options?: { cause?: unknown }) {
+    super('RETRYABLE_FAILURE', message, options)
+    this.reason = reason
+    this.status = status
+  }
+}
