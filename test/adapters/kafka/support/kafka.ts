@@ -21,7 +21,10 @@ export function kafkaClient(prefix: string, brokers: string[] = kafkaBrokers()):
  * propagates; this waits through it.
  */
 export async function createTopics(admin: Admin, partitions: number, ...topics: string[]): Promise<void> {
-  await admin.createTopics({ topics: topics.map((topic) => ({ topic, numPartitions: partitions })), waitForLeaders: false })
+  await admin.createTopics({
+    topics: topics.map((topic) => ({ topic, numPartitions: partitions })),
+    waitForLeaders: false,
+  })
   await waitForLeaders(admin, topics, 30_000)
 }
 
