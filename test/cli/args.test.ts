@@ -1,0 +1,115 @@
+import { describe, expect, it } from 'vitest'
+import { keysFromEnv, nextControlVersion, parseCli } from '../../src/cli/args.js'
+
+const options = { brokers: ['127.0.0.1:9092'], topic: 'merchant-throttle.control', timeoutMs: 30_000 }
+
+describe('parseCli', () => {
+  it.each([
+    [['set', 'm_1', '5000/min'], { name: 'set', merchant: 'm_1', rate: '5000/min' }],
+    [
+      ['set', '*', '1000/min', '--inheritance', 'reset', '--version', '42'],
+      { name: 'set', merchant: '*', rate: '1000/min', inheritance: 'reset', version: 42 },
+    ],
+    [['clear', 'm_1'], { name: 'clear', merchant: 'm_1' }],
+    [['snapshot', 'config/rates.json'], { name: 'snapshot', file: 'config/rates.json' }],
+    [['get'], { name: 'get', merchant: undefined, json: false }],
+    [['get', 'm_1', '--json'], { name: 'get', merchant: 'm_1', json: true }],
+    [['watch', '--history'], { name: 'watch', history: true, json: false }],
+    [['create-topic', '--partitions', '3'], { name: 'create-topic', partitions: 3 }],
+    [[], { name: 'help' }],
+    [['set', '--help'], { name: 'help' }],
+    [['-h'], { name: 'help' }],
+  ])('%j', (argv, command) => {
+    expect(parseCli(argv, {})).toEqual({ ok: true, command, options })
+  })
+
+  it('takes brokers from --brokers, else KAFKA_BROKERS, else 127.0.0.1:9092', () => {
+    expect(parseCli(['get', '--brokers', 'a:1,b:2'], { KAFKA_BROKERS: 'c:3' })).toMatchObject({
+      options: { brokers: ['a:1', 'b:2'] },
+    })
+    expect(parseCli(['get'], { KAFKA_BROKERS: 'c:3' })).toMatchObject({ options: { brokers: ['c:3'] } })
+    expect(parseCli(['get', '--topic', 't', '--timeout', '500'], {})).toMatchObject({
+      options: { topic: 't', timeoutMs: 500 },
+    })
+  })
+
+  it.each([
+    [['set', 'm_1'], 'set: expected <merchant|*> <rate>, got 1 argument(s)'],
+    [['clear'], 'clear: expected <merchant>, got 0 argument(s)'],
+    [['get', 'a', 'b'], 'get: expected at most one merchant, got 2 arguments'],
+    [['frobnicate'], 'unknown command "frobnicate" (try --help)'],
+    [
+      ['set', 'm', '1/s', '--version', '-3'],
+      /^Option '--version' argument is ambiguous|--version: expected a whole number >= 0/,
+    ],
+    [['set', 'm', '1/s', '--version', '1.5'], '--version: expected a whole number >= 0, got "1.5"'],
+    [
+      ['set', 'm', '1/s', '--version', '99999999999999999'],
+      '--version: expected a whole number >= 0, got "99999999999999999"',
+    ],
+    [['get', '--brokers', 'localhost'], '--brokers: expected host:port[,host:port], got "localhost"'],
+    [['get', '--timeout', '0'], '--timeout: expected a whole number >= 1, got "0"'],
+    [['create-topic', '--partitions', 'x'], '--partitions: expected a whole number >= 1, got "x"'],
+    [['get', '--frob'], /Unknown option '--frob'/],
+  ])('refuses %j', (argv, error) => {
+    const parsed = parseCli(argv, {})
+    expect(parsed.ok).toBe(false)
+    if (parsed.ok) return
+    if (typeof error === 'string') expect(parsed.error).toBe(error)
+    else expect(parsed.error).toMatch(error)
+  })
+})
+
+describe('keysFromEnv', () => {
+  it('reads the signing key and the keys accepted while rotating', () => {
+    expect(
+      keysFromEnv({
+        MT_CONTROL_SIGNING_KEY: 'new-secret-0123456789',
+        MT_CONTROL_SIGNING_KEY_ID: 'k2',
+        MT_CONTROL_ACCEPTED_KEYS: 'k1=old-secret-0123456789=with=equals',
+      }),
+    ).toEqual({
+      signingKey: { id: 'k2', secret: 'new-secret-0123456789' },
+      acceptedKeys: [
+        { id: 'k2', secret: 'new-secret-0123456789' },
+        { id: 'k1', secret: 'old-secret-0123456789=with=equals' },
+      ],
+    })
+  })
+
+  it('names an unnamed key "default", and signs nothing without a key', () => {
+    expect(keysFromEnv({ MT_CONTROL_SIGNING_KEY: 'new-secret-0123456789' })).toMatchObject({
+      signingKey: { id: 'default' },
+    })
+    expect(keysFromEnv({})).toEqual({ signingKey: undefined, acceptedKeys: [] })
+  })
+
+  it.each([
+    [{ MT_CONTROL_SIGNING_KEY: 'short' }, /at least 16 bytes/],
+    [{ MT_CONTROL_ACCEPTED_KEYS: 'nosecret' }, /expected id=secret/],
+    [
+      {
+        MT_CONTROL_SIGNING_KEY: 'new-secret-0123456789',
+        MT_CONTROL_ACCEPTED_KEYS: 'default=other-secret-0123456',
+      },
+      /unique ids/,
+    ],
+  ])('refuses %j', (env, error) => {
+    expect(keysFromEnv(env)).toMatch(error)
+  })
+})
+
+describe('nextControlVersion', () => {
+  it.each([
+    // an empty topic: the wall clock in microseconds
+    [undefined, 1_700_000_000_000_123.7, 1_700_000_000_000_123],
+    // the topic is behind the clock
+    [5, 1_700_000_000_000_000, 1_700_000_000_000_000],
+    // this machine's clock is behind the topic (or a version was set by hand): one above it
+    [1_800_000_000_000_000, 1_700_000_000_000_000, 1_800_000_000_000_001],
+    // equal: still strictly above
+    [1_700_000_000_000_000, 1_700_000_000_000_000, 1_700_000_000_000_001],
+  ])('highest %s, clock %s µs -> %s', (highest, wallMicros, expected) => {
+    expect(nextControlVersion(highest, wallMicros)).toBe(expected)
+  })
+})
