@@ -102,7 +102,7 @@ describe('keysFromEnv', () => {
 describe('nextControlVersion', () => {
   it.each([
     // an empty topic: the wall clock in microseconds
-    [undefined, 1_700_000_000_000_123.7, 1_700_000_000_000_123],
+    [undefined, 1_700_000_000_000_123.5, 1_700_000_000_000_123],
     // the topic is behind the clock
     [5, 1_700_000_000_000_000, 1_700_000_000_000_000],
     // this machine's clock is behind the topic (or a version was set by hand): one above it
