@@ -4,8 +4,9 @@
 // Each service is resolved in this order:
 //   1. the environment: KAFKA_BROKERS (host:port[,host:port]) / REDIS_URL (redis://...);
 //   2. a working Docker engine: testcontainers (Kafka in KRaft mode, Redis 7);
-//   3. this machine: scripts/kafka-local (a KRaft broker from Maven Central jars) and the Redis on
-//      127.0.0.1:6379, started with redis-server when it is installed but not running.
+//   3. this machine: scripts/kafka-local (a KRaft broker from Maven Central jars, held with a lease
+//      so that concurrent runs share it and the last one stops it; one started by hand stays up)
+//      and the Redis on 127.0.0.1:6379, started with redis-server when installed but not running.
 // MT_TEST_SERVICES=local skips the Docker step; MT_TEST_SERVICES=docker requires it.
 // When nothing works the setup fails with what to install or set: no test is ever skipped.
 import { execFile, spawn } from 'node:child_process'
@@ -83,11 +84,13 @@ async function redisFromDocker(): Promise<Resolved> {
 }
 
 /** runKafkaLocal runs scripts/kafka-local; its progress goes to this process's stderr, its stdout is returned. */
-function runKafkaLocal(command: 'start' | 'stop' | 'brokers'): Promise<{ code: number; stdout: string }> {
+function runKafkaLocal(args: string[]): Promise<{ code: number; stdout: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn('bash', [kafkaLocal, command], {
+    const child = spawn('bash', [kafkaLocal, ...args], {
       cwd: repoRoot,
-      stdio: ['ignore', 'pipe', command === 'brokers' ? 'ignore' : 'inherit'],
+      // The lease lets several test runs share one broker: the last one to release it stops it.
+      env: { ...process.env, KAFKA_LOCAL_LEASE: String(process.pid) },
+      stdio: ['ignore', 'pipe', 'inherit'],
     })
     let stdout = ''
     child.stdout.setEncoding('utf8')
@@ -100,24 +103,17 @@ function runKafkaLocal(command: 'start' | 'stop' | 'brokers'): Promise<{ code: n
 }
 
 async function kafkaFromLocalBroker(): Promise<Resolved> {
-  const running = await runKafkaLocal('brokers')
-  if (running.code === 0 && running.stdout !== '') {
-    return {
-      address: running.stdout,
-      source: 'scripts/kafka-local (a broker that was already running; left running)',
-    }
-  }
   const startedAtMs = performance.now()
-  const started = await runKafkaLocal('start')
+  const started = await runKafkaLocal(['start'])
   if (started.code !== 0 || started.stdout === '') {
     throw new Error(`scripts/kafka-local start failed (exit ${started.code}; its messages are above)`)
   }
   return {
     address: started.stdout,
-    source: `scripts/kafka-local (Kafka ${process.env.KAFKA_VERSION ?? '3.9.1'} from Maven Central jars), started in ${secondsSince(startedAtMs)}`,
+    source: `scripts/kafka-local (Maven Central jars; started or reused as logged above), ready in ${secondsSince(startedAtMs)}`,
     teardown: async () => {
-      const stopped = await runKafkaLocal('stop')
-      if (stopped.code !== 0) log(`scripts/kafka-local stop exited ${stopped.code}`)
+      const released = await runKafkaLocal(['release', String(process.pid)])
+      if (released.code !== 0) log(`scripts/kafka-local release exited ${released.code}`)
     },
   }
 }
