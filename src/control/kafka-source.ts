@@ -199,19 +199,16 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
       const admin = options.kafka.admin()
       await admin.connect()
       try {
-        const offsets = await admin.fetchTopicOffsets(topic).catch((error: Error) => {
+        // Listed first: fetching the offsets of a missing topic retries for seconds before it fails.
+        if (!(await admin.listTopics()).includes(topic)) {
           throw new Error(
-            `control topic ${topic}: cannot read its offsets (${error.message}); create it with ensureControlTopic or \`throttlectl create-topic\``,
-            {
-              cause: error,
-            },
+            `control topic ${topic} does not exist; create it with ensureControlTopic or \`throttlectl create-topic\``,
           )
-        })
-        for (const { partition, high, low } of offsets) {
-          // An empty partition (high == low) has nothing to catch up on.
-          const targetOffset = BigInt(high)
-          progress.set(partition, { targetOffset, nextOffset: BigInt(low) })
         }
+        const offsets = await admin.fetchTopicOffsets(topic)
+        // A partition is read up to the high-water mark of now; an empty one (high == low) has nothing to read.
+        for (const { partition, high, low } of offsets)
+          progress.set(partition, { targetOffset: BigInt(high), nextOffset: BigInt(low) })
       } finally {
         await admin.disconnect()
       }

@@ -1,3 +1,4 @@
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import type { ControlChange } from '../../src/control/schema.js'
 import { type ControlEvent, ControlState } from '../../src/control/state.js'
@@ -332,5 +333,66 @@ describe('ControlState table, events and stats', () => {
     const state = new ControlState()
     expect(state.accept(set('m1', '7/s', 1))).toBe('applied')
     expect(state.table().overrides).toHaveLength(1)
+  })
+})
+
+describe('ControlState and compaction', () => {
+  // Compaction keeps the latest record of each message key. When versions rise with the
+  // offsets under each key (throttlectl publishes above the topic's highest version), the
+  // compacted log builds the same table as the full log, in any order of the partitions.
+  it('replaying the compacted log ends at the same table as the full log', () => {
+    const merchant = fc.constantFrom('m1', 'm2', 'm3', '*')
+    const step = fc.oneof(
+      fc.record({ kind: fc.constant('set' as const), merchant, limit: fc.integer({ min: 1, max: 50 }) }),
+      fc.record({ kind: fc.constant('clear' as const), merchant: fc.constantFrom('m1', 'm2', 'm3') }),
+      fc.record({
+        kind: fc.constant('snapshot' as const),
+        limit: fc.integer({ min: 1, max: 50 }),
+        overrides: fc.subarray(['m1', 'm2', 'm3']),
+      }),
+      fc.record({ kind: fc.constant('tombstone' as const), merchant: fc.constantFrom('m1', 'm2', 'm3') }),
+    )
+    fc.assert(
+      fc.property(
+        fc.array(step, { maxLength: 30 }),
+        fc.array(fc.integer({ min: 1, max: 3 }), { maxLength: 30 }),
+        (steps, gaps) => {
+          // Build the log: versions rise (with gaps) in publish order, so they rise under every key.
+          let version = 0
+          const log = steps.map((s, i) => {
+            version += gaps[i] ?? 1
+            const key = s.kind === 'snapshot' ? '*snapshot' : s.merchant
+            const change: ControlChange | null =
+              s.kind === 'set'
+                ? set(s.merchant, `${s.limit}/s`, version)
+                : s.kind === 'clear'
+                  ? clear(s.merchant, version)
+                  : s.kind === 'snapshot'
+                    ? snapshot(
+                        version,
+                        `${s.limit}/s`,
+                        Object.fromEntries(s.overrides.map((m) => [m, `${s.limit + 1}/s`])),
+                      )
+                    : null
+            return { key, change }
+          })
+          // A tombstone removes every record of its key, itself included, once compacted.
+          const compacted = log.filter((record, i) => {
+            const later = log.slice(i + 1)
+            return record.change !== null && !later.some((l) => l.key === record.key)
+          })
+          const replay = (records: typeof log) => {
+            const { limiter, state } = setup()
+            for (const record of records) {
+              if (record.change === null) state.forget(record.key)
+              else state.accept(record.change)
+            }
+            return limiterTable(limiter)
+          }
+          expect(replay(compacted)).toEqual(replay(log))
+        },
+      ),
+      { numRuns: 500 },
+    )
   })
 })
