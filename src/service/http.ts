@@ -23,6 +23,11 @@ export interface HttpServerOptions {
   readiness: () => Readiness
   status: () => unknown
   routes?: Readonly<Record<string, ExtraRoute>>
+  /**
+   * publicRoutes are served without the token: only content that carries no data (the
+   * status page's shell and assets, which read /status.json with the token themselves).
+   */
+  publicRoutes?: Readonly<Record<string, ExtraRoute>>
   logger: Logger
 }
 
@@ -87,6 +92,11 @@ async function handle(
   if (path === '/readyz') {
     const readiness = options.readiness()
     send(response, readiness.ready ? 200 : 503, 'application/json', `${JSON.stringify(readiness)}\n`)
+    return
+  }
+  const publicRoute = options.publicRoutes?.[path]
+  if (publicRoute !== undefined) {
+    await publicRoute(request, response)
     return
   }
   if (!authorized(request, options.authToken)) {
