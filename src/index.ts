@@ -45,3 +45,20 @@ export {
   type ThrottleOutcome,
   type ThrottleStats,
 } from './adapters/bullmq/index.js'
+export {
+  type AssignmentEvent,
+  type ConsumerLimiter,
+  createThrottledConsumer,
+  DEAD_LETTER_HEADERS,
+  type DeadLetterEvent,
+  type DeadLetterReason,
+  jsonDecoder,
+  type KafkaClients,
+  type MerchantKeySource,
+  type RetryBackoff,
+  type ThrottledConsumer,
+  type ThrottledConsumerEvents,
+  type ThrottledConsumerOptions,
+  type ThrottledConsumerStats,
+  type ThrottledMessage,
+} from './adapters/kafka/index.js'

@@ -8,11 +8,11 @@ export {
 } from './consumer.js'
 export { DEAD_LETTER_HEADERS } from './dead-letter.js'
 export type { DeadLetterReason } from './dispatcher.js'
-export { jsonDecoder, type KeySource } from './message-key.js'
+export { jsonDecoder, type MerchantKeySource } from './message-key.js'
 export type {
-  Backoff,
   ConsumerLimiter,
   KafkaClients,
+  RetryBackoff,
   ThrottledConsumerOptions,
   ThrottledMessage,
 } from './options.js'

@@ -2,14 +2,14 @@ import type { IHeaders, KafkaMessage } from 'kafkajs'
 import { checkMerchantKey } from '../../limiter/index.js'
 
 /**
- * KeySource says where a message's merchant key is:
+ * MerchantKeySource says where a message's merchant key is:
  * - `'message-key'` (the default): the Kafka message key, read as UTF-8. Producers key by
  *   merchant, so a merchant's messages share a partition and one consumer owns its limit.
  * - `{ header: name }`: the first value of that header, as UTF-8.
  * - `{ field: name }`: that property of the decoded value (JSON when no decoder is given).
  * - a function of the message and its decoded value.
  */
-export type KeySource<T> =
+export type MerchantKeySource<T> =
   | 'message-key'
   | { header: string }
   | { field: string }
@@ -26,7 +26,7 @@ export type KeyResult = { ok: true; merchantKey: string } | { ok: false; reason:
  * checkMerchantKey. It never throws: a key function that throws is a refused key.
  */
 export function readKey<T>(
-  source: KeySource<T>,
+  source: MerchantKeySource<T>,
   message: KafkaMessage,
   value: T,
   maxKeyLength?: number,

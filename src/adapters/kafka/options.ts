@@ -1,7 +1,7 @@
 import type { Consumer, ConsumerConfig, KafkaMessage, Producer, ProducerConfig } from 'kafkajs'
 import type { Logger } from 'pino'
 import type { LaneLimiter } from './dispatcher.js'
-import type { KeySource } from './message-key.js'
+import type { MerchantKeySource } from './message-key.js'
 
 /** KafkaClients makes the consumer and the dead-letter producer; a `Kafka` instance is one. */
 export interface KafkaClients {
@@ -39,8 +39,8 @@ export interface ThrottledMessage<T> {
   signal: AbortSignal
 }
 
-/** Backoff shapes the wait between failed attempts: initialMs, doubling, capped at maxMs. */
-export interface Backoff {
+/** RetryBackoff shapes the wait between failed attempts: initialMs, doubling, capped at maxMs. */
+export interface RetryBackoff {
   /** initialMs is the wait after the first failure. Default 200. */
   initialMs?: number
   /** maxMs caps the wait. Default 30 000. */
@@ -63,7 +63,7 @@ export interface ThrottledConsumerOptions<T = Buffer | null> {
    */
   handler: (message: ThrottledMessage<T>) => Promise<void>
   /** keyOf says where the merchant key is. Default: the message key. */
-  keyOf?: KeySource<T>
+  keyOf?: MerchantKeySource<T>
   /**
    * decode turns the raw value into what the handler gets; a throw dead-letters the
    * message as `undecodable`. Default: the raw Buffer, or JSON when keyOf is a `field`.
@@ -83,7 +83,7 @@ export interface ThrottledConsumerOptions<T = Buffer | null> {
   commitIntervalMs?: number
   /** maxAttempts is the most handler calls per message before dead-lettering. Default 5. */
   maxAttempts?: number
-  backoff?: Backoff
+  backoff?: RetryBackoff
   /** stopTimeoutMs is how long stop() waits for in-flight handlers. Default 10 000. */
   stopTimeoutMs?: number
   /**
@@ -107,7 +107,7 @@ export interface ThrottledConsumerOptions<T = Buffer | null> {
 
 /** ResolvedOptions are the options after defaults and checks. */
 export interface ResolvedOptions<T> extends ThrottledConsumerOptions<T> {
-  keyOf: KeySource<T>
+  keyOf: MerchantKeySource<T>
   concurrency: number
   maxBufferedPerPartition: number
   commitIntervalMs: number
