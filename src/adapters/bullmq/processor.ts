@@ -73,6 +73,8 @@ export type ThrottledProcessor<D = unknown, R = unknown, N extends string = stri
  * the job by the asked time; other errors go to BullMQ's attempts and backoff.
  *
  * Pass it to a BullMQ Worker as its processor: it needs the lock token BullMQ passes.
+ * When `handler` takes a third parameter, it gets BullMQ's AbortSignal (worker.cancelJob),
+ * which also ends an in-process wait.
  */
 export function createThrottledProcessor<D = unknown, R = unknown, N extends string = string>(
   handler: Processor<D, R, N>,
@@ -242,7 +244,13 @@ export function createThrottledProcessor<D = unknown, R = unknown, N extends str
     }
   }
 
-  return Object.assign(process, { stats: () => counters.snapshot() })
+  // BullMQ gives a processor of three parameters an AbortSignal, at the cost of an
+  // AbortController per job: ask for it only when the handler takes it.
+  const processor =
+    handler.length >= 3
+      ? (job: Job<D, R, N>, token?: string, signal?: AbortSignal) => process(job, token, signal)
+      : (job: Job<D, R, N>, token?: string) => process(job, token, undefined)
+  return Object.assign(processor, { stats: () => counters.snapshot() })
 }
 
 function merchantIdOf(job: { data: unknown }): unknown {

@@ -19,7 +19,7 @@ interface WorkerProcess {
 }
 
 function startWorkerProcess(settings: Record<string, string | number>): WorkerProcess {
-  const env = { ...process.env, REDIS_URL: redisUrl() }
+  const env: NodeJS.ProcessEnv = { ...process.env, REDIS_URL: redisUrl() }
   for (const [name, value] of Object.entries(settings)) env[name] = String(value)
   const child = spawn(process.execPath, ['--import', 'tsx', fixture], {
     cwd: repoRoot,
@@ -127,7 +127,9 @@ describe('several worker processes on one queue', () => {
     }
     expect(maxInOneSecond).toBeLessThanOrEqual(burst + limitPerSec + 1)
     expect(Object.values(await redis.hgetall(`${runsKey}:m-rate`)).every((runs) => runs === '1')).toBe(true)
-    console.info(`three processes: ${ratePerSec.toFixed(2)}/s after the burst, at most ${maxInOneSecond} in a second`)
+    console.info(
+      `three processes: ${ratePerSec.toFixed(2)}/s after the burst, at most ${maxInOneSecond} in a second`,
+    )
   })
 
   it('kill -9 of one process mid-run: every job completes; duplicates are no more than its jobs in flight', async () => {

@@ -16,8 +16,8 @@ afterEach(async () => {
 /** setup starts a plain BullMQ Worker running `handler` through createThrottledProcessor. */
 async function setup(
   rate: string,
-  handler: (job: Job) => Promise<unknown>,
-  options: Partial<ThrottleOptions<any, any, string>> = {},
+  handler: (job: Job, token?: string, signal?: AbortSignal) => Promise<unknown>,
+  options: Partial<ThrottleOptions<unknown, unknown, string>> = {},
 ) {
   const queue = new Queue(uniqueName('throttle-proc'), { connection })
   const limiter = new KeyedLimiter({ rate })
@@ -142,5 +142,16 @@ describe('createThrottledProcessor', () => {
     expect(sorted[2]! - sorted[1]!).toBeGreaterThanOrEqual(490)
     expect(processor.stats().deferred).toBeGreaterThanOrEqual(2)
     expect(processor.stats().delayed).toBe(0)
+  })
+
+  it("passes BullMQ's AbortSignal to a handler that takes a third parameter, and only then", async () => {
+    const signals: unknown[] = []
+    const withSignal = await setup('600/min', async (_job, _token, signal) => signals.push(signal))
+    await withSignal.queue.add('pay', { merchantId: 'm-signal' })
+    await waitUntil(() => signals.length === 1, 5_000, 'the job run')
+    expect(signals[0]).toBeInstanceOf(AbortSignal)
+    expect(withSignal.processor.length).toBe(3)
+    const without = await setup('600/min', async () => undefined)
+    expect(without.processor.length).toBe(2)
   })
 })

@@ -3,7 +3,7 @@ import { type Job, Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createThrottledWorker, type ThrottledWorker } from '../../../src/adapters/bullmq/index.js'
+import { createThrottledWorker } from '../../../src/adapters/bullmq/index.js'
 import { KeyedLimiter } from '../../../src/limiter/index.js'
 import { redisUrl, uniqueName } from '../../support/services.js'
 import { connectionOf, gapsOf, medianOf, waitUntil } from './support.js'
@@ -24,7 +24,7 @@ function newQueue(prefix: string): Queue {
   return queue
 }
 
-function track<W extends ThrottledWorker>(worker: W): W {
+function track<W extends { close(): Promise<void> }>(worker: W): W {
   cleanups.push(() => worker.close())
   return worker
 }
@@ -169,7 +169,7 @@ describe('createThrottledWorker', () => {
     const counts = await queue.getJobCounts('active', 'failed', 'completed', 'delayed', 'wait')
     expect(counts.active).toBe(0)
     expect(counts.failed).toBe(0)
-    expect(counts.completed + counts.delayed + counts.wait).toBe(40)
+    expect(counts.completed! + counts.delayed! + counts.wait!).toBe(40)
     expect(counts.completed).toBe(runs.size)
 
     // A worker started later (a fresh limiter, as in a restarted process) runs the rest on their reservations.
