@@ -1,4 +1,5 @@
 import type { IHeaders, KafkaMessage, Message } from 'kafkajs'
+import { PermanentFailureError } from '../../errors.js'
 import type { DeadLetter } from './dispatcher.js'
 import { errorMessage } from './message-key.js'
 
@@ -32,11 +33,17 @@ export function deadLetterMessage(
   const headers: IHeaders = {
     ...message.headers,
     [DEAD_LETTER_HEADERS.reason]: failure.reason,
-    [DEAD_LETTER_HEADERS.error]: errorMessage(failure.error).slice(0, MAX_ERROR_HEADER_LENGTH),
+    [DEAD_LETTER_HEADERS.error]: errorText(failure.error).slice(0, MAX_ERROR_HEADER_LENGTH),
     [DEAD_LETTER_HEADERS.attempts]: String(failure.attempts),
     [DEAD_LETTER_HEADERS.topic]: origin.topic,
     [DEAD_LETTER_HEADERS.partition]: String(origin.partition),
     [DEAD_LETTER_HEADERS.offset]: message.offset,
   }
   return { key: message.key, value: message.value, headers }
+}
+
+/** errorText is the error's message, led by its reason when it is a PermanentFailureError. */
+function errorText(error: unknown): string {
+  if (error instanceof PermanentFailureError) return `${error.reason}: ${error.message}`
+  return errorMessage(error)
 }

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import { RetryLaterError } from '../../errors.js'
+import { PermanentFailureError, RetryLaterError } from '../../errors.js'
 import type { Reservation } from '../../limiter/index.js'
 import { type Lane, LaneGroup } from './lanes.js'
 import type { WakeQueue } from './wake-queue.js'
@@ -10,8 +10,12 @@ export interface LaneLimiter {
   penalize(key: string, retryAfterMs: number): void
 }
 
-/** DeadLetterReason says why a message went to the dead-letter topic. */
-export type DeadLetterReason = 'invalid-key' | 'undecodable' | 'handler-failed'
+/**
+ * DeadLetterReason says why a message went to the dead-letter topic: no usable merchant
+ * key, a value the decoder refused, a handler that kept failing for maxAttempts, or a
+ * handler that threw PermanentFailureError (dead-lettered at once).
+ */
+export type DeadLetterReason = 'invalid-key' | 'undecodable' | 'handler-failed' | 'permanent-failure'
 
 /** DeadLetter is a message's failure: why, the error or check that refused it, attempts spent. */
 export interface DeadLetter {
@@ -37,7 +41,10 @@ export interface DispatcherOptions<I extends LaneItem> {
   wakes: WakeQueue
   /** concurrency is the most handlers running at once, over all partitions. */
   concurrency: number
-  /** maxAttempts is the most handler calls per message before it is dead-lettered (RetryLaterError spends none). */
+  /**
+   * maxAttempts is the most handler calls per message before it is dead-lettered
+   * (RetryLaterError spends none; PermanentFailureError dead-letters at once).
+   */
   maxAttempts: number
   /** retryDelayMs gives the wait after failed attempt number `attempt` (1-based), in ms. */
   retryDelayMs: (attempt: number) => number
@@ -108,7 +115,7 @@ export class Dispatcher<I extends LaneItem> {
     handled: 0,
     failedAttempts: 0,
     retryLater: 0,
-    deadLettered: { 'invalid-key': 0, undecodable: 0, 'handler-failed': 0 },
+    deadLettered: { 'invalid-key': 0, undecodable: 0, 'handler-failed': 0, 'permanent-failure': 0 },
     deadLetterWriteFailures: 0,
   }
 
@@ -304,6 +311,13 @@ export class Dispatcher<I extends LaneItem> {
         lane.attempts--
         this.options.limiter.penalize(lane.merchantKey, error.retryAfterMs)
         this.waitThen(lane, error.retryAfterMs, () => this.schedule(lane))
+      } else if (error instanceof PermanentFailureError) {
+        this.counters.failedAttempts++
+        const failure: DeadLetter = { reason: 'permanent-failure', error, attempts: lane.attempts }
+        this.writeDeadLetter(lane.group, item, failure, 0, () => {
+          lane.shift()
+          this.next(lane)
+        })
       } else if (lane.attempts < this.options.maxAttempts) {
         this.counters.failedAttempts++
         this.options.logger.debug(

@@ -6,6 +6,7 @@ import {
   type DeadLetterEvent,
   type ThrottledConsumer,
 } from '../../../src/adapters/kafka/index.js'
+import { PermanentFailureError } from '../../../src/errors.js'
 import { KeyedLimiter } from '../../../src/limiter/index.js'
 import { uniqueName } from '../../support/services.js'
 import {
@@ -21,7 +22,7 @@ import {
 interface Order {
   merchant: string
   seq: number
-  fail?: boolean
+  fail?: 'always' | 'permanent'
 }
 
 describe('createThrottledConsumer dead letters', () => {
@@ -42,7 +43,7 @@ describe('createThrottledConsumer dead letters', () => {
     await Promise.all([admin.disconnect(), producer.disconnect()])
   })
 
-  it('sends messages without a key, with a bad key, with a bad payload or a failing handler to the dead-letter topic with their reason, and goes on', async () => {
+  it('sends messages without a key, with a bad key, with a bad payload, a failing or a refusing handler to the dead-letter topic with their reason, and goes on', async () => {
     const topic = uniqueName('orders')
     const deadLetterTopic = `${topic}-dlq`
     const groupId = uniqueName('group')
@@ -59,7 +60,9 @@ describe('createThrottledConsumer dead letters', () => {
       good('m-2', 0),
       { key: 'bad key!', value: JSON.stringify({ merchant: 'bad', seq: 0 }) },
       { key: 'm-1', value: '{not json' },
-      { key: 'm-2', value: JSON.stringify({ merchant: 'm-2', seq: 1, fail: true }) },
+      { key: 'm-2', value: JSON.stringify({ merchant: 'm-2', seq: 1, fail: 'always' }) },
+      { key: 'm-3', value: JSON.stringify({ merchant: 'm-3', seq: 0, fail: 'permanent' }) },
+      good('m-3', 1),
       good('m-1', 1),
       good('m-2', 2),
       { key: null, value: 'neither key nor json' },
@@ -81,20 +84,22 @@ describe('createThrottledConsumer dead letters', () => {
       backoff: { initialMs: 50 },
       logger: testLogger,
       handler: async ({ value, attempt }) => {
-        if (value.fail) throw new Error(`refused on attempt ${attempt}`)
+        if (value.fail === 'permanent') throw new PermanentFailureError('client-error', 'HTTP 400')
+        if (value.fail === 'always') throw new Error(`refused on attempt ${attempt}`)
         handled.push(`${value.merchant}#${value.seq}`)
       },
     })
     consumer.on('dead-letter', (event) => events.push(event))
     consumers.push(consumer)
     await consumer.run()
-    await waitFor('5 dead letters and 5 handled', () => events.length >= 5 && handled.length >= 5, 30_000)
+    await waitFor('6 dead letters and 6 handled', () => events.length >= 6 && handled.length >= 6, 30_000)
 
     // The stream went on past every bad message, in order per merchant.
     expect(handled.filter((h) => h.startsWith('m-1'))).toEqual(['m-1#0', 'm-1#1', 'm-1#2'])
     expect(handled.filter((h) => h.startsWith('m-2'))).toEqual(['m-2#0', 'm-2#2'])
+    expect(handled.filter((h) => h.startsWith('m-3'))).toEqual(['m-3#1'])
 
-    const dead = await readTopic(kafka, deadLetterTopic, 5)
+    const dead = await readTopic(kafka, deadLetterTopic, 6)
     const header = (m: (typeof dead)[number], name: string) => m.headers?.[name]?.toString()
     const byReason = (reason: string) => dead.filter((m) => header(m, DEAD_LETTER_HEADERS.reason) === reason)
     expect(
@@ -119,6 +124,9 @@ describe('createThrottledConsumer dead letters', () => {
     expect(failed?.key?.toString()).toBe('m-2')
     expect(header(failed!, DEAD_LETTER_HEADERS.attempts)).toBe('2')
     expect(header(failed!, DEAD_LETTER_HEADERS.error)).toBe('refused on attempt 2')
+    const [permanent] = byReason('permanent-failure')
+    expect(header(permanent!, DEAD_LETTER_HEADERS.attempts)).toBe('1')
+    expect(header(permanent!, DEAD_LETTER_HEADERS.error)).toBe('client-error: HTTP 400')
 
     // Each dead letter says where it came from: its original topic, partition and offset.
     for (const m of dead) {
@@ -130,7 +138,12 @@ describe('createThrottledConsumer dead letters', () => {
       expect(header(m, DEAD_LETTER_HEADERS.topic)).toBe(topic)
       expect(event?.reason).toBe(header(m, DEAD_LETTER_HEADERS.reason))
     }
-    expect(consumer.stats().deadLettered).toEqual({ 'invalid-key': 2, undecodable: 2, 'handler-failed': 1 })
+    expect(consumer.stats().deadLettered).toEqual({
+      'invalid-key': 2,
+      undecodable: 2,
+      'handler-failed': 1,
+      'permanent-failure': 1,
+    })
 
     // Dead-lettered messages count as done: the watermark passed them.
     await consumer.stop()

@@ -1,6 +1,7 @@
 import type { KafkaMessage } from 'kafkajs'
 import { describe, expect, it } from 'vitest'
 import { DEAD_LETTER_HEADERS, deadLetterMessage } from '../../../src/adapters/kafka/dead-letter.js'
+import { PermanentFailureError } from '../../../src/errors.js'
 
 describe('deadLetterMessage', () => {
   const original = {
@@ -44,5 +45,14 @@ describe('deadLetterMessage', () => {
       attempts: 0,
     })
     expect(text.headers![DEAD_LETTER_HEADERS.error]).toBe('invalid merchant key: missing')
+  })
+
+  it('leads the error text with the reason of a PermanentFailureError', () => {
+    const record = deadLetterMessage({ topic: 't', partition: 0 }, original, {
+      reason: 'permanent-failure',
+      error: new PermanentFailureError('client-error', 'HTTP 400 from the PSP'),
+      attempts: 1,
+    })
+    expect(record.headers![DEAD_LETTER_HEADERS.error]).toBe('client-error: HTTP 400 from the PSP')
   })
 })

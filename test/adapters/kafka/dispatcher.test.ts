@@ -2,7 +2,7 @@ import { pino } from 'pino'
 import { describe, expect, it } from 'vitest'
 import { type DeadLetter, Dispatcher, type Outcome } from '../../../src/adapters/kafka/dispatcher.js'
 import { WakeQueue } from '../../../src/adapters/kafka/wake-queue.js'
-import { RetryLaterError } from '../../../src/errors.js'
+import { PermanentFailureError, RetryLaterError } from '../../../src/errors.js'
 import { FakeClock, KeyedLimiter, type KeyedLimiterOptions } from '../../../src/limiter/index.js'
 import { FakeTimers } from './support/fake-timers.js'
 
@@ -212,6 +212,22 @@ describe('Dispatcher', () => {
     const stats = h.dispatcher.stats()
     expect(stats.failedAttempts).toBe(3)
     expect(stats.deadLettered['handler-failed']).toBe(1)
+  })
+
+  it('dead-letters at once on PermanentFailureError, spending no further attempts', async () => {
+    const h = harness({
+      maxAttempts: 5,
+      behaviour: async (item) => {
+        if (item.n === 0) throw new PermanentFailureError('client-error', 'HTTP 400')
+      },
+    })
+    h.push('a', 0, 1)
+    await h.timers.advance(1_000)
+    expect(h.started).toEqual(['a#0@0', 'a#1@0'])
+    expect(h.deadLettered.map((d) => [d.item, d.failure.reason, d.failure.attempts])).toEqual([
+      ['a#0', 'permanent-failure', 1],
+    ])
+    expect(h.finished).toEqual(['a#0:dead-lettered', 'a#1:handled'])
   })
 
   it('retries a failed dead-letter write and reports the message done once', async () => {
