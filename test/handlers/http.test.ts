@@ -97,6 +97,17 @@ describe('SSRF guard end to end, with an allowlist of 127.0.0.1 only', () => {
     expect(result).toMatchObject({ kind: 'refused', refusal: { reason: 'loopback', address: '127.0.0.2' } })
   })
 
+  it('refuses [::1], with a listener there that sees nothing', async () => {
+    const v6 = await startServer('::1')
+    try {
+      const result = await get(`${v6.origin}/`)
+      expect(result).toMatchObject({ kind: 'refused', refusal: { reason: 'loopback', address: '::1' } })
+      expect(v6.connections()).toBe(0)
+    } finally {
+      await v6.close()
+    }
+  })
+
   it('refuses a host name that resolves to 127.0.0.3, at the lookup the connector makes', async () => {
     const result = await get(`http://internal.test:${internal3.port}/`)
     expect(result).toMatchObject({
@@ -225,6 +236,20 @@ describe('HttpClient limits', () => {
     const result = await get(`${allowed.origin}/silent`)
     expect(result).toMatchObject({ kind: 'failed', reason: 'timeout' })
     expect(result.durationMs).toBeGreaterThanOrEqual(TIMEOUT_MS - 20)
+  })
+
+  it('bounds the connect, DNS lookup included, by the connect timeout', async () => {
+    const hanging = new HttpClient({
+      allowHosts: ['127.0.0.1'],
+      httpsOnly: false,
+      connectTimeoutMs: 200,
+      timeoutMs: 5_000,
+      resolve: () => new Promise(() => {}), // a lookup that never answers
+    })
+    const result = await hanging.send({ url: 'http://slow-dns.test/', method: 'GET', headers: {} })
+    await hanging.close()
+    expect(result).toMatchObject({ kind: 'failed', reason: 'timeout' })
+    expect(result.durationMs).toBeLessThan(4_000)
   })
 
   it('reports a refused connection on a closed port', async () => {
