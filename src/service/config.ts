@@ -24,6 +24,28 @@ const rateString = z.string().refine(
   { message: "expected a rate like '1000/min' or '50/s burst 10'" },
 )
 
+/**
+ * secretRef is a secret: written inline (development only), or better a reference read at
+ * start-up, `env:NAME` (an environment variable) or `file:/path` (a mounted secret file).
+ */
+const secretRef = z.string().min(1)
+
+const signingSecrets = z.union([
+  secretRef,
+  z
+    .object({
+      current: secretRef,
+      previous: z
+        .object({
+          secret: secretRef,
+          expiresAt: z.iso.datetime({ offset: true }).describe('End of the grace period, ISO 8601.'),
+        })
+        .strict()
+        .optional(),
+    })
+    .strict(),
+])
+
 const port = z.number().int().min(0).max(65_535)
 const positiveMs = z.number().int().positive()
 
@@ -156,7 +178,7 @@ export const configSchema = z
         file: z.string().min(1).default('config/rates.json'),
         topic: z.string().min(1).default('merchant-throttle.control'),
         signingKeys: z
-          .record(z.string().min(1), z.string().min(16))
+          .record(z.string().min(1), secretRef)
           .default({})
           .describe('Accepted HMAC keys by key id; when any is set, unsigned changes are rejected.'),
         deadLetterTopic: z.string().min(1).optional(),
@@ -177,15 +199,15 @@ export const configSchema = z
           maxResponseBytes: 65_536,
           allowHosts: [],
         }),
-        defaultSecret: z
-          .string()
-          .min(1)
+        defaultSecret: secretRef
           .optional()
           .describe('Signing secret for merchants without one (whsec_ base64).'),
         secrets: z
-          .record(z.string().min(1), z.string().min(1))
+          .record(z.string().min(1), signingSecrets)
           .default({})
-          .describe('Signing secret per merchant.'),
+          .describe(
+            'Signing secret per merchant; during a rotation { current, previous: { secret, expiresAt } }.',
+          ),
       })
       .strict()
       .default({
@@ -200,15 +222,25 @@ export const configSchema = z
           maxResponseBytes: 65_536,
           allowHosts: [],
         }),
-        credentials: z
-          .record(z.string().min(1), z.string().min(1))
+        endpoints: z
+          .record(
+            z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/),
+            z
+              .object({
+                baseUrl: z.url().describe("The PSP's API root; a job's path goes under it."),
+                authorization: secretRef
+                  .optional()
+                  .describe('Authorization header value (a secret reference).'),
+              })
+              .strict(),
+          )
           .default({})
-          .describe('Authorization header value per PSP id.'),
+          .describe('PSP endpoints by PSP id.'),
       })
       .strict()
       .default({
         client: { connectTimeoutMs: 5_000, timeoutMs: 10_000, maxResponseBytes: 65_536, allowHosts: [] },
-        credentials: {},
+        endpoints: {},
       }),
     metrics: z
       .object({

@@ -1,0 +1,492 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { DelayedError, type Job, Queue, UnrecoverableError } from 'bullmq'
+import { Redis } from 'ioredis'
+import { Kafka, type KafkaMessage, logLevel } from 'kafkajs'
+import type { Logger } from 'pino'
+import { createThrottledWorker, type ThrottledWorker } from '../adapters/bullmq/index.js'
+import { createThrottledConsumer, type ThrottledConsumer } from '../adapters/kafka/index.js'
+import {
+  type ControlEvent,
+  type ControlTable,
+  createFileControlSource,
+  createKafkaControlSource,
+  describeChange,
+  ensureControlTopic,
+} from '../control/index.js'
+import { PermanentFailureError, RetryLaterError } from '../errors.js'
+import { formatRate, KeyedLimiter, monotonicClock, ratePerSec } from '../limiter/index.js'
+import { ActivityTracker, type MerchantActivity } from './activity.js'
+import type { Config } from './config.js'
+import { createHandlers, type JobHandler } from './handlers.js'
+import { type Readiness, type RunningHttpServer, startHttpServer } from './http.js'
+import { ServiceMetrics } from './metrics.js'
+import { resolveSecret } from './secrets.js'
+import { statusPageRoutes } from './status-page.js'
+
+type SourceConfig = Config['sources'][number]
+
+/** RETRIES_FIELD counts a BullMQ job's retries when its producer set no `attempts`. */
+export const RETRIES_FIELD = '__retries'
+
+/** StatusSnapshot is what /status.json serves; the status page draws it. */
+export interface StatusSnapshot {
+  generatedAt: string
+  uptimeS: number
+  readiness: Readiness
+  limiter: {
+    defaultRate: string
+    keys: number
+    maxKeys: number
+    evictions: number
+    tableFull: number
+    skewTolerated: number
+    skewRebased: number
+    penalties: number
+  }
+  merchants: Array<
+    MerchantActivity & {
+      rate: string
+      limitPerSec: number
+      tokens: number | null
+      /** waiting: units reserved ahead of time and not yet run (the bucket's debt). */
+      waiting: number
+      capacity: number | null
+      penaltyFactor: number
+      /** lastChange is the change that set the rate in force: the merchant's own (`scope: 'merchant'`) or the default's. */
+      lastChange: {
+        description: string
+        version: number
+        atIso: string
+        scope: 'merchant' | 'default'
+      } | null
+    }
+  >
+  control: {
+    source: 'kafka' | 'file'
+    caughtUp: boolean
+    applied: number
+    stale: number
+    rejected: number
+    recentChanges: Array<{ atIso: string; description: string }>
+    recentRejections: Array<{ atIso: string; reason: string; error: string }>
+  }
+  sources: Array<{ kind: string; name: string; concurrency: number }>
+}
+
+/** RunningService is a started worker. */
+export interface RunningService {
+  readonly url: string
+  readonly limiter: KeyedLimiter
+  readiness(): Readiness
+  status(): StatusSnapshot
+  /** stop stops taking work, lets in-flight work finish within the deadline, and closes everything. */
+  stop(): Promise<void>
+}
+
+interface Source {
+  kind: 'bullmq' | 'kafka'
+  name: string
+  concurrency: number
+  ready(): boolean
+  close(deadlineMs: number): Promise<void>
+}
+
+interface ControlSource {
+  table(): ControlTable
+  caughtUp(): boolean
+  stats(): { applied: number; stale: number; rejected: number }
+  stop(): Promise<void>
+}
+
+const RECENT_EVENTS = 20
+
+/**
+ * startService wires the worker: limiter, control source (Kafka when brokers are set,
+ * else the rates file), the HTTP endpoints, then — once the rates have caught up — the
+ * configured sources, each with its handler.
+ */
+export async function startService(config: Config, logger: Logger): Promise<RunningService> {
+  const startedAtMs = Date.now()
+  const log = logger.child({ component: 'service' })
+  const limiter = new KeyedLimiter({
+    rate: config.limiter.defaultRate,
+    clockSkewToleranceMs: config.limiter.clockSkewToleranceMs,
+    maxKeys: config.limiter.maxKeys,
+    horizonMs: config.limiter.horizonMs,
+    onClockSkew: (event) => log.warn({ skew: event }, 'clock stepped backwards'),
+  })
+  const metrics = new ServiceMetrics(limiter, config.metrics.merchantLabels)
+  const activity = new ActivityTracker(monotonicClock)
+  const sources: Source[] = []
+  const recentChanges: StatusSnapshot['control']['recentChanges'] = []
+  const recentRejections: StatusSnapshot['control']['recentRejections'] = []
+  let stopping = false
+
+  const useKafkaControl =
+    config.control.source === 'kafka' || (config.control.source === 'auto' && config.kafka.brokers.length > 0)
+  const kafka =
+    config.kafka.brokers.length > 0
+      ? new Kafka({
+          clientId: config.kafka.clientId,
+          brokers: config.kafka.brokers,
+          logLevel: logLevel.WARN,
+          logCreator: kafkaLogCreator(logger.child({ component: 'kafkajs' })),
+        })
+      : undefined
+  if (useKafkaControl && kafka === undefined) {
+    throw new TypeError("config field 'control.source': 'kafka' needs kafka.brokers (or KAFKA_BROKERS)")
+  }
+
+  const onControlEvent = (event: ControlEvent) => {
+    const atIso = new Date().toISOString()
+    if (event.kind === 'applied') {
+      metrics.controlMessage('applied')
+      pushBounded(recentChanges, { atIso, description: describeChange(event.change) })
+    } else if (event.kind === 'stale') {
+      metrics.controlMessage('stale')
+    } else if (event.kind === 'rejected') {
+      metrics.controlMessage('rejected', event.reason)
+      pushBounded(recentRejections, { atIso, reason: event.reason, error: event.error })
+    }
+  }
+  const control: ControlSource = await startControl(onControlEvent)
+
+  const readiness = (): Readiness => {
+    const checks: Record<string, boolean> = { control: control.caughtUp(), accepting: !stopping }
+    for (const source of sources) checks[`${source.kind}:${source.name}`] = source.ready()
+    return { ready: Object.values(checks).every(Boolean), checks }
+  }
+  const status = (): StatusSnapshot => snapshot()
+
+  const http: RunningHttpServer = await startHttpServer({
+    host: config.http.host,
+    port: config.http.port,
+    authToken: config.http.authToken,
+    registry: metrics.registry,
+    readiness,
+    status,
+    publicRoutes: statusPageRoutes(),
+    logger,
+  })
+
+  const handlers = createHandlers(config, logger)
+  for (const sourceConfig of config.sources) {
+    const { handle, keyOf } = await handlers.forSource(sourceConfig)
+    sources.push(
+      sourceConfig.kind === 'bullmq'
+        ? startBullmq(sourceConfig, handle, keyOf)
+        : await startKafka(sourceConfig, handle, keyOf),
+    )
+  }
+  log.info({ sources: sources.map((s) => `${s.kind}:${s.name}`), url: http.url }, 'worker started')
+
+  return {
+    url: http.url,
+    limiter,
+    readiness,
+    status,
+    async stop() {
+      if (stopping) return
+      stopping = true
+      const deadlineMs = config.shutdown.deadlineMs
+      log.info({ deadlineMs }, 'stopping: no new work, letting in-flight work finish')
+      await Promise.all(sources.map((source) => source.close(deadlineMs)))
+      await handlers.close()
+      await control.stop()
+      await http.close()
+      log.info('stopped')
+    },
+  }
+
+  async function startControl(listener: (event: ControlEvent) => void): Promise<ControlSource> {
+    if (useKafkaControl && kafka !== undefined) {
+      const admin = kafka.admin()
+      await admin.connect()
+      try {
+        await ensureControlTopic(admin, { topic: config.control.topic })
+      } finally {
+        await admin.disconnect()
+      }
+      const source = createKafkaControlSource({
+        kafka,
+        topic: config.control.topic,
+        limiter,
+        signingKeys: Object.entries(config.control.signingKeys).map(([id, secret]) => ({
+          id,
+          secret: resolveSecret(secret, `control.signingKeys.${id}`),
+        })),
+        deadLetterTopic: config.control.deadLetterTopic,
+        logger,
+      })
+      source.subscribe(listener)
+      await source.start()
+      await source.ready
+      return source
+    }
+    const source = createFileControlSource({
+      path: config.control.file,
+      limiter,
+      logger,
+    })
+    source.subscribe(listener)
+    await source.start()
+    let started = true
+    return {
+      table: () => source.table(),
+      caughtUp: () => started,
+      stats: () => source.stats(),
+      stop: async () => {
+        started = false
+        await source.stop()
+      },
+    }
+  }
+
+  function startBullmq(
+    source: Extract<SourceConfig, { kind: 'bullmq' }>,
+    handler: JobHandler,
+    keyOfData: ((data: unknown) => unknown) | undefined,
+  ): Source {
+    const connection = new Redis(config.redis.url, { maxRetriesPerRequest: null, lazyConnect: false })
+    const sourceLabel = `bullmq:${source.queue}`
+    const keyOf = (job: Job<unknown, void>) =>
+      keyOfData !== undefined
+        ? keyOfData(job.data)
+        : (job.data as Record<string, unknown> | undefined)?.[source.keyField]
+    const processor = async (job: Job<unknown, void>, token?: string): Promise<void> => {
+      const merchantKey = String(keyOf(job))
+      const retries = retriesOf(job.data)
+      try {
+        await handler({ id: String(job.id), data: job.data, attempt: job.attemptsMade + retries + 1 })
+        metrics.handlerOutcome(sourceLabel, 'delivered', merchantKey)
+        activity.delivered(merchantKey)
+      } catch (error) {
+        if (error instanceof RetryLaterError) {
+          metrics.handlerOutcome(sourceLabel, 'retry-later', merchantKey)
+          throw error
+        }
+        if (error instanceof PermanentFailureError) {
+          metrics.handlerOutcome(sourceLabel, 'dead-lettered', merchantKey)
+          throw new UnrecoverableError(`${error.reason}: ${error.message}`)
+        }
+        metrics.handlerOutcome(sourceLabel, 'retryable', merchantKey)
+        if ((job.opts.attempts ?? 1) > 1) throw error
+        const attempt = retries + 1
+        if (attempt >= source.attempts || token === undefined) {
+          metrics.handlerOutcome(sourceLabel, 'dead-lettered', merchantKey)
+          throw new UnrecoverableError(`gave up after ${attempt} attempts: ${(error as Error).message}`)
+        }
+        await job.updateData({ ...(job.data as Record<string, unknown>), [RETRIES_FIELD]: attempt })
+        await job.moveToDelayed(Date.now() + retryBackoffMs(attempt), token)
+        throw new DelayedError()
+      }
+    }
+    const worker: ThrottledWorker<unknown, void> = createThrottledWorker<unknown, void>(
+      source.queue,
+      processor,
+      {
+        connection,
+        limiter,
+        keyOf,
+        concurrency: source.concurrency,
+        instances: source.instances,
+        logger: logger.child({ source: sourceLabel }),
+        removeOnFail: { count: 100_000 },
+        autorun: false,
+        onEvent: (event) => {
+          metrics.decision(sourceLabel, event.outcome, event.merchantKey ?? 'invalid', event.delayMs)
+          if (event.merchantKey !== undefined) activity.seen(event.merchantKey)
+        },
+      },
+    )
+    worker.on('error', (error) => log.error({ err: error, source: sourceLabel }, 'worker error'))
+    void worker.run()
+    const queue = new Queue(source.queue, { connection })
+    metrics.addDepthReader(async () => {
+      const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'failed')
+      return Object.entries(counts).map(([state, value]) => ({ source: sourceLabel, state, value }))
+    })
+    return {
+      kind: 'bullmq',
+      name: source.queue,
+      concurrency: source.concurrency,
+      ready: () => connection.status === 'ready' && worker.isRunning(),
+      async close(deadlineMs) {
+        const closed = worker.close()
+        const timedOut = await Promise.race([closed.then(() => false), sleep(deadlineMs).then(() => true)])
+        if (timedOut) {
+          log.warn(
+            { source: sourceLabel },
+            'in-flight jobs passed the shutdown deadline; they stay active and are recovered as stalled',
+          )
+          await worker.close(true)
+        }
+        await queue.close()
+        await connection.quit()
+      },
+    }
+  }
+
+  async function startKafka(
+    source: Extract<SourceConfig, { kind: 'kafka' }>,
+    handler: JobHandler,
+    keyOfData: ((data: unknown) => unknown) | undefined,
+  ): Promise<Source> {
+    if (kafka === undefined)
+      throw new TypeError(`config field 'sources': kafka source '${source.topic}' needs kafka.brokers`)
+    const sourceLabel = `kafka:${source.topic}`
+    const keyOf =
+      keyOfData !== undefined
+        ? (message: KafkaMessage) => keyOfData(parseJson(message.value))
+        : source.keyFrom === 'key'
+          ? undefined
+          : keySourceOf(source.keyFrom)
+    const consumer: ThrottledConsumer = createThrottledConsumer({
+      kafka,
+      groupId: source.groupId,
+      topics: [source.topic],
+      limiter,
+      ...(keyOf === undefined ? {} : { keyOf }),
+      concurrency: source.concurrency,
+      maxAttempts: source.attempts,
+      deadLetterTopic: source.deadLetterTopic ?? `${source.topic}.dead-letter`,
+      stopTimeoutMs: config.shutdown.deadlineMs,
+      logger: logger.child({ source: sourceLabel }),
+      handler: async (message) => {
+        const data = parseJson(message.message.value)
+        try {
+          await handler({
+            id: `${message.topic}/${message.partition}/${message.offset}`,
+            data,
+            attempt: message.attempt,
+          })
+          metrics.handlerOutcome(sourceLabel, 'delivered', message.merchantKey)
+          activity.delivered(message.merchantKey)
+        } catch (error) {
+          const outcome =
+            error instanceof RetryLaterError
+              ? 'retry-later'
+              : error instanceof PermanentFailureError
+                ? 'dead-lettered'
+                : 'retryable'
+          metrics.handlerOutcome(sourceLabel, outcome, message.merchantKey)
+          throw error
+        }
+      },
+    })
+    let running = false
+    consumer.on('crash', ({ restart }) => {
+      if (!restart) running = false
+    })
+    await consumer.run()
+    running = true
+    return {
+      kind: 'kafka',
+      name: source.topic,
+      concurrency: source.concurrency,
+      ready: () => running,
+      close: async () => {
+        running = false
+        await consumer.stop()
+      },
+    }
+  }
+
+  function snapshot(): StatusSnapshot {
+    const stats = limiter.stats()
+    const table = control.table()
+    const changeOf = new Map(table.overrides.map((o) => [o.merchant, o]))
+    const merchants = activity.snapshot(100).map((row) => {
+      const inspection = limiter.inspect(row.merchantKey)
+      const rate = inspection?.rate ?? limiter.rateOf(row.merchantKey)
+      const own = changeOf.get(row.merchantKey)
+      const change = own ?? table.default
+      return {
+        ...row,
+        rate: formatRate(rate),
+        limitPerSec: ratePerSec(rate),
+        tokens: inspection?.tokens ?? null,
+        waiting: inspection === undefined ? 0 : Math.max(0, Math.ceil(-inspection.tokens - 1e-9)),
+        capacity: inspection?.capacity ?? null,
+        penaltyFactor: inspection?.penaltyFactor ?? 1,
+        lastChange:
+          change === undefined
+            ? null
+            : {
+                description: formatRate(change.rate),
+                version: change.version,
+                atIso: new Date(change.changedAtMs).toISOString(),
+                scope: own === undefined ? ('default' as const) : ('merchant' as const),
+              },
+      }
+    })
+    const controlStats = control.stats()
+    return {
+      generatedAt: new Date().toISOString(),
+      uptimeS: Math.round((Date.now() - startedAtMs) / 1_000),
+      readiness: readiness(),
+      limiter: {
+        defaultRate: formatRate(limiter.rates().default),
+        keys: stats.keys,
+        maxKeys: stats.maxKeys,
+        evictions: stats.evictions,
+        tableFull: stats.tableFull,
+        skewTolerated: stats.skewTolerated,
+        skewRebased: stats.skewRebased,
+        penalties: stats.penalties,
+      },
+      merchants,
+      control: {
+        source: useKafkaControl ? 'kafka' : 'file',
+        caughtUp: control.caughtUp(),
+        applied: controlStats.applied,
+        stale: controlStats.stale,
+        rejected: controlStats.rejected,
+        recentChanges: [...recentChanges].reverse(),
+        recentRejections: [...recentRejections].reverse(),
+      },
+      sources: sources.map((s) => ({ kind: s.kind, name: s.name, concurrency: s.concurrency })),
+    }
+  }
+}
+
+function pushBounded<T>(list: T[], item: T): void {
+  list.push(item)
+  if (list.length > RECENT_EVENTS) list.shift()
+}
+
+function retriesOf(data: unknown): number {
+  const value = (data as Record<string, unknown> | undefined)?.[RETRIES_FIELD]
+  return typeof value === 'number' && Number.isInteger(value) && value >= 0 ? value : 0
+}
+
+/** retryBackoffMs is exponential from 1 s, capped at 5 min, with full jitter on its upper half. */
+function retryBackoffMs(attempt: number): number {
+  const ceiling = Math.min(300_000, 1_000 * 2 ** (attempt - 1))
+  return ceiling / 2 + Math.random() * (ceiling / 2)
+}
+
+function parseJson(value: Buffer | null): unknown {
+  if (value === null) return null
+  try {
+    return JSON.parse(value.toString('utf8'))
+  } catch {
+    return value.toString('utf8')
+  }
+}
+
+function keySourceOf(keyFrom: string): { header: string } | { field: string } {
+  const [kind, ...rest] = keyFrom.split(':')
+  const name = rest.join(':')
+  return kind === 'header' ? { header: name } : { field: name }
+}
+
+function kafkaLogCreator(logger: Logger) {
+  return () =>
+    ({ level, log }: { level: number; log: { message: string } & Record<string, unknown> }) => {
+      const { message, ...extra } = log
+      if (level <= logLevel.ERROR) logger.error(extra, message)
+      else if (level === logLevel.WARN) logger.warn(extra, message)
+      else logger.debug(extra, message)
+    }
+}
