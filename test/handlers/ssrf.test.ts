@@ -124,6 +124,10 @@ describe('TargetGuard.checkUrl: the hostile targets of issue 9', () => {
     ['http://0x7f000001/', 'loopback', '127.0.0.1'],
     ['http://127.1/', 'loopback', '127.0.0.1'], // short form
     ['http://017700000001/', 'loopback', '127.0.0.1'],
+    ['http://127.0.0.1./', 'loopback', '127.0.0.1'], // trailing dot
+    ['http://0/', 'unspecified', '0.0.0.0'],
+    ['http://①②⑦.0.0.1/', 'loopback', '127.0.0.1'], // circled digits, mapped by IDNA
+    ['http://127。0。0。1/', 'loopback', '127.0.0.1'], // ideographic full stops
     ['http://[::ffff:a9fe:a9fe]/', 'link-local', '::ffff:a9fe:a9fe'],
     ['http://[0:0:0:0:0:ffff:127.0.0.1]/', 'loopback', '::ffff:7f00:1'],
     ['https://[fe80::1]/', 'link-local', 'fe80::1'],
