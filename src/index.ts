@@ -1,35 +1,5 @@
 // The library's public exports, named explicitly.
-export {
-  type ApplyResult,
-  type Clock,
-  type ConfiguredRates,
-  checkMerchantKey,
-  type Deferred,
-  type DeferReason,
-  FakeClock,
-  formatRate,
-  type Granted,
-  type Inheritance,
-  KeyedLimiter,
-  type KeyedLimiterOptions,
-  type KeyInspection,
-  type LimiterStats,
-  MAX_MERCHANT_KEY_LENGTH,
-  type MerchantKeyCheck,
-  monotonicClock,
-  type PenaltyOptions,
-  parseRate,
-  type Rate,
-  type RateChange,
-  type RateInput,
-  type Reservation,
-  ratePerSec,
-  type SkewEvent,
-  type SkewKind,
-  SkewGuard,
-  wallClock,
-} from './limiter/index.js'
-export { InvalidMerchantKeyError, MerchantThrottleError, PermanentFailureError, RetryLaterError } from './errors.js'
+
 export {
   type CarriedReservation,
   createThrottledProcessor,
@@ -62,7 +32,13 @@ export {
   type ThrottledConsumerStats,
   type ThrottledMessage,
 } from './adapters/kafka/index.js'
-export { RetryableFailureError } from './errors.js'
+export {
+  InvalidMerchantKeyError,
+  MerchantThrottleError,
+  PermanentFailureError,
+  RetryableFailureError,
+  RetryLaterError,
+} from './errors.js'
 export {
   type AddressClass,
   type AddressRefusalReason,
@@ -102,3 +78,33 @@ export {
   type WebhookHandlerOptions,
   type WebhookJobData,
 } from './handlers/index.js'
+export {
+  type ApplyResult,
+  type Clock,
+  type ConfiguredRates,
+  checkMerchantKey,
+  type DeferReason,
+  type Deferred,
+  FakeClock,
+  formatRate,
+  type Granted,
+  type Inheritance,
+  KeyedLimiter,
+  type KeyedLimiterOptions,
+  type KeyInspection,
+  type LimiterStats,
+  MAX_MERCHANT_KEY_LENGTH,
+  type MerchantKeyCheck,
+  monotonicClock,
+  type PenaltyOptions,
+  parseRate,
+  type Rate,
+  type RateChange,
+  type RateInput,
+  type Reservation,
+  ratePerSec,
+  type SkewEvent,
+  SkewGuard,
+  type SkewKind,
+  wallClock,
+} from './limiter/index.js'

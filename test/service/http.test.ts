@@ -16,7 +16,11 @@ async function start(options: { authToken?: string; ready?: boolean } = {}) {
     registry: new Registry(),
     readiness: () => ({ ready: options.ready ?? true, checks: { control: options.ready ?? true } }),
     status: () => ({ merchants: [] }),
-    routes: { '/extra': (_request, response) => response.end('extra') },
+    routes: {
+      '/extra': (_request, response) => {
+        response.end('extra')
+      },
+    },
     logger: pino({ level: 'silent' }),
   })
   servers.push(server)

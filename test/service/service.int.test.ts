@@ -7,7 +7,7 @@ import { pino } from 'pino'
 import { Webhook } from 'standardwebhooks'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { loadConfig } from '../../src/service/config.js'
-import { type RunningService, startService } from '../../src/service/service.js'
+import { type RunningService, type StatusSnapshot, startService } from '../../src/service/service.js'
 import { capturedLogger, startServer, type TestServer } from '../handlers/support.js'
 import { redisUrl, uniqueName } from '../support/services.js'
 
@@ -179,8 +179,8 @@ describe('worker service (real Redis, local merchants)', () => {
 
   it('reports ready, and lists the merchants on /status.json and in /metrics', async () => {
     expect(service.readiness().ready).toBe(true)
-    const status = await (await fetch(`${service.url}/status.json`)).json()
-    const fast = status.merchants.find((m: { merchantKey: string }) => m.merchantKey === 'fast')
+    const status = (await (await fetch(`${service.url}/status.json`)).json()) as StatusSnapshot
+    const fast = status.merchants.find((m) => m.merchantKey === 'fast')
     expect(fast).toMatchObject({ rate: '10/s burst 5', deliveredLastMinute: 30 })
     const metrics = await (await fetch(`${service.url}/metrics`)).text()
     expect(metrics).toMatch(
