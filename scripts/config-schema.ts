@@ -3,4 +3,7 @@
 import { writeFileSync } from 'node:fs'
 import { configSchemaJson } from '../src/service/config-schema.js'
 
-writeFileSync(new URL('../config/schema.json', import.meta.url), `${JSON.stringify(configSchemaJson(), null, 2)}\n`)
+writeFileSync(
+  new URL('../config/schema.json', import.meta.url),
+  `${JSON.stringify(configSchemaJson(), null, 2)}\n`,
+)
