@@ -1,8 +1,10 @@
-import { mkdtemp, rename, rm, unlink, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createFileControlSource, type FileControlSource } from '../../src/control/file-source.js'
+import { parseControlMessage } from '../../src/control/schema.js'
 import type { ControlEvent } from '../../src/control/state.js'
 import { InvalidRatesFileError } from '../../src/errors.js'
 import { FakeClock, KeyedLimiter } from '../../src/limiter/index.js'
@@ -150,5 +152,16 @@ describe('createFileControlSource', () => {
 
   it('checks its options', () => {
     expect(() => createFileControlSource({ path, limiter, debounceMs: -1 })).toThrow(TypeError)
+  })
+})
+
+describe('config/rates.json', () => {
+  it('the shipped rates file is a valid snapshot', async () => {
+    const shipped = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'config', 'rates.json')
+    const parsed = parseControlMessage(await readFile(shipped))
+    expect(parsed).toMatchObject({
+      ok: true,
+      change: { type: 'snapshot', default: { limit: 1000, intervalMs: 60_000 } },
+    })
   })
 })
