@@ -260,27 +260,25 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
    * SETS the position (it is not a maximum): it is always given the partition's next
    * offset minus one. Offsets below that are already held or done: a rejoin makes kafkajs
    * fetch again from the committed offset, and those duplicates are skipped here.
+   *
+   * A batch is taken whole, then the partition is paused if it holds the bound or more:
+   * taking part of a batch would make kafkajs fetch and decode the rest again after every
+   * resume (measured: a 5,000 bound with 1 MB fetches of small messages cut throughput by
+   * two thirds). A partition thus holds at most the bound plus one fetch of it.
    */
   private async onBatch({ batch, resolveOffset }: EachBatchPayload): Promise<void> {
     const state = this.partitions.get(partitionId(batch.topic, batch.partition))
     if (state === undefined || this.stopping !== undefined) return
     const { tracker } = state
     const messages = batch.messages
-    let progressed = false
     for (const message of messages) {
       const offset = Number(message.offset)
       const next = tracker.nextOffset
-      if (next !== undefined && offset < next) {
-        this.counters.refetchedSkipped++
-        progressed = true
-        continue
-      }
-      if (state.buffered >= this.options.maxBufferedPerPartition) break
-      this.buffer(state, message, offset)
-      progressed = true
+      if (next !== undefined && offset < next) this.counters.refetchedSkipped++
+      else this.buffer(state, message, offset)
     }
     const next = tracker.nextOffset
-    if (progressed && next !== undefined) {
+    if (next !== undefined) {
       const resolved = String(next - 1)
       resolveOffset(resolved)
       // kafkajs resolves the batch's last offset instead when given its last message's
@@ -294,30 +292,28 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
   private buffer(state: PartitionState<T>, message: KafkaMessage, offset: number): void {
     const seq = state.tracker.track(offset)
     state.buffered++
-    const decoded = decodeValue(this.decode, message)
-    if (!decoded.ok) {
-      const item = { merchantKey: '', partition: state, seq, message, value: undefined as T }
-      this.dispatcher.deadLetterNow(state.group, item, {
-        reason: 'undecodable',
-        error: decoded.error,
-        attempts: 0,
-      })
-      return
+    let value = message.value as T
+    if (this.decode !== undefined) {
+      const decoded = decodeValue(this.decode, message)
+      if (!decoded.ok) {
+        const item = { merchantKey: '', partition: state, seq, message, value }
+        this.dispatcher.deadLetterNow(state.group, item, {
+          reason: 'undecodable',
+          error: decoded.error,
+          attempts: 0,
+        })
+        return
+      }
+      value = decoded.value
     }
-    const key = readKey(this.options.keyOf, message, decoded.value, this.options.maxKeyLength)
-    if (!key.ok) {
-      const item = { merchantKey: '', partition: state, seq, message, value: decoded.value }
-      const error = `invalid merchant key: ${key.reason}`
+    const merchantKey = readKey(this.options.keyOf, message, value, this.options.maxKeyLength)
+    if (typeof merchantKey !== 'string') {
+      const item = { merchantKey: '', partition: state, seq, message, value }
+      const error = `invalid merchant key: ${merchantKey.reason}`
       this.dispatcher.deadLetterNow(state.group, item, { reason: 'invalid-key', error, attempts: 0 })
       return
     }
-    this.dispatcher.push(state.group, {
-      merchantKey: key.merchantKey,
-      partition: state,
-      seq,
-      message,
-      value: decoded.value,
-    })
+    this.dispatcher.push(state.group, { merchantKey, partition: state, seq, message, value })
   }
 
   /** done marks a message finished: the watermark may move, a paused partition may resume. */

@@ -6,6 +6,7 @@ import type { WakeQueue } from './wake-queue.js'
 
 /** LaneLimiter is what the dispatcher needs of a KeyedLimiter. */
 export interface LaneLimiter {
+  tryAcquire(key: string, cost?: number): boolean
   reserve(key: string, cost?: number): Reservation
   penalize(key: string, retryAfterMs: number): void
 }
@@ -210,10 +211,20 @@ export class Dispatcher<I extends LaneItem> {
     }
   }
 
-  /** schedule asks the limiter for the lane's head and waits for the answer's time. */
+  /**
+   * schedule asks the limiter for the lane's head and waits for the answer's time. A token
+   * there now is taken with tryAcquire (no reservation object on the hot path); only a
+   * lane that must wait holds a reservation, which drop and close hand back.
+   */
   private schedule(lane: Lane<I>): void {
     if (this.closed || lane.group.dropped) return
-    const reservation = this.options.limiter.reserve(lane.merchantKey)
+    const limiter = this.options.limiter
+    if (limiter.tryAcquire(lane.merchantKey)) {
+      this.counters.grantedNow++
+      this.enqueueReady(lane)
+      return
+    }
+    const reservation = limiter.reserve(lane.merchantKey)
     if (!reservation.ok) {
       this.counters.deferred++
       this.waitThen(lane, reservation.delayMs, () => this.schedule(lane))

@@ -70,6 +70,7 @@ export class Lane<I> {
 export class LaneGroup<I> {
   readonly lanes = new Map<string, Lane<I>>()
   private readonly controller = new AbortController()
+  private isDropped = false
 
   constructor(readonly name: string) {}
 
@@ -80,7 +81,7 @@ export class LaneGroup<I> {
 
   /** dropped is true once the group's partition is no longer this consumer's. */
   get dropped(): boolean {
-    return this.controller.signal.aborted
+    return this.isDropped
   }
 
   /** laneFor returns the lane of `merchantKey`, creating it when absent. */
@@ -95,6 +96,7 @@ export class LaneGroup<I> {
 
   /** abort aborts the group's signal with `reason`. */
   abort(reason: string): void {
+    this.isDropped = true
     this.controller.abort(new Error(reason))
   }
 }

@@ -18,19 +18,22 @@ export type MerchantKeySource<T> =
 /** Decoded is a message's value after the decoder, or why it could not be decoded. */
 export type Decoded<T> = { ok: true; value: T } | { ok: false; error: unknown }
 
-/** KeyResult is a message's merchant key, or why it has none usable. */
-export type KeyResult = { ok: true; merchantKey: string } | { ok: false; reason: string }
+/** KeyRefusal says why a message has no usable merchant key. */
+export interface KeyRefusal {
+  reason: string
+}
 
 /**
  * readKey finds the merchant key of `message` from `source` and checks it with
- * checkMerchantKey. It never throws: a key function that throws is a refused key.
+ * checkMerchantKey: it returns the key, or a KeyRefusal saying why there is none usable.
+ * It never throws: a key function that throws is a refusal.
  */
 export function readKey<T>(
   source: MerchantKeySource<T>,
   message: KafkaMessage,
   value: T,
   maxKeyLength?: number,
-): KeyResult {
+): string | KeyRefusal {
   let raw: unknown
   if (source === 'message-key') {
     raw = message.key?.toString('utf8')
@@ -38,7 +41,7 @@ export function readKey<T>(
     try {
       raw = source(message, value)
     } catch (error) {
-      return { ok: false, reason: `key function threw: ${errorMessage(error)}` }
+      return { reason: `key function threw: ${errorMessage(error)}` }
     }
   } else if ('header' in source) {
     raw = headerText(message.headers, source.header)
@@ -49,7 +52,7 @@ export function readKey<T>(
         : undefined
   }
   const check = checkMerchantKey(raw, maxKeyLength)
-  return check.ok ? { ok: true, merchantKey: check.key } : { ok: false, reason: check.reason }
+  return check.ok ? check.key : { reason: check.reason }
 }
 
 /**

@@ -75,8 +75,10 @@ export interface ThrottledConsumerOptions<T = Buffer | null> {
   concurrency?: number
   /**
    * maxBufferedPerPartition bounds the messages held per partition (waiting, running or
-   * being dead-lettered). At the bound the partition is paused; it resumes when half are
-   * done. While a partition is paused, every merchant on it waits. Default 5 000.
+   * being dead-lettered). It is checked after each fetched batch, which is taken whole: at
+   * the bound the partition is paused (so it holds at most the bound plus one fetch, see
+   * consumerConfig.maxBytesPerPartition); it resumes when half are done. While a partition
+   * is paused, every merchant on it waits. Default 5 000.
    */
   maxBufferedPerPartition?: number
   /** commitIntervalMs is how often watermarks are committed. Default 1 000. */
@@ -141,7 +143,11 @@ export function resolveOptions<T>(options: ThrottledConsumerOptions<T>): Resolve
     throw new TypeError(`${where}: expected handler to be a function, got ${typeof options.handler}`)
   }
   const limiter = options.limiter
-  if (typeof limiter?.reserve !== 'function' || typeof limiter.penalize !== 'function') {
+  if (
+    typeof limiter?.reserve !== 'function' ||
+    typeof limiter.tryAcquire !== 'function' ||
+    typeof limiter.penalize !== 'function'
+  ) {
     throw new TypeError(`${where}: expected limiter to be a KeyedLimiter, got ${typeof limiter}`)
   }
   const keyOf = options.keyOf ?? 'message-key'
