@@ -118,7 +118,13 @@ export {
   type WebhookJobData,
 } from './handlers/index.js'
 export {
+  type Admission,
   type ApplyResult,
+  type BreakerChange,
+  type BreakerOptions,
+  type BreakerState,
+  type BreakerView,
+  CircuitBreakers,
   type Clock,
   type ConfiguredRates,
   checkMerchantKey,
@@ -127,6 +133,7 @@ export {
   FakeClock,
   formatRate,
   type Granted,
+  InFlightTable,
   type Inheritance,
   KeyedLimiter,
   type KeyedLimiterOptions,

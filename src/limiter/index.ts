@@ -1,4 +1,12 @@
 export {
+  type Admission,
+  type BreakerChange,
+  type BreakerOptions,
+  type BreakerState,
+  type BreakerView,
+  CircuitBreakers,
+} from './breaker.js'
+export {
   type Clock,
   FakeClock,
   monotonicClock,
@@ -7,6 +15,7 @@ export {
   type SkewKind,
   wallClock,
 } from './clock.js'
+export { InFlightTable } from './inflight.js'
 export { checkMerchantKey, MAX_MERCHANT_KEY_LENGTH, type MerchantKeyCheck } from './key.js'
 export {
   type ApplyResult,

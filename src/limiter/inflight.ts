@@ -1,0 +1,88 @@
+/**
+ * InFlightTable counts each merchant's jobs in flight and holds them to a cap
+ * (`maxInFlight`), so that a merchant whose endpoint hangs cannot take every worker slot.
+ * Only merchants with work in flight or a cap of their own are held: memory is bounded by
+ * the concurrency and the overrides, not by the number of merchants.
+ */
+export class InFlightTable {
+  private defaultCap: number
+  private readonly caps = new Map<string, number>()
+  private readonly counts = new Map<string, number>()
+  private total = 0
+
+  /** constructor takes the default cap; Infinity (the default) means no cap. */
+  constructor(defaultCap = Number.POSITIVE_INFINITY) {
+    this.defaultCap = checkCap(defaultCap)
+  }
+
+  /** setCap sets `key`'s cap, or the default when `key` is `*`; null clears an override. */
+  setCap(key: string, cap: number | null): void {
+    if (key === '*') {
+      if (cap === null) throw new TypeError('setCap: the default cap (*) cannot be cleared, got null')
+      this.defaultCap = checkCap(cap)
+      return
+    }
+    if (cap === null) this.caps.delete(key)
+    else this.caps.set(key, checkCap(cap))
+  }
+
+  /** capOf is `key`'s cap: its own, or the default. */
+  capOf(key: string): number {
+    return this.caps.get(key) ?? this.defaultCap
+  }
+
+  /** count is how many of `key`'s jobs are in flight. */
+  count(key: string): number {
+    return this.counts.get(key) ?? 0
+  }
+
+  /** size is the number of jobs in flight over every merchant. */
+  get size(): number {
+    return this.total
+  }
+
+  /** merchants is the number of merchants with work in flight. */
+  get merchants(): number {
+    return this.counts.size
+  }
+
+  /** tryStart counts one more job in flight for `key` if it is below its cap, and says whether it did. */
+  tryStart(key: string): boolean {
+    const count = this.counts.get(key) ?? 0
+    if (count >= this.capOf(key)) return false
+    this.counts.set(key, count + 1)
+    this.total++
+    return true
+  }
+
+  /**
+   * finish counts one of `key`'s jobs done, however it ended (returned, threw, timed out).
+   * Each tryStart that returned true must be matched by exactly one finish; an unmatched
+   * finish is a bug in the caller and throws.
+   */
+  finish(key: string): void {
+    const count = this.counts.get(key)
+    if (count === undefined)
+      throw new RangeError(`InFlightTable.finish: ${JSON.stringify(key)} has no job in flight`)
+    if (count === 1) this.counts.delete(key)
+    else this.counts.set(key, count - 1)
+    this.total--
+  }
+
+  /** overrides lists the merchants with a cap of their own. */
+  overrides(): Record<string, number> {
+    return Object.fromEntries(this.caps)
+  }
+
+  /** defaultCapValue is the cap of merchants without their own. */
+  get defaultCapValue(): number {
+    return this.defaultCap
+  }
+}
+
+function checkCap(cap: number): number {
+  if (!(cap >= 1) || (!Number.isInteger(cap) && cap !== Number.POSITIVE_INFINITY)) {
+    throw new TypeError(`maxInFlight: expected a whole number >= 1 or Infinity, got ${cap}`)
+  }
+  return cap
+}
