@@ -16,24 +16,44 @@ export interface ControlTopicOptions {
 
 /**
  * ensureControlTopic creates the control topic, compacted (`cleanup.policy=compact`) so
- * that the latest record of every key stays forever, and waits for its leaders. Returns
- * true when it created the topic, false when it already existed (its config untouched).
+ * that the latest record of every key stays forever, and waits until each partition has a
+ * leader (up to `timeoutMs`, 30 s by default). Returns true when it created the topic,
+ * false when it already existed (its config untouched).
  */
 export async function ensureControlTopic(
-  admin: Pick<Admin, 'createTopics'>,
-  options: ControlTopicOptions = {},
+  admin: Pick<Admin, 'createTopics' | 'fetchTopicMetadata'>,
+  options: ControlTopicOptions & { timeoutMs?: number } = {},
 ): Promise<boolean> {
-  return admin.createTopics({
-    waitForLeaders: true,
+  const topic = options.topic ?? DEFAULT_CONTROL_TOPIC
+  const created = await admin.createTopics({
+    // kafkajs's own wait gives up when a KRaft broker still answers UNKNOWN_TOPIC_OR_PARTITION
+    // for the new topic, which a loaded broker does for a while: the wait is done below.
+    waitForLeaders: false,
     topics: [
       {
-        topic: options.topic ?? DEFAULT_CONTROL_TOPIC,
+        topic,
         numPartitions: options.numPartitions ?? 1,
         replicationFactor: options.replicationFactor ?? 1,
         configEntries: [{ name: 'cleanup.policy', value: 'compact' }],
       },
     ],
   })
+  const deadline = performance.now() + (options.timeoutMs ?? 30_000)
+  let last: unknown = 'no answer yet'
+  while (performance.now() < deadline) {
+    try {
+      const { topics } = await admin.fetchTopicMetadata({ topics: [topic] })
+      if (topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0)))
+        return created
+      last = 'partitions without a leader'
+    } catch (error) {
+      last = error
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  throw new Error(
+    `control topic ${topic}: no leader for every partition within ${options.timeoutMs ?? 30_000} ms (${String(last)})`,
+  )
 }
 
 /**
