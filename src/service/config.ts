@@ -49,6 +49,53 @@ const signingSecrets = z.union([
 const port = z.number().int().min(0).max(65_535)
 const positiveMs = z.number().int().positive()
 
+/**
+ * pemSource is PEM text for TLS: a file path, `file:/path`, `env:NAME`, or the PEM itself
+ * (text beginning with `-----BEGIN`). Read at start-up by src/service/connections.ts.
+ */
+const pemSource = z.string().min(1)
+
+const tlsOptions = z
+  .object({
+    ca: pemSource
+      .optional()
+      .describe(
+        'CA certificate(s) the server certificate must chain to, PEM: a file path, file:/path, env:NAME or the PEM itself. Default: the system CAs.',
+      ),
+    rejectUnauthorized: z
+      .boolean()
+      .default(true)
+      .describe('Verify the server certificate and its name. false only for local experiments.'),
+    cert: pemSource.optional().describe('Client certificate for mutual TLS, PEM (as ca); needs key.'),
+    key: pemSource
+      .optional()
+      .describe('Client private key for mutual TLS, PEM: a file path, file:/path or env:NAME; needs cert.'),
+    servername: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Name the server certificate must carry, when it differs from the host connected to.'),
+  })
+  .strict()
+  .refine((tls) => (tls.cert === undefined) === (tls.key === undefined), {
+    message: 'expected cert and key together (mutual TLS), got only one of them',
+  })
+
+const redisUrl = z
+  .string()
+  .min(1)
+  .refine(
+    (text) => {
+      try {
+        const url = new URL(text)
+        return (url.protocol === 'redis:' || url.protocol === 'rediss:') && url.hostname !== ''
+      } catch {
+        return false
+      }
+    },
+    { message: "expected a URL like 'redis://host:6379' or 'rediss://host:6380' (TLS)" },
+  )
+
 const httpClient = z
   .object({
     connectTimeoutMs: positiveMs.default(5_000).describe('Connect timeout for outbound requests, ms.'),
@@ -81,7 +128,7 @@ const source = z.discriminatedUnion('kind', [
         .min(1)
         .optional()
         .describe("With handler 'module': path of a module whose default export is the handler."),
-      concurrency: z.number().int().positive().default(50),
+      concurrency: z.number().int().positive().default(50).describe('Jobs handled at once by this worker.'),
       keyField: z
         .string()
         .min(1)
@@ -102,17 +149,26 @@ const source = z.discriminatedUnion('kind', [
   z
     .object({
       kind: z.literal('kafka'),
-      topic: z.string().min(1),
-      groupId: z.string().min(1),
+      topic: z.string().min(1).describe('Kafka topic of the jobs.'),
+      groupId: z.string().min(1).describe('Consumer group.'),
       handler: z.enum(['webhook', 'psp', 'module']),
-      module: z.string().min(1).optional(),
-      concurrency: z.number().int().positive().default(50),
+      module: z.string().min(1).optional().describe("With handler 'module': the handler module's path."),
+      concurrency: z.number().int().positive().default(50).describe('Jobs handled at once by this worker.'),
       keyFrom: z
         .union([z.literal('key'), z.string().regex(/^(header|field):.+$/)])
         .default('key')
         .describe("Where the merchant key is: 'key', 'header:<name>' or 'field:<json field>'."),
-      deadLetterTopic: z.string().min(1).optional(),
-      attempts: z.number().int().positive().default(8),
+      deadLetterTopic: z
+        .string()
+        .min(1)
+        .optional()
+        .describe('Dead-letter topic. Default: <topic>.dead-letter.'),
+      attempts: z
+        .number()
+        .int()
+        .positive()
+        .default(8)
+        .describe('Handler calls per message before it is dead-lettered.'),
     })
     .strict(),
 ])
@@ -128,7 +184,7 @@ export const configSchema = z
           .min(1)
           .default('127.0.0.1')
           .describe('Address of the health, metrics and status server.'),
-        port: port.default(8080),
+        port: port.default(8080).describe('Port of that server; 0 picks a free one.'),
         authToken: z
           .string()
           .min(1)
@@ -139,7 +195,10 @@ export const configSchema = z
       .default({ host: '127.0.0.1', port: 8080 }),
     log: z
       .object({
-        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+        level: z
+          .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+          .default('info')
+          .describe('pino log level.'),
         pretty: z
           .enum(['auto', 'always', 'never'])
           .default('auto')
@@ -148,23 +207,71 @@ export const configSchema = z
       .strict()
       .default({ level: 'info', pretty: 'auto' }),
     redis: z
-      .object({ url: z.string().min(1).default('redis://127.0.0.1:6379') })
+      .object({
+        url: redisUrl
+          .default('redis://127.0.0.1:6379')
+          .describe(
+            'redis://host:port[/db], or rediss:// for TLS. Put credentials in username and password.',
+          ),
+        username: z.string().min(1).optional().describe('ACL user (Redis 6+). Default: the default user.'),
+        password: secretRef
+          .optional()
+          .describe("Password of the user (or requirepass): a secret reference, 'env:NAME' or 'file:/path'."),
+        tls: tlsOptions
+          .optional()
+          .describe('TLS options; setting them turns TLS on even with a redis:// URL.'),
+        connectTimeoutMs: positiveMs
+          .default(10_000)
+          .describe('Time to open a connection (TCP and TLS), ms; also bounds the start-up check.'),
+      })
       .strict()
-      .default({ url: 'redis://127.0.0.1:6379' }),
+      .default({ url: 'redis://127.0.0.1:6379', connectTimeoutMs: 10_000 }),
     kafka: z
       .object({
         brokers: z.array(z.string().min(1)).default([]).describe('Bootstrap brokers; empty means no Kafka.'),
-        clientId: z.string().min(1).default('merchant-throttle'),
+        clientId: z.string().min(1).default('merchant-throttle').describe('kafkajs client id.'),
+        ssl: z
+          .union([z.boolean(), tlsOptions])
+          .default(false)
+          .describe('TLS to the brokers: true (system CAs) or TLS options.'),
+        sasl: z
+          .object({
+            mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']),
+            username: z.string().min(1),
+            password: secretRef.describe("A secret reference: 'env:NAME' or 'file:/path'."),
+          })
+          .strict()
+          .optional()
+          .describe('SASL login; use plain only together with ssl.'),
+        connectionTimeoutMs: positiveMs
+          .default(5_000)
+          .describe('Time to open a connection to a broker (TCP and TLS), ms.'),
+        authenticationTimeoutMs: positiveMs.default(10_000).describe('Time for the SASL exchange, ms.'),
       })
       .strict()
-      .default({ brokers: [], clientId: 'merchant-throttle' }),
+      .default({
+        brokers: [],
+        clientId: 'merchant-throttle',
+        ssl: false,
+        connectionTimeoutMs: 5_000,
+        authenticationTimeoutMs: 10_000,
+      }),
     limiter: z
       .object({
         defaultRate: rateString
           .default('1000/min')
           .describe('Rate for merchants without their own, until the control source says otherwise.'),
-        clockSkewToleranceMs: z.number().min(0).default(100),
-        maxKeys: z.number().int().positive().default(1_000_000),
+        clockSkewToleranceMs: z
+          .number()
+          .min(0)
+          .default(100)
+          .describe('A backward clock step up to this is absorbed silently; a larger one rebases, ms.'),
+        maxKeys: z
+          .number()
+          .int()
+          .positive()
+          .default(1_000_000)
+          .describe('Most merchant keys held; only full buckets are evicted.'),
         horizonMs: positiveMs.default(60_000).describe('Furthest ahead a reservation is made, ms.'),
       })
       .strict()
@@ -175,13 +282,17 @@ export const configSchema = z
           .enum(['auto', 'file', 'kafka'])
           .default('auto')
           .describe('auto: kafka when brokers are set, else file.'),
-        file: z.string().min(1).default('config/rates.json'),
-        topic: z.string().min(1).default('merchant-throttle.control'),
+        file: z
+          .string()
+          .min(1)
+          .default('config/rates.json')
+          .describe('Rates file (snapshot format), watched.'),
+        topic: z.string().min(1).default('merchant-throttle.control').describe('Compacted control topic.'),
         signingKeys: z
           .record(z.string().min(1), secretRef)
           .default({})
           .describe('Accepted HMAC keys by key id; when any is set, unsigned changes are rejected.'),
-        deadLetterTopic: z.string().min(1).optional(),
+        deadLetterTopic: z.string().min(1).optional().describe('Where rejected control messages are copied.'),
       })
       .strict()
       .default({

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { ConfigError, DEFAULT_CONFIG_DIR, loadConfig } from '../../src/service/config.js'
+import { configReference } from '../../src/service/config-docs.js'
 import { configSchemaJson } from '../../src/service/config-schema.js'
 
 function configDir(files: Record<string, unknown>): string {
@@ -108,5 +109,12 @@ describe('config/schema.json', () => {
   it('is generated from the schema the worker validates with (npm run config:schema)', () => {
     const committed = JSON.parse(readFileSync(join(DEFAULT_CONFIG_DIR, 'schema.json'), 'utf8'))
     expect(committed).toEqual(JSON.parse(JSON.stringify(configSchemaJson())))
+  })
+})
+
+describe('README configuration reference', () => {
+  it('lists every field as the schema has it (npm run config:schema)', () => {
+    const readme = readFileSync(join(DEFAULT_CONFIG_DIR, '..', 'README.md'), 'utf8')
+    expect(readme).toContain(`<!-- config-reference -->\n${configReference()}\n<!-- /config-reference -->`)
   })
 })
