@@ -94,6 +94,8 @@ export function createThrottledProcessor<D = unknown, R = unknown, N extends str
     clockSkewToleranceMs: options.clockSkewToleranceMs ?? DEFAULT_CLOCK_SKEW_TOLERANCE_MS,
   }
   const log = (options.logger ?? pino({ level: 'silent' })).child({ component: 'bullmq-throttle' })
+  // Per-decision logs cost an object per job: decided once, when the processor is made.
+  const debug = log.isLevelEnabled('debug')
   const counters = new ThrottleCounters(options.onEvent)
 
   const record = (
@@ -103,7 +105,7 @@ export function createThrottledProcessor<D = unknown, R = unknown, N extends str
     delayMs = 0,
   ) => {
     counters.record({ outcome, jobId: job.id, merchantKey, delayMs })
-    log.debug({ jobId: job.id, merchantKey, outcome, delayMs }, 'throttle decision')
+    if (debug) log.debug({ jobId: job.id, merchantKey, outcome, delayMs }, 'throttle decision')
   }
 
   const merchantKeyOf = (job: Job<D, R, N>): string => {
@@ -191,7 +193,7 @@ export function createThrottledProcessor<D = unknown, R = unknown, N extends str
     }
   }
 
-  async function process(job: Job<D, R, N>, token?: string, signal?: AbortSignal): Promise<R> {
+  async function processJob(job: Job<D, R, N>, token?: string, signal?: AbortSignal): Promise<R> {
     if (typeof token !== 'string') {
       throw new TypeError(
         `throttled processor: expected the worker's lock token as second argument, got ${token}`,
@@ -248,8 +250,8 @@ export function createThrottledProcessor<D = unknown, R = unknown, N extends str
   // AbortController per job: ask for it only when the handler takes it.
   const processor =
     handler.length >= 3
-      ? (job: Job<D, R, N>, token?: string, signal?: AbortSignal) => process(job, token, signal)
-      : (job: Job<D, R, N>, token?: string) => process(job, token, undefined)
+      ? (job: Job<D, R, N>, token?: string, signal?: AbortSignal) => processJob(job, token, signal)
+      : (job: Job<D, R, N>, token?: string) => processJob(job, token, undefined)
   return Object.assign(processor, { stats: () => counters.snapshot() })
 }
 
