@@ -35,7 +35,10 @@ export class Lane<I> {
   }
 
   push(item: I): void {
-    this.items.push(item)
+    // Most lanes hold one message: an array literal has room for exactly one, where push
+    // on an empty array reserves seventeen.
+    if (this.items.length === 0) this.items = [item]
+    else this.items.push(item)
   }
 
   /** peek returns the head item, or undefined when the lane is empty. */
