@@ -43,6 +43,20 @@ export interface KafkaControlSourceOptions {
    * once either way; the shorter wait bounds how long stop() and reconnects take.
    */
   maxWaitTimeInMs?: number
+  /**
+   * maxRetryTimeMs caps the consumer's backoff between reconnect attempts (5000 ms by
+   * default; kafkajs's own is 30 000). After a broker outage kafkajs restarts a crashed
+   * consumer only once the last backoff has passed: with its default, changes published
+   * just after the broker came back waited up to 30 s.
+   */
+  maxRetryTimeMs?: number
+  /**
+   * sessionTimeoutMs is the consumer's group session (10 000 ms by default; kafkajs's own
+   * is 30 000). The group has one member, this source; after a broker restart the
+   * coordinator holds the rejoin until the member it remembers from before times out,
+   * and no change is applied meanwhile. At least 6000, the broker's default minimum.
+   */
+  sessionTimeoutMs?: number
   /** wallNow is the wall clock for the table's change times, in ms since the epoch. */
   wallNow?: () => number
   logger?: Logger
@@ -94,6 +108,18 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
   if (!Number.isFinite(maxWaitTimeInMs) || maxWaitTimeInMs < 0) {
     throw new TypeError(
       `createKafkaControlSource: expected maxWaitTimeInMs to be a finite number >= 0, got ${maxWaitTimeInMs}`,
+    )
+  }
+  const maxRetryTimeMs = options.maxRetryTimeMs ?? 5_000
+  if (!Number.isFinite(maxRetryTimeMs) || maxRetryTimeMs < 300) {
+    throw new TypeError(
+      `createKafkaControlSource: expected maxRetryTimeMs to be a finite number >= 300, got ${maxRetryTimeMs}`,
+    )
+  }
+  const sessionTimeoutMs = options.sessionTimeoutMs ?? 10_000
+  if (!Number.isFinite(sessionTimeoutMs) || sessionTimeoutMs < 6_000) {
+    throw new TypeError(
+      `createKafkaControlSource: expected sessionTimeoutMs to be a finite number >= 6000, got ${sessionTimeoutMs}`,
     )
   }
   const logger = (options.logger ?? pino({ level: 'silent' })).child({
@@ -216,7 +242,15 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
         deadLetterProducer = options.kafka.producer({ allowAutoTopicCreation: false })
         await deadLetterProducer.connect()
       }
-      consumer = options.kafka.consumer({ groupId, maxWaitTimeInMs, allowAutoTopicCreation: false })
+      consumer = options.kafka.consumer({
+        groupId,
+        maxWaitTimeInMs,
+        allowAutoTopicCreation: false,
+        sessionTimeout: sessionTimeoutMs,
+        rebalanceTimeout: sessionTimeoutMs,
+        heartbeatInterval: Math.floor(sessionTimeoutMs / 10),
+        retry: { initialRetryTime: 300, maxRetryTime: maxRetryTimeMs },
+      })
       consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) =>
         advance(payload.partition, payload.lastOffset),
       )
