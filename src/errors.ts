@@ -88,3 +88,30 @@ export class RetryableFailureError extends MerchantThrottleError {
     this.status = status
   }
 }
+
+/** ConnectionFailure says why a start-up connection check failed. */
+export type ConnectionFailure = 'authentication' | 'authorization' | 'tls' | 'unreachable'
+
+/**
+ * ConnectionError: at start-up the worker could not reach or log in to Kafka or Redis.
+ * `service` and `address` say where (an address never carries credentials), `reason`
+ * what went wrong; the message names the user and the SASL mechanism where they matter
+ * and never a password. The service stops starting on it.
+ */
+export class ConnectionError extends MerchantThrottleError {
+  readonly service: 'kafka' | 'redis'
+  readonly address: string
+  readonly reason: ConnectionFailure
+  constructor(
+    service: 'kafka' | 'redis',
+    address: string,
+    reason: ConnectionFailure,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super('CONNECTION_FAILED', message, options)
+    this.service = service
+    this.address = address
+    this.reason = reason
+  }
+}

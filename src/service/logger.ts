@@ -30,6 +30,9 @@ export const REDACTED_PATHS = [
   '*.headers.authorization',
   'headers["webhook-signature"]',
   '*.headers["webhook-signature"]',
+  // ioredis puts a failed command's arguments on its errors: AUTH's hold the password.
+  'command.args',
+  '*.command.args',
 ]
 
 /**

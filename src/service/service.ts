@@ -1,7 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { DelayedError, type Job, Queue, UnrecoverableError } from 'bullmq'
-import { Redis } from 'ioredis'
-import { Kafka, type KafkaMessage, logLevel } from 'kafkajs'
+import type { KafkaMessage } from 'kafkajs'
 import type { Logger } from 'pino'
 import { createThrottledWorker, type ThrottledWorker } from '../adapters/bullmq/index.js'
 import { createThrottledConsumer, type ThrottledConsumer } from '../adapters/kafka/index.js'
@@ -17,6 +16,7 @@ import { PermanentFailureError, RetryLaterError } from '../errors.js'
 import { formatRate, KeyedLimiter, monotonicClock, ratePerSec } from '../limiter/index.js'
 import { ActivityTracker, type MerchantActivity } from './activity.js'
 import type { Config } from './config.js'
+import { createConnections } from './connections.js'
 import { createHandlers, type JobHandler } from './handlers.js'
 import { type Readiness, type RunningHttpServer, startHttpServer } from './http.js'
 import { ServiceMetrics } from './metrics.js'
@@ -124,18 +124,15 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
 
   const useKafkaControl =
     config.control.source === 'kafka' || (config.control.source === 'auto' && config.kafka.brokers.length > 0)
-  const kafka =
-    config.kafka.brokers.length > 0
-      ? new Kafka({
-          clientId: config.kafka.clientId,
-          brokers: config.kafka.brokers,
-          logLevel: logLevel.WARN,
-          logCreator: kafkaLogCreator(logger.child({ component: 'kafkajs' })),
-        })
-      : undefined
+  const connections = createConnections(config, logger)
+  const kafka = connections.kafka
   if (useKafkaControl && kafka === undefined) {
     throw new TypeError("config field 'control.source': 'kafka' needs kafka.brokers (or KAFKA_BROKERS)")
   }
+  await connections.check({
+    kafka: useKafkaControl || config.sources.some((source) => source.kind === 'kafka'),
+    redis: config.sources.some((source) => source.kind === 'bullmq'),
+  })
 
   const onControlEvent = (event: ControlEvent) => {
     const atIso = new Date().toISOString()
@@ -247,7 +244,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     handler: JobHandler,
     keyOfData: ((data: unknown) => unknown) | undefined,
   ): Source {
-    const connection = new Redis(config.redis.url, { maxRetriesPerRequest: null, lazyConnect: false })
+    const connection = connections.redis()
     const sourceLabel = `bullmq:${source.queue}`
     const keyOf = (job: Job<unknown, void>) =>
       keyOfData !== undefined
@@ -479,14 +476,4 @@ function keySourceOf(keyFrom: string): { header: string } | { field: string } {
   const [kind, ...rest] = keyFrom.split(':')
   const name = rest.join(':')
   return kind === 'header' ? { header: name } : { field: name }
-}
-
-function kafkaLogCreator(logger: Logger) {
-  return () =>
-    ({ level, log }: { level: number; log: { message: string } & Record<string, unknown> }) => {
-      const { message, ...extra } = log
-      if (level <= logLevel.ERROR) logger.error(extra, message)
-      else if (level === logLevel.WARN) logger.warn(extra, message)
-      else logger.debug(extra, message)
-    }
 }
