@@ -15,7 +15,9 @@
   const token = takeToken()
   /** limitSeen holds, per merchant, the limit in force at each read since the page opened. */
   const limitSeen = new Map()
-  /** rateShown holds the rate text last drawn per merchant, to flash a row when it changes. */
+  /** HIGHLIGHT_MS is how long a rate that just changed stays highlighted. */
+  const HIGHLIGHT_MS = 3_000
+  /** rateShown holds, per merchant, the rate last drawn and when it last changed (page clock). */
   const rateShown = new Map()
   const charts = new Map()
   const byId = (id) => document.getElementById(id)
@@ -68,8 +70,10 @@
     renderHeader(status, nowMs)
     renderCards(status, merchants)
     rememberLimits(merchants, nowMs)
-    renderCharts(merchants.filter((m) => m.deliveredLastMinute > 0).slice(0, CHART_COUNT), nowMs)
-    renderMerchants(merchants, nowMs)
+    // A worker up for less than a minute has counted for less than a minute.
+    const windowS = Math.max(10, Math.min(WINDOW_S - 1, status.uptimeS))
+    renderCharts(merchants.filter((m) => m.deliveredLastMinute > 0).slice(0, CHART_COUNT), nowMs, windowS)
+    renderMerchants(merchants, nowMs, Math.min(WINDOW_S, Math.max(1, status.uptimeS)))
     renderEvents(byId('changes'), byId('changes-empty'), status.control.recentChanges, (item, li) => {
       li.append(el('span', 'what', item.description))
     })
@@ -123,7 +127,7 @@
         limitSeen.set(m.merchantKey, seen)
       }
       seen.changedAtMs = m.lastChange === null ? null : Date.parse(m.lastChange.atIso)
-      seen.points.push({ atMs: nowMs, perSec: m.limitPerSec })
+      seen.points.push({ atMs: nowMs, perSec: m.limitPerSec, penalized: m.penaltyFactor < 1 })
       // Keep what the window needs, and the one point before it that says what held at its start.
       const cutoffMs = nowMs - (WINDOW_S + 2) * 1_000
       while (seen.points.length > 1 && seen.points[1].atMs < cutoffMs) seen.points.shift()
@@ -133,8 +137,9 @@
 
   /**
    * limitAt is the limit in force for `merchantKey` during the second starting at `atMs`.
-   * Before the page opened it is known only back to the merchant's last rate change: the
-   * chart leaves earlier seconds blank rather than guess.
+   * Before the page opened it is known only back to the merchant's last rate change, and
+   * not at all when a 429 penalty was in force (it moves the limit by itself): the chart
+   * leaves those seconds blank rather than guess.
    */
   function limitAt(merchantKey, atMs) {
     const seen = limitSeen.get(merchantKey)
@@ -146,11 +151,12 @@
       else break
     }
     if (value !== null) return value
-    if (seen.changedAtMs !== null && seen.changedAtMs > atMs) return null
-    return seen.points[0].perSec
+    const first = seen.points[0]
+    if (first.penalized || (seen.changedAtMs !== null && seen.changedAtMs > atMs)) return null
+    return first.perSec
   }
 
-  function renderCharts(busiest, nowMs) {
+  function renderCharts(busiest, nowMs, windowS) {
     const box = byId('charts')
     byId('charts-empty').hidden = busiest.length > 0
     const keep = new Set(busiest.map((m) => m.merchantKey))
@@ -164,11 +170,11 @@
     // The last bucket is the second in progress: leave it out, it would always look low.
     const nowS = Math.floor(nowMs / 1_000)
     const seconds = []
-    for (let s = WINDOW_S - 1; s >= 1; s--) seconds.push(nowS - s)
+    for (let s = windowS; s >= 1; s--) seconds.push(nowS - s)
     for (const m of busiest) {
       const chart = charts.get(m.merchantKey) ?? createChart(m.merchantKey, box)
       box.append(chart.box)
-      const perSec = m.deliveredPerSec.slice(0, WINDOW_S - 1)
+      const perSec = m.deliveredPerSec.slice(WINDOW_S - 1 - windowS, WINDOW_S - 1)
       const delivered = perSec.map((_, i) => mean(perSec.slice(Math.max(0, i - SMOOTH_S + 1), i + 1)))
       const limits = seconds.map((s) => limitAt(m.merchantKey, s * 1_000))
       chart.plot.setData([seconds, delivered, limits])
@@ -235,32 +241,36 @@
     return Math.max(200, chartBox.clientWidth - 18)
   }
 
-  function renderMerchants(merchants, nowMs) {
+  function renderMerchants(merchants, nowMs, countedS) {
     byId('merchants-empty').hidden = merchants.length > 0
     byId('merchant-count').textContent =
       merchants.length === 0 ? '' : `${merchants.length} most active, busiest first`
-    const rows = merchants.map((m) => merchantRow(m, nowMs))
+    const rows = merchants.map((m) => merchantRow(m, nowMs, countedS))
+    const listed = new Set(merchants.map((m) => m.merchantKey))
+    for (const key of rateShown.keys()) if (!listed.has(key)) rateShown.delete(key)
     byId('merchants').tBodies[0].replaceChildren(...rows)
   }
 
-  function merchantRow(m, nowMs) {
+  function merchantRow(m, nowMs, countedS) {
     const row = el('tr')
     row.dataset.merchant = m.merchantKey
     const previous = rateShown.get(m.merchantKey)
-    if (previous !== undefined && previous !== m.rate) row.classList.add('changed')
-    rateShown.set(m.merchantKey, m.rate)
+    const changedAtMs =
+      previous === undefined ? null : previous.rate !== m.rate ? performance.now() : previous.changedAtMs
+    rateShown.set(m.merchantKey, { rate: m.rate, changedAtMs })
 
     row.append(cell('merchant', m.merchantKey))
     row.append(stateCell(m))
 
     const rate = cell('num rate', m.rate)
+    if (changedAtMs !== null && performance.now() - changedAtMs < HIGHLIGHT_MS) rate.classList.add('changed')
     rate.append(
       el('span', 'sub', m.penaltyFactor < 1 ? `×${m.penaltyFactor.toFixed(2)} after 429` : scopeOf(m)),
     )
     row.append(rate)
 
-    const perSec = m.deliveredLastMinute / 60
-    const delivered = cell('num', `${rateText(perSec)} /s`)
+    const perSec = m.deliveredLastMinute / countedS
+    const delivered = cell('num', `${rateText(perSec)}/s`)
     const bar = el('span', 'bar')
     const fill = el('span')
     fill.style.width = `${Math.min(100, m.limitPerSec > 0 ? (perSec / m.limitPerSec) * 100 : 0)}%`
@@ -275,7 +285,8 @@
 
     const waiting = cell('num', count(m.waiting))
     if (m.waiting > 0 && m.limitPerSec > 0) {
-      waiting.append(el('span', 'sub', `≈ ${duration(Math.ceil(m.waiting / m.limitPerSec))} to drain`))
+      // The last job in line runs in about this long, at the rate in force.
+      waiting.append(el('span', 'sub', `last runs in ≈ ${duration(Math.ceil(m.waiting / m.limitPerSec))}`))
     }
     row.append(waiting)
 
