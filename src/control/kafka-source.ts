@@ -70,6 +70,8 @@ export interface KafkaControlStats extends ControlStats {
   deadLetterFailures: number
   /** crashes counts kafkajs consumer crashes (each followed by a restart when kafkajs deems the error retriable). */
   crashes: number
+  /** failed is true once the consumer crashed for good (kafkajs would not restart it): no change arrives any more. */
+  failed: boolean
 }
 
 /** KafkaControlSource reads the control topic and keeps the limiter's rates in step with it. */
@@ -144,6 +146,7 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
   let consumer: Consumer | undefined
   let deadLetterProducer: Producer | undefined
   let started = false
+  let failed = false
   let isCaughtUp = false
   let resolveReady!: () => void
   let rejectReady!: (error: Error) => void
@@ -177,8 +180,9 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
   let current: { partition: number; message: KafkaMessage } | undefined
 
   const deadLetter = (event: Extract<ControlEvent, { kind: 'rejected' }>): void => {
-    if (deadLetterProducer === undefined || options.deadLetterTopic === undefined || current === undefined)
+    if (deadLetterProducer === undefined || options.deadLetterTopic === undefined || current === undefined) {
       return
+    }
     const { partition, message } = current
     const offset = message.offset
     const sent = deadLetterProducer
@@ -217,10 +221,9 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
     state,
     ready,
     async start() {
-      if (started)
-        throw new TypeError(
-          'KafkaControlSource.start: expected a new source, got one already started (a source starts once)',
-        )
+      if (started) {
+        throw new TypeError('KafkaControlSource.start: expected a new source, got one already started')
+      }
       started = true
       const admin = options.kafka.admin()
       await admin.connect()
@@ -233,8 +236,9 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
         }
         const offsets = await admin.fetchTopicOffsets(topic)
         // A partition is read up to the high-water mark of now; an empty one (high == low) has nothing to read.
-        for (const { partition, high, low } of offsets)
+        for (const { partition, high, low } of offsets) {
           progress.set(partition, { targetOffset: BigInt(high), nextOffset: BigInt(low) })
+        }
       } finally {
         await admin.disconnect()
       }
@@ -257,10 +261,10 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
       consumer.on(consumer.events.CRASH, ({ payload }) => {
         counters.crashes++
         logger.error({ err: payload.error, restart: payload.restart }, 'control consumer crashed')
-        if (!payload.restart)
-          rejectReady(
-            new Error(`control consumer crashed: ${payload.error.message}`, { cause: payload.error }),
-          )
+        if (payload.restart) return
+        // kafkajs gives up on errors it deems permanent: the rates in force stay, and no change arrives.
+        failed = true
+        rejectReady(new Error(`control consumer crashed: ${payload.error.message}`, { cause: payload.error }))
       })
       await consumer.connect()
       await consumer.subscribe({ topic, fromBeginning: true })
@@ -292,7 +296,7 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
       deadLetterProducer = undefined
     },
     caughtUp: () => isCaughtUp,
-    stats: () => ({ ...state.stats(), caughtUp: isCaughtUp, ...counters }),
+    stats: () => ({ ...state.stats(), caughtUp: isCaughtUp, failed, ...counters }),
     table: () => state.table(),
     subscribe: (listener) => state.subscribe(listener),
   }
