@@ -2,15 +2,16 @@ import { type Contender, contender, IN_FLIGHT, RATE_PER_SEC } from './limiter-co
 import {
   childContender,
   formatNumber,
+  formatRatio,
   machineDescription,
   makeKeys,
   markdownTable,
   measureInChildren,
-  packageVersion,
   randomOrder,
   reportToParent,
   type Summary,
   summarize,
+  versionOf,
 } from './limiter-harness.js'
 import { writeSection } from './report.js'
 
@@ -201,7 +202,13 @@ const HEADER = [
   'merchant-throttle (batch) ÷ this',
 ]
 
-function section(name: string, scenario: Scenario, summaries: Map<string, Summary>): string {
+function section(
+  name: string,
+  scenario: Scenario,
+  summaries: Map<string, Summary>,
+  versions: Map<string, string>,
+  clockNs: number,
+): string {
   const cpuRate = (contenderName: string) => summaries.get(contenderName)!.median
   const wallRate = (contenderName: string) => summaries.get(contenderName)!.details.bestWallRate!
   const base = cpuRate('merchant-throttle-batch')
@@ -211,13 +218,13 @@ function section(name: string, scenario: Scenario, summaries: Map<string, Summar
     const granted = s.details.grantedShare!
     return [
       subject.label,
-      `${subject.packageName} ${packageVersion(subject.packageName)}`,
+      versions.get(contenderName)!,
       subject.call,
       `**${formatNumber(s.median)}**`,
       `${formatNumber(s.min)} – ${formatNumber(s.max)}`,
       formatNumber(s.details.bestWallRate!),
       granted === 1 ? 'all' : `${(granted * 100).toFixed(2)} %`,
-      `${(base / s.median).toFixed(2)}×`,
+      formatRatio(base / s.median),
     ]
   })
   const fastestBy = (rate: (n: string) => number) =>
@@ -238,36 +245,36 @@ function section(name: string, scenario: Scenario, summaries: Map<string, Summar
   const verdict = (r: number) => `${r.toFixed(2)}×, ${r >= 2 ? 'met' : 'not met'}`
   return `## ${scenario.title}
 
-${machineDescription()}. One \`performance.now()\` reading costs ${clockReadNs().toFixed(0)} ns here.
+${machineDescription()}. One \`performance.now()\` reading costs ${clockNs.toFixed(0)} ns of CPU here.
 
 Reproduce: \`npm run bench -- limiter-decisions\` (this table alone: \`node --import tsx bench/limiter-decisions.ts ${name}\`).
 
-Every contender ran in a fresh process, ${RUNS} times, interleaved with the others. A run gives ${many ? `each of the ${formatNumber(scenario.keyCount)} keys` : 'the key'} its state first (16-character flat strings \`merchant-0000000\`…${many ? `; not ${notPrefilled.join(', ')}, whose decisions therefore include creating limiters` : ''}), warms up for ${WARM_UP_MS} ms, then makes decisions ${many ? 'on keys drawn from a fixed pseudo-random sequence of indices ' : ''}for ${WINDOWS} windows of ${WINDOW_MS} ms. The machine is shared and was busy (the measuring processes got ${percent(Math.min(...cpuShares))}–${percent(Math.max(...cpuShares))} of a core), so the figure compared is decisions per second of CPU time the process used, which waiting for a core does not stretch; the wall-clock rate of each run's best window is shown beside it. The rate is ${formatNumber(RATE_PER_SEC)}/s per key for every contender, so no limit binds and every decision counts, granted or not ("granted" says how many were). Synchronous contenders decide in batches of ${BATCH} with one \`performance.now()\` reading per batch, passed to those whose API takes the time; the others read the clock on every call, as their users get them.
+Every contender ran in a fresh process, ${RUNS} times, interleaved with the others. A run gives ${many ? `each of the ${formatNumber(scenario.keyCount)} keys` : 'the key'} its state first (16-character flat strings \`merchant-0000000\`…${many && notPrefilled.length > 0 ? `; except ${notPrefilled.join(' and ')}, see below` : ''}), warms up for ${WARM_UP_MS} ms, then makes decisions ${many ? 'on keys drawn from a fixed pseudo-random sequence of indices ' : ''}for ${WINDOWS} windows of ${WINDOW_MS} ms. The machine is shared and was busy (the measuring processes got ${percent(Math.min(...cpuShares))}–${percent(Math.max(...cpuShares))} of a core), so the figure compared is decisions per second of CPU time the process used, which waiting for a core does not stretch; the wall-clock rate of each run's best window is shown beside it. The rate is ${formatNumber(RATE_PER_SEC)}/s per key for every contender, so no limit binds and every decision counts, granted or not ("granted" says how many were). Synchronous contenders decide in batches of ${BATCH} with one \`performance.now()\` reading per batch, passed to those whose API takes the time; the others read the clock on every call, as their users get them.
 
 ${markdownTable(HEADER, rows)}
 
 **Target: at least 2× the fastest peer.** Fastest peer per CPU-second: ${contender(fastest).label}, ${formatNumber(cpuRate(fastest))}/s; merchant-throttle with time read per batch: **${verdict(ratio)}**. Per wall-clock second (best windows; fastest peer ${contender(fastestWall).label}): ${verdict(wallRatio)}. Reading the clock on every call (\`tryAcquire\`): ${clockRatio.toFixed(2)}× per CPU-second. Against the hand-written \`Map\` bucket, which has no skew guard, no per-key rates and no bound on keys: ${plainRatio.toFixed(2)}×.
 
-How the peers were driven: \`limiter\` reads \`performance.now()\` inside every call and rate-limiter-flexible \`Date.now()\`; neither takes the time as an argument. rate-limiter-flexible's RateLimiterMemory is a fixed window, not a token bucket (here ${formatNumber(RATE_PER_SEC * 60)} points per 60 s, with an empty key prefix, its fastest configuration); it answers through a promise that rejects when refused. Bottleneck schedules jobs rather than answering yes or no, and never refuses: a decision is one awaited no-op job, and every job passes through a timer, so its wall-clock rate mostly measures timers (its CPU-second rate is what a decision costs the process); the rows with ${IN_FLIGHT} in flight issue that many calls and await them together.`
+How the peers were driven: \`limiter\` reads \`performance.now()\` inside every call and rate-limiter-flexible \`Date.now()\`; neither takes the time as an argument. rate-limiter-flexible's RateLimiterMemory is a fixed window, not a token bucket (here ${formatNumber(RATE_PER_SEC * 60)} points per 60 s, with an empty key prefix, its fastest configuration); it answers through a promise that rejects when refused. Bottleneck schedules jobs rather than answering yes or no, and never refuses: a decision is one awaited no-op job, and every job passes through a timer, so its wall-clock rate mostly measures timers (its CPU-second rate is what a decision costs the process); the rows with ${IN_FLIGHT} in flight issue that many calls and await them together.${many ? ` Bottleneck's keys were not given state first: ${formatNumber(scenario.keyCount)} Bottleneck limiters, each with a 250 ms heartbeat timer, took minutes and 2 GB to create, so its decisions here include creating a limiter for most keys.` : ''}`
 }
 
 function percent(share: number): string {
   return `${Math.round(share * 100)} %`
 }
 
-/** clockReadNs is the cost of one performance.now() call in ns, best of five rounds. */
+/** clockReadNs is the CPU cost of one performance.now() call in ns, over a million calls. */
 function clockReadNs(): number {
-  let best = Number.POSITIVE_INFINITY
-  for (let round = 0; round < 5; round++) {
-    const startMs = performance.now()
-    for (let i = 0; i < 100_000; i++) performance.now()
-    best = Math.min(best, ((performance.now() - startMs) * 1e6) / 100_000)
-  }
-  return best
+  const calls = 1_000_000
+  const start = process.cpuUsage()
+  for (let i = 0; i < calls; i++) performance.now()
+  const used = process.cpuUsage(start)
+  return ((used.user + used.system) * 1_000) / calls
 }
 
 async function runScenario(name: string, scenario: Scenario): Promise<void> {
   console.error(`${scenario.section}: ${scenario.contenders.length} contenders × ${RUNS} runs`)
+  const versions = new Map(scenario.contenders.map((n) => [n, versionOf(contender(n).packageName)]))
+  const clockNs = clockReadNs()
   const results = await measureInChildren({
     file: import.meta.url,
     contenders: scenario.contenders,
@@ -275,7 +282,7 @@ async function runScenario(name: string, scenario: Scenario): Promise<void> {
     args: ['--scenario', scenario.section],
   })
   const summaries = new Map([...results].map(([name, runs]) => [name, summarize(runs)]))
-  const markdown = section(name, scenario, summaries)
+  const markdown = section(name, scenario, summaries, versions, clockNs)
   await writeSection(scenario.section, markdown)
   console.log(markdown)
 }

@@ -162,29 +162,30 @@ export function summarize(runs: readonly Measurement[]): Summary {
 const ROOT = new URL('../', import.meta.url)
 
 /**
- * packageVersion reads an installed package's version from node_modules. For this
- * project it adds the commit that last changed src/limiter/, when git can tell.
+ * versionOf names a package and its installed version, read from node_modules. For this
+ * project it adds the commit that last changed src/limiter/, and says when the working
+ * tree holds uncommitted changes there. A contender written in the benchmark itself
+ * (`undefined`) has no version.
  */
-export function packageVersion(name: string): string {
-  if (name === 'merchant-throttle') {
-    const own = readJson(new URL('package.json', ROOT)).version
-    const commit = lastLimiterCommit()
-    return commit === undefined ? own : `${own} (${commit})`
+export function versionOf(name: string | undefined): string {
+  if (name === undefined) return 'written in bench/'
+  if (name !== 'merchant-throttle') {
+    return `${name} ${readJson(new URL(`node_modules/${name}/package.json`, ROOT)).version}`
   }
-  return readJson(new URL(`node_modules/${name}/package.json`, ROOT)).version
+  const own = `${name} ${readJson(new URL('package.json', ROOT)).version}`
+  const commit = git(['log', '-1', '--format=%h', '--', 'src/limiter'])
+  if (commit === '') return own
+  const dirty = git(['status', '--porcelain', '--', 'src/limiter']) !== ''
+  return `${own} (${commit}${dirty ? ' + uncommitted changes' : ''})`
 }
 
 function readJson(url: URL): { version: string } {
   return JSON.parse(readFileSync(url, 'utf8')) as { version: string }
 }
 
-function lastLimiterCommit(): string | undefined {
-  const git = spawnSync('git', ['log', '-1', '--format=%h', '--', 'src/limiter'], {
-    cwd: fileURLToPath(ROOT),
-    encoding: 'utf8',
-  })
-  const commit = git.status === 0 ? git.stdout.trim() : ''
-  return commit === '' ? undefined : commit
+function git(args: string[]): string {
+  const result = spawnSync('git', args, { cwd: fileURLToPath(ROOT), encoding: 'utf8' })
+  return result.status === 0 ? result.stdout.trim() : ''
 }
 
 /** machineDescription is report.ts's machine line plus the CPU and the load when the scenario began. */
@@ -194,6 +195,11 @@ export function machineDescription(): string {
     .map((l) => l.toFixed(2))
     .join(' ')
   return `${machineLine()}; ${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}; load average ${load} at start`
+}
+
+/** formatRatio writes a ratio with two decimals, or whole when it is large. */
+export function formatRatio(ratio: number): string {
+  return ratio >= 100 ? `${Math.round(ratio).toLocaleString('en-US')}×` : `${ratio.toFixed(2)}×`
 }
 
 /** formatNumber writes a figure with three significant digits and a k/M suffix. */

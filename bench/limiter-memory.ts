@@ -2,15 +2,16 @@ import { type Contender, contender } from './limiter-contenders.js'
 import {
   childContender,
   formatNumber,
+  formatRatio,
   machineDescription,
   makeConsKeys,
   makeKeys,
   markdownTable,
   measureInChildren,
-  packageVersion,
   reportToParent,
   type Summary,
   summarize,
+  versionOf,
 } from './limiter-harness.js'
 import { writeSection } from './report.js'
 
@@ -145,21 +146,20 @@ const HEADER = [
   '÷ merchant-throttle',
 ]
 
-function section(summaries: Map<string, Summary>): string {
+function section(summaries: Map<string, Summary>, versions: Map<string, string>): string {
   const bytes = (name: string) => summaries.get(name)!.median
   const own = bytes('merchant-throttle')
   const keysAlone = bytes('keys-alone')
   const rows = Object.entries(ROWS).map(([name, row]) => {
     const s = summaries.get(name)!
-    const packageName = contender(row.contender).packageName
     return [
       row.label,
-      `${packageName} ${packageVersion(packageName)}`,
+      versions.get(name)!,
       formatNumber(row.keyCount),
       `**${s.median.toFixed(1)}**`,
       `${s.min.toFixed(1)} – ${s.max.toFixed(1)}`,
-      `${(s.median / keysAlone).toFixed(2)}×`,
-      `${(s.median / own).toFixed(2)}×`,
+      formatRatio(s.median / keysAlone),
+      formatRatio(s.median / own),
     ]
   })
   const met = own <= TARGET_BYTES_PER_KEY && own / keysAlone <= TARGET_OVER_KEYS
@@ -186,6 +186,9 @@ if (child !== undefined) {
   await measureChild(row)
 } else {
   console.error(`limiter-memory: ${Object.keys(ROWS).length} rows × ${RUNS} runs`)
+  const versions = new Map(
+    Object.entries(ROWS).map(([name, row]) => [name, versionOf(contender(row.contender).packageName)]),
+  )
   const results = await measureInChildren({
     file: import.meta.url,
     contenders: Object.keys(ROWS),
@@ -193,7 +196,7 @@ if (child !== undefined) {
     nodeFlags: ['--expose-gc'],
   })
   const summaries = new Map([...results].map(([name, runs]) => [name, summarize(runs)]))
-  const markdown = section(summaries)
+  const markdown = section(summaries, versions)
   await writeSection('limiter-memory', markdown)
   console.log(markdown)
 }

@@ -1,27 +1,30 @@
 import { spawn } from 'node:child_process'
-import { readdirSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 
 /**
  * `npm run bench [-- name…]` runs benchmark scenarios one after another, each in a fresh
  * `node --import tsx` process, and each scenario writes its own section of
- * docs/benchmarks.md. With no names it runs every scenario file in bench/; a name is a
- * file name with or without `.ts`, or a prefix ending in `*` (`'limiter-*'`).
+ * docs/benchmarks.md. With no names it runs every scenario in bench/: each `.ts` file
+ * that writes a section (calls `writeSection`), other than dot-files and the shared
+ * `*-support.ts` modules. A name is a scenario's file name with or without `.ts`, or a
+ * prefix ending in `*` (`'limiter-*'`).
  *
  * It starts no services: scenarios that need Redis or Kafka (bullmq-*, kafka-*,
  * control-*) find them as the tests do, through the environment, which is passed on
  * unchanged. A failed scenario does not stop the others; the exit code reports it.
  */
 
-/** NOT_SCENARIOS are the modules in bench/ that scenarios import; add shared modules here. */
-const NOT_SCENARIOS = new Set(['report.ts', 'run.ts', 'limiter-harness.ts', 'limiter-contenders.ts'])
-
 const BENCH_DIR = fileURLToPath(new URL('./', import.meta.url))
 
+function isScenario(file: string): boolean {
+  if (!file.endsWith('.ts') || file.startsWith('.') || file.endsWith('-support.ts')) return false
+  if (file === 'report.ts' || file === 'run.ts') return false
+  return readFileSync(`${BENCH_DIR}${file}`, 'utf8').includes('writeSection(')
+}
+
 function scenarioFiles(): string[] {
-  return readdirSync(BENCH_DIR)
-    .filter((file) => file.endsWith('.ts') && !file.endsWith('.d.ts') && !NOT_SCENARIOS.has(file))
-    .sort()
+  return readdirSync(BENCH_DIR).filter(isScenario).sort()
 }
 
 function select(all: readonly string[], names: readonly string[]): string[] {
