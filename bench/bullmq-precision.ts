@@ -119,7 +119,7 @@ ${rows.map((r) => `| ${r.variant} | ${r.measured} | ${fixed(r.p50)} | ${fixed(r.
 BullMQ starts a delayed job up to ~100 ms after it is due (Redis wakes blocked clients 10 times a
 second at its default \`hz\` 10), and jobs due close together start in a clump. Moving the job
 to delayed ${LEAD_MS['lead 200 ms']} ms early and waiting the rest in the process removes that lateness.
-The tail (p99, max) comes from the first second: BullMQ puts a promoted delayed job at the back
+Most of the tail (p99, max) comes from the first second: BullMQ puts a promoted delayed job at the back
 of the wait list, so a job due while the worker is still fetching the ${MERCHANTS * JOBS_EACH} queued jobs waits for
 them. The last columns count only jobs reserved for after the worker had fetched every queued
 job once.
