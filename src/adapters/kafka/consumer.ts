@@ -38,6 +38,8 @@ export interface ThrottledConsumerStats extends DispatcherStats {
   commitFailures: number
   /** rebalances: assignments received (the first join included). */
   rebalances: number
+  /** restarts: times the consumer ran kafkajs again after a crash kafkajs would not restart from. */
+  restarts: number
   /** committed: the last committed offset per partition, by "topic:partition". */
   committed: Record<string, number>
   /** watermarks: the offset that would be committed now, per partition. */
@@ -65,7 +67,10 @@ export interface ThrottledConsumerEvents {
   'dead-letter': [DeadLetterEvent]
   commit: [{ offsets: { topic: string; partition: number; offset: number }[] }]
   assignment: [AssignmentEvent]
-  /** crash: kafkajs crashed; `restart` says whether it restarts by itself. */
+  /**
+   * crash: kafkajs crashed; `restart` says whether consuming will resume (kafkajs restarts
+   * by itself, or the consumer runs it again) or not (the consumer is stopping).
+   */
   crash: [{ error: Error; restart: boolean }]
 }
 
@@ -140,6 +145,9 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
   private readonly removeListeners: (() => void)[] = []
   private memberId: string | undefined
   private commitTimer: NodeJS.Timeout | undefined
+  private restartTimer: NodeJS.Timeout | undefined
+  /** crashesInARow counts crashes since the last successful join, for the restart backoff. */
+  private crashesInARow = 0
   private commitInFlight: Promise<void> | undefined
   private started = false
   private stopping: Promise<void> | undefined
@@ -150,6 +158,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
     commits: 0,
     commitFailures: 0,
     rebalances: 0,
+    restarts: 0,
   }
 
   constructor(private readonly options: ResolvedOptions<T>) {
@@ -217,12 +226,16 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
       topics: this.options.topics,
       fromBeginning: this.options.fromBeginning ?? false,
     })
-    await this.consumer.run({
+    await this.runKafkajs()
+    this.commitTimer = setInterval(() => void this.commit(), this.options.commitIntervalMs).unref()
+  }
+
+  private runKafkajs(): Promise<void> {
+    return this.consumer.run({
       autoCommit: false,
       eachBatchAutoResolve: false,
       eachBatch: async (payload) => this.onBatch(payload),
     })
-    this.commitTimer = setInterval(() => void this.commit(), this.options.commitIntervalMs).unref()
   }
 
   stop(): Promise<void> {
@@ -384,6 +397,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
     const { memberAssignment, memberId } = event.payload
     const newMember = this.memberId !== undefined && this.memberId !== memberId
     this.memberId = memberId
+    this.crashesInARow = 0
     this.counters.rebalances++
     const assigned = new Map<string, { topic: string; partition: number }>()
     for (const [topic, partitions] of Object.entries(memberAssignment)) {
@@ -424,13 +438,32 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
     void this.commit()
   }
 
+  /**
+   * onCrash: kafkajs crashed and disconnected. It restarts by itself only after errors it
+   * deems retriable; others (seen: "Failed to find group coordinator" while the broker
+   * went down) leave it stopped for good, so the consumer runs it again itself, after
+   * 1 s, 2 s, 4 s… up to 30 s, until a join succeeds or stop() is called. Either way the
+   * member left the group and its partitions may go to another member: handlers stop
+   * starting until the next assignment.
+   */
   private onCrash(event: ConsumerCrashEvent): void {
     const { error, restart } = event.payload
-    this.logger.error({ err: error, restart }, 'kafkajs consumer crashed')
-    this.emitter.emit('crash', { error, restart })
-    // The member left the group: its partitions may go to another member before it rejoins.
+    const stopping = this.stopping !== undefined
+    this.crashesInARow++
+    this.logger.error({ err: error, kafkajsRestarts: restart, stopping }, 'kafkajs consumer crashed')
+    this.emitter.emit('crash', { error, restart: restart || !stopping })
     this.dispatcher.hold()
-    if (!restart) void this.stop()
+    if (restart || stopping) return
+    const delayMs = Math.min(30_000, 1_000 * 2 ** Math.min(this.crashesInARow - 1, 5))
+    clearTimeout(this.restartTimer)
+    this.restartTimer = setTimeout(() => {
+      if (this.stopping !== undefined) return
+      this.counters.restarts++
+      this.logger.warn({ delayMs }, 'running the crashed kafkajs consumer again')
+      this.runKafkajs().catch((runError: unknown) => {
+        this.logger.error({ err: runError }, 'kafkajs consumer did not run again')
+      })
+    }, delayMs)
   }
 
   private onCommitted(event: ConsumerCommitOffsetsEvent): void {
@@ -488,6 +521,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
 
   private async shutdown(): Promise<void> {
     clearInterval(this.commitTimer)
+    clearTimeout(this.restartTimer)
     if (!this.started) return
     for (const state of this.partitions.values()) {
       state.paused = true
