@@ -56,11 +56,14 @@ describe('isolation between merchants', () => {
     const addedAtMs = performance.now()
     await queue.addBulk(jobs)
     const quietDone = () => quiet.every((m) => (doneAtMs.get(m)?.length ?? 0) === 20)
-    await waitUntil(quietDone, 15_000, 'the quiet merchants done')
+    await waitUntil(quietDone, 25_000, 'the quiet merchants done')
     const quietFinishedAfterMs = Math.max(...quiet.flatMap((m) => doneAtMs.get(m)!)) - addedAtMs
     const hotDone = doneAtMs.get('m-hot') ?? []
 
-    expect(quietFinishedAfterMs).toBeLessThan(10_000)
+    // Behind the hot merchant they would wait for its backlog: 5,000 jobs at 10/s, 500 s. They
+    // wait only for the worker to fetch past the hot jobs queued before theirs (each fetched once
+    // and delayed): a few seconds, more on a loaded machine.
+    expect(quietFinishedAfterMs).toBeLessThan(20_000)
     // The hot merchant ran at its own rate meanwhile: burst 10 plus 10 a second, never more.
     expect(hotDone.length).toBeLessThanOrEqual(10 + Math.ceil((quietFinishedAfterMs / 1000) * 10) + 1)
     expect(hotDone.length).toBeGreaterThanOrEqual(10)
