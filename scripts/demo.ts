@@ -8,9 +8,10 @@
 // --duration) stops everything the demo started, and nothing else.
 import { execFile } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
+import { mkdirSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import { type AddressInfo, createServer as createNetServer } from 'node:net'
-import { dirname, join } from 'node:path'
+import { dirname, join, relative } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { parseArgs, promisify } from 'node:util'
@@ -34,6 +35,8 @@ const DEFAULT_RATE = '4/s'
 /** CHANGE_AFTER_S is when the demo publishes its rate change. */
 const CHANGE_AFTER_S = 20
 const TICK_MS = 100
+/** WORKER_LOG keeps the worker's JSON log out of the terminal, where the demo reports. */
+const WORKER_LOG = join(repoRoot, '.cache', 'demo', 'worker.log')
 
 /** HOT are the merchants that send more than their rate allows, or close to it. */
 const HOT = [
@@ -95,6 +98,9 @@ function say(line: string): void {
   process.stdout.write(`${line}\n`)
 }
 
+/** stopRequested is set by Ctrl-C (SIGINT) or SIGTERM. */
+let stopRequested = false
+
 /** Cleanup steps run last-in first-out, each once, whatever failed before. */
 const cleanups: Array<{ name: string; run: () => Promise<void> }> = []
 
@@ -122,7 +128,6 @@ async function main(): Promise<number> {
     return 0
   }
 
-  let stopRequested = false
   let wake: () => void = () => {}
   const stopped = new Promise<void>((resolve) => {
     wake = resolve
@@ -271,9 +276,10 @@ async function bringUpRedis(): Promise<string> {
   cleanups.push({
     name: 'stopping the Redis the demo started',
     run: async () => {
-      const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 })
+      const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+      // SHUTDOWN answers by closing the connection: that close, and its error, are the success.
+      client.on('error', () => undefined)
       await client.connect()
-      // SHUTDOWN closes the connection instead of answering: the rejection is the success.
       await client.shutdown('NOSAVE').catch(() => undefined)
       client.disconnect()
       say('  redis     stopped (the demo had started it)')
@@ -393,7 +399,7 @@ async function startWorker(redisUrl: string, brokers: string[], wantedPort: numb
   }
   const config = configSchema.parse({
     http: { host: '127.0.0.1', port },
-    log: { level: 'error', pretty: 'never' },
+    log: { level: 'info', pretty: 'never' },
     redis: { url: redisUrl },
     kafka: { brokers, clientId: 'merchant-throttle-demo' },
     limiter: { defaultRate: DEFAULT_RATE },
@@ -403,7 +409,10 @@ async function startWorker(redisUrl: string, brokers: string[], wantedPort: numb
     metrics: { merchantLabels: HOT.map((h) => h.merchant) },
     shutdown: { deadlineMs: 5_000 },
   })
-  return startService(config, pino({ level: 'error' }))
+  mkdirSync(dirname(WORKER_LOG), { recursive: true })
+  const logger = pino({ level: 'info' }, pino.destination({ dest: WORKER_LOG, sync: true, append: false }))
+  say(`  worker    logs in ${relative(process.cwd(), WORKER_LOG)}`)
+  return startService(config, logger)
 }
 
 function portIsFree(port: number): Promise<boolean> {
@@ -487,7 +496,9 @@ let exitCode = 1
 try {
   exitCode = await main()
 } catch (error) {
-  process.stderr.write(`demo: ${(error as Error).message}\n`)
+  // Ctrl-C while a step starts (kafka-local gets the signal too) fails that step: that is the stop asked for.
+  if (stopRequested) exitCode = 0
+  else process.stderr.write(`demo: ${(error as Error).message}\n`)
 } finally {
   await cleanUp()
 }
