@@ -45,7 +45,10 @@ export interface ThrottleOptions<D = unknown, R = unknown, N extends string = st
    * wait, instead of being delayed again. Default 100, the limiter's default.
    */
   clockSkewToleranceMs?: number
-  /** wallClock reads wall time in ms; BullMQ's delays are wall-clock. Default: Date.now. */
+  /**
+   * wallClock reads wall time in ms. Default: Date.now, which BullMQ also reads to time its
+   * delays; a clock that disagrees with it moves jobs to delayed at the wrong times.
+   */
   wallClock?: Clock
   /** logger for decisions (debug), invalid keys (warn) and retry-later (info). Default: silent. */
   logger?: Logger
