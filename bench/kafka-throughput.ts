@@ -10,7 +10,7 @@ import { machineLine, median, writeSection } from './report.js'
 
 const PARTITIONS = 6
 const MERCHANTS = 100
-const ROUNDS = Number(process.env.MT_BENCH_ROUNDS ?? 5)
+const ROUNDS = Number(process.env.MT_BENCH_ROUNDS ?? 9)
 
 interface Variant {
   name: string
@@ -22,7 +22,7 @@ const variants: Variant[] = [
   { name: 'async handler that returns at once', messages: 100_000, handler: async () => undefined },
   {
     name: 'handler waiting 1 ms (an I/O call)',
-    messages: 12_000,
+    messages: 9_000,
     handler: () => new Promise((resolve) => setTimeout(resolve, 1)),
   },
 ]

@@ -250,6 +250,11 @@ export class Dispatcher<I extends LaneItem> {
 
   private enqueueReady(lane: Lane<I>): void {
     lane.state = 'ready'
+    const queueEmpty = this.readyHead === this.readyQueue.length
+    if (queueEmpty && !this.held && !this.closed && this.running < this.options.concurrency) {
+      this.start(lane)
+      return
+    }
     this.readyQueue.push(lane)
     this.pump()
   }
