@@ -89,8 +89,11 @@ export class RetryableFailureError extends MerchantThrottleError {
   }
 }
 
-/** ConnectionFailure says why a start-up connection check failed. */
-export type ConnectionFailure = 'authentication' | 'authorization' | 'tls' | 'unreachable'
+/**
+ * ConnectionFailure says why a start-up connection check failed; `protocol`: the server
+ * closed the connection, as a SASL or TLS listener does with a client that speaks neither.
+ */
+export type ConnectionFailure = 'authentication' | 'authorization' | 'tls' | 'protocol' | 'unreachable'
 
 /**
  * ConnectionError: at start-up the worker could not reach or log in to Kafka or Redis.

@@ -243,23 +243,41 @@ function redisError(error: Error & { code?: unknown }, address: string, user: st
       `TLS to Redis at ${address} failed (check redis.tls.ca, and that the port speaks TLS): ${message}`,
     )
   }
+  if (message === CLOSED_BY_SERVER || error.code === 'ECONNRESET') {
+    return new ConnectionError(
+      'redis',
+      address,
+      'protocol',
+      `Redis at ${address} hung up before answering (${address.startsWith('rediss:') ? 'a TLS client on a plain port?' : 'a plain client on a TLS port? use rediss://'}): ${message}`,
+    )
+  }
   return new ConnectionError(
     'redis',
     address,
     'unreachable',
-    `cannot connect to Redis at ${address} as user '${user}' (is it listening, and does the port speak ${address.startsWith('rediss:') ? 'TLS' : 'plain TCP, not TLS'}?): ${message}`,
+    `cannot connect to Redis at ${address} as user '${user}': ${message}`,
   )
 }
 
+/** CLOSED_BY_SERVER is ioredis's word for a connection that ended without an error of its own. */
+const CLOSED_BY_SERVER = 'Connection is closed.'
+
+/** KAFKA_CHECK_ATTEMPTS is how often the start-up check tries a broker that cannot be reached. */
+const KAFKA_CHECK_ATTEMPTS = 5
+
 /**
  * checkKafka connects an admin client of its own, which logs in to a bootstrap broker and
- * reads the cluster's metadata. Its kafkajs log goes to debug, after noting which broker
- * an error came from: a SASL error does not say.
+ * reads the cluster's metadata. A broker that cannot be reached is tried again (up to
+ * KAFKA_CHECK_ATTEMPTS, 300 ms doubling); a refused login or a failed TLS handshake ends the
+ * check at once, where kafkajs's own retries would spend ten seconds on it. The probe's
+ * kafkajs log goes to debug, after noting which broker an error came from: a SASL error
+ * does not say.
  */
 async function checkKafka(clientConfig: KafkaConfig, config: Config['kafka'], logger: Logger): Promise<void> {
   let failedBroker: string | undefined
   const probe = new Kafka({
     ...clientConfig,
+    retry: { retries: 0 },
     logLevel: logLevel.ERROR,
     logCreator:
       () =>
@@ -269,14 +287,20 @@ async function checkKafka(clientConfig: KafkaConfig, config: Config['kafka'], lo
         logger.debug(extra, `start-up check: ${message}`)
       },
   })
-  const admin = probe.admin()
-  try {
-    await admin.connect()
-    await admin.describeCluster()
-  } catch (error) {
-    throw kafkaError(error as KafkaJsError, failedBroker ?? config.brokers.join(','), config)
-  } finally {
-    await admin.disconnect()
+  for (let attempt = 1; ; attempt++) {
+    const admin = probe.admin()
+    try {
+      await admin.connect()
+      await admin.describeCluster()
+      return
+    } catch (error) {
+      const failure = kafkaError(error as KafkaJsError, failedBroker ?? config.brokers.join(','), config)
+      if (failure.reason !== 'unreachable' || attempt >= KAFKA_CHECK_ATTEMPTS) throw failure
+      logger.debug({ attempt, err: failure }, 'start-up check: Kafka not reachable yet')
+      await new Promise((resolve) => setTimeout(resolve, 300 * 2 ** (attempt - 1)))
+    } finally {
+      await admin.disconnect()
+    }
   }
 }
 
@@ -334,7 +358,7 @@ function kafkaError(error: KafkaJsError, fallbackBroker: string, config: Config[
     return new ConnectionError(
       'kafka',
       broker,
-      'unreachable',
+      'protocol',
       `Kafka broker ${broker} closed the connection with ${login}${config.ssl === false ? ' and no TLS' : ''} (does the listener expect SASL or TLS? see kafka.sasl and kafka.ssl): ${root.message}`,
     )
   }

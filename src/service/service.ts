@@ -299,6 +299,8 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     worker.on('error', (error) => log.error({ err: error, source: sourceLabel }, 'worker error'))
     void worker.run()
     const queue = new Queue(source.queue, { connection })
+    // Without a listener BullMQ prints the error to stderr whole, with ioredis's command.args (AUTH's password).
+    queue.on('error', (error) => log.error({ err: error, source: sourceLabel }, 'queue error'))
     metrics.addDepthReader(async () => {
       const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'failed')
       return Object.entries(counts).map(([state, value]) => ({ source: sourceLabel, state, value }))
