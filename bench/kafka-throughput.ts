@@ -2,6 +2,7 @@
 // eachMessage consumer running the same handler, side by side in one run.
 //   node --import tsx bench/kafka-throughput.ts
 import { randomUUID } from 'node:crypto'
+import { loadavg } from 'node:os'
 import type { Kafka } from 'kafkajs'
 import { createThrottledConsumer } from '../src/adapters/kafka/index.js'
 import { KeyedLimiter } from '../src/limiter/index.js'
@@ -87,6 +88,7 @@ const throttled: Contender = (kafka, topic, variant) =>
     return () => consumer.stop()
   })
 
+const loadAtStart = loadavg()[0]!
 const brokers = await benchBrokers()
 const kafka = benchKafka(brokers, 'bench-kafka-throughput')
 const admin = kafka.admin()
@@ -161,6 +163,10 @@ ${rows}
 
 Rounds (msgs/s):
 ${rounds}
+
+Pair ratios ranged ${results.map((r) => `${fixed(Math.min(...r.ratios) * 100, 0)}–${fixed(Math.max(...r.ratios) * 100, 0)}%`).join(' and ')}:
+the machine's 1-minute load average was ${fixed(loadAtStart)} on 2 cores at the start (other test runs
+share it), so single rounds swing widely; compare the medians of the pairs.
 
 The target is ≥ 90% with a handler that returns at once, where the figure is the adapter's own
 cost per message (key check, reservation, lane, watermark). With a handler that waits, plain
