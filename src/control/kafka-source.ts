@@ -44,17 +44,14 @@ export interface KafkaControlSourceOptions {
    */
   maxWaitTimeInMs?: number
   /**
-   * maxRetryTimeMs caps the consumer's backoff between reconnect attempts (5000 ms by
-   * default; kafkajs's own is 30 000). After a broker outage kafkajs restarts a crashed
-   * consumer only once the last backoff has passed: with its default, changes published
-   * just after the broker came back waited up to 30 s.
+   * maxRetryTimeMs caps the backoff between reconnect attempts, kafkajs's own and the
+   * source's restarts of a crashed consumer (5000 ms by default; kafkajs's is 30 000).
    */
   maxRetryTimeMs?: number
   /**
    * sessionTimeoutMs is the consumer's group session (10 000 ms by default; kafkajs's own
-   * is 30 000). The group has one member, this source; after a broker restart the
-   * coordinator holds the rejoin until the member it remembers from before times out,
-   * and no change is applied meanwhile. At least 6000, the broker's default minimum.
+   * is 30 000; at least 6000, the broker's default minimum). A group that outlives its
+   * member (a broker restart keeps it) holds a new join until the old member times out.
    */
   sessionTimeoutMs?: number
   /** wallNow is the wall clock for the table's change times, in ms since the epoch. */
@@ -68,10 +65,9 @@ export interface KafkaControlStats extends ControlStats {
   /** deadLettered counts records copied to the dead-letter topic; deadLetterFailures the copies that failed. */
   deadLettered: number
   deadLetterFailures: number
-  /** crashes counts kafkajs consumer crashes (each followed by a restart when kafkajs deems the error retriable). */
+  /** crashes counts kafkajs consumer crashes; restarts the new consumers that replaced a crashed one. */
   crashes: number
-  /** failed is true once the consumer crashed for good (kafkajs would not restart it): no change arrives any more. */
-  failed: boolean
+  restarts: number
 }
 
 /** KafkaControlSource reads the control topic and keeps the limiter's rates in step with it. */
@@ -101,8 +97,13 @@ export interface KafkaControlSource {
  * committed, so no commit can skip history, and every worker arrives at the same table.
  * Each record is applied in one synchronous step. A bad record is logged with its
  * reason, counted, optionally copied to a dead-letter topic, and never stops the source.
- * A broker restart is ridden out by kafkajs's reconnects and consumer restarts; a
- * restart reads the topic again from the beginning, and the replayed records are stale.
+ *
+ * kafkajs rides out short broker outages by retrying. When it crashes anyway, the source
+ * replaces the consumer with a new one, under a new group, with backoff: kafkajs gives
+ * some crashes up for good (a group coordinator not found while a broker restarts), and
+ * the one it restarts rejoins a group whose old member the restarted broker remembers,
+ * which holds the join for a session timeout. A new consumer reads the topic again from
+ * the beginning; the replayed records are stale and change nothing.
  */
 export function createKafkaControlSource(options: KafkaControlSourceOptions): KafkaControlSource {
   const topic = options.topic ?? DEFAULT_CONTROL_TOPIC
@@ -138,15 +139,18 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
     limits: resolveLimits(options.limits),
     verify: createSignatureVerifier(options.signingKeys ?? []),
   }
-  const groupId = `${options.groupIdPrefix ?? 'merchant-throttle-control'}-${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`
-  const counters = { deadLettered: 0, deadLetterFailures: 0, crashes: 0 }
+  const groupPrefix = `${options.groupIdPrefix ?? 'merchant-throttle-control'}-${hostname()}-${process.pid}`
+  const counters = { deadLettered: 0, deadLetterFailures: 0, crashes: 0, restarts: 0 }
   /** Per partition: the offset to reach (the high-water mark at start) and the next offset to read. */
   const progress = new Map<number, { targetOffset: bigint; nextOffset: bigint }>()
   const deadLetters = new Set<Promise<void>>()
   let consumer: Consumer | undefined
   let deadLetterProducer: Producer | undefined
   let started = false
-  let failed = false
+  let stopping = false
+  let restartTimer: NodeJS.Timeout | undefined
+  /** restartDelayMs is the next restart's backoff; a successful group join resets it. */
+  let restartDelayMs = 0
   let isCaughtUp = false
   let resolveReady!: () => void
   let rejectReady!: (error: Error) => void
@@ -217,6 +221,76 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
     deadLetters.add(sent)
   }
 
+  /** runConsumer starts a consumer under a group of its own, reading from the beginning. */
+  const runConsumer = async (): Promise<void> => {
+    const groupId = `${groupPrefix}-${randomUUID().slice(0, 8)}`
+    const next = options.kafka.consumer({
+      groupId,
+      maxWaitTimeInMs,
+      allowAutoTopicCreation: false,
+      sessionTimeout: sessionTimeoutMs,
+      rebalanceTimeout: sessionTimeoutMs,
+      heartbeatInterval: Math.floor(sessionTimeoutMs / 10),
+      retry: { initialRetryTime: 300, maxRetryTime: maxRetryTimeMs, restartOnFailure: async () => false },
+    })
+    consumer = next
+    next.on(next.events.END_BATCH_PROCESS, ({ payload }) => advance(payload.partition, payload.lastOffset))
+    next.on(next.events.GROUP_JOIN, () => {
+      restartDelayMs = 0
+    })
+    next.on(next.events.CRASH, ({ payload }) => {
+      counters.crashes++
+      logger.error({ err: payload.error, groupId }, 'control consumer crashed; a new one replaces it')
+      if (consumer === next) scheduleRestart()
+    })
+    await next.connect()
+    await next.subscribe({ topic, fromBeginning: true })
+    logger.debug({ groupId }, 'control consumer running')
+    await next.run({
+      autoCommit: false,
+      eachMessage: async ({ partition, message }) => {
+        current = { partition, message }
+        try {
+          handleControlRecord(state, message, handling, {
+            source: 'kafka',
+            partition,
+            offset: message.offset,
+          })
+        } finally {
+          current = undefined
+        }
+        advance(partition, message.offset)
+      },
+    })
+  }
+
+  /** scheduleRestart replaces the consumer after a backoff that doubles up to maxRetryTimeMs. */
+  const scheduleRestart = (): void => {
+    if (stopping || restartTimer !== undefined) return
+    restartDelayMs = Math.min(maxRetryTimeMs, restartDelayMs === 0 ? 300 : restartDelayMs * 2)
+    restartTimer = setTimeout(async () => {
+      restartTimer = undefined
+      const crashed = consumer
+      consumer = undefined
+      await crashed
+        ?.disconnect()
+        .catch((error: unknown) =>
+          logger.warn({ err: error }, 'disconnecting the crashed control consumer failed'),
+        )
+      if (stopping) return
+      counters.restarts++
+      try {
+        await runConsumer()
+      } catch (error) {
+        logger.warn(
+          { err: error, retryInMs: restartDelayMs },
+          'control consumer could not start; trying again',
+        )
+        scheduleRestart()
+      }
+    }, restartDelayMs)
+  }
+
   return {
     state,
     ready,
@@ -246,48 +320,13 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
         deadLetterProducer = options.kafka.producer({ allowAutoTopicCreation: false })
         await deadLetterProducer.connect()
       }
-      consumer = options.kafka.consumer({
-        groupId,
-        maxWaitTimeInMs,
-        allowAutoTopicCreation: false,
-        sessionTimeout: sessionTimeoutMs,
-        rebalanceTimeout: sessionTimeoutMs,
-        heartbeatInterval: Math.floor(sessionTimeoutMs / 10),
-        retry: { initialRetryTime: 300, maxRetryTime: maxRetryTimeMs },
-      })
-      consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) =>
-        advance(payload.partition, payload.lastOffset),
-      )
-      consumer.on(consumer.events.CRASH, ({ payload }) => {
-        counters.crashes++
-        logger.error({ err: payload.error, restart: payload.restart }, 'control consumer crashed')
-        if (payload.restart) return
-        // kafkajs gives up on errors it deems permanent: the rates in force stay, and no change arrives.
-        failed = true
-        rejectReady(new Error(`control consumer crashed: ${payload.error.message}`, { cause: payload.error }))
-      })
-      await consumer.connect()
-      await consumer.subscribe({ topic, fromBeginning: true })
-      logger.info({ groupId, partitions: progress.size }, 'reading the control topic from the beginning')
+      logger.info({ partitions: progress.size }, 'reading the control topic from the beginning')
       checkCaughtUp()
-      await consumer.run({
-        autoCommit: false,
-        eachMessage: async ({ partition, message }) => {
-          current = { partition, message }
-          try {
-            handleControlRecord(state, message, handling, {
-              source: 'kafka',
-              partition,
-              offset: message.offset,
-            })
-          } finally {
-            current = undefined
-          }
-          advance(partition, message.offset)
-        },
-      })
+      await runConsumer()
     },
     async stop() {
+      stopping = true
+      clearTimeout(restartTimer)
       rejectReady(new Error('control source stopped before it caught up'))
       await consumer?.disconnect()
       consumer = undefined
@@ -296,7 +335,7 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
       deadLetterProducer = undefined
     },
     caughtUp: () => isCaughtUp,
-    stats: () => ({ ...state.stats(), caughtUp: isCaughtUp, failed, ...counters }),
+    stats: () => ({ ...state.stats(), caughtUp: isCaughtUp, ...counters }),
     table: () => state.table(),
     subscribe: (listener) => state.subscribe(listener),
   }

@@ -81,7 +81,10 @@ describe('Kafka control source across a broker restart', () => {
 
     // The latest version of each merchant: m0 was last set by change 145 (146/s), ... m4 by 149 (150/s).
     const expected = { m0: '146/1000', m1: '147/1000', m2: '148/1000', m3: '149/1000', m4: '150/1000' }
-    await vi.waitFor(() => expect(overridesOf(limiter)).toEqual(expected), { timeout: 60_000, interval: 200 })
+    await vi.waitFor(() => expect(overridesOf(limiter), JSON.stringify(source.stats())).toEqual(expected), {
+      timeout: 60_000,
+      interval: 200,
+    })
     expect(source.stats().rejected).toBe(0)
     expect(source.stats().applied).toBe(total)
 
