@@ -158,7 +158,10 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   const http: RunningHttpServer = await startHttpServer({
     host: config.http.host,
     port: config.http.port,
-    authToken: config.http.authToken,
+    authToken:
+      config.http.authToken === undefined
+        ? undefined
+        : resolveSecret(config.http.authToken, 'http.authToken'),
     registry: metrics.registry,
     readiness,
     status,

@@ -26,6 +26,8 @@ const WORKER_PASSWORD = 'acl-worker-Zt41pB'
 const WRONG_PASSWORD = 'wrong-guess-Hn5sW9'
 const ROTATED_PASSWORD = 'rotated-Lm3cV7'
 const PASSWORD_ENV = 'MT_TEST_REDIS_PASSWORD'
+const TOKEN_ENV = 'MT_TEST_STATUS_TOKEN'
+const STATUS_TOKEN = 'status-token-Ry6dU0'
 
 /** startLoggerCapture is the worker's own logger (its redaction included) at trace level, into memory. */
 function startLoggerCapture() {
@@ -171,6 +173,7 @@ describe('Redis with a password, an ACL user and TLS (a private redis-server on 
     writeFileSync(join(dir, 'rates.json'), JSON.stringify({ type: 'snapshot', version: 1, default: '50/s' }))
     merchants = await startServer('127.0.0.1')
     process.env[PASSWORD_ENV] = DEFAULT_PASSWORD
+    process.env[TOKEN_ENV] = STATUS_TOKEN
   })
 
   afterAll(async () => {
@@ -183,11 +186,12 @@ describe('Redis with a password, an ACL user and TLS (a private redis-server on 
     }
     rmSync(dir, { recursive: true, force: true })
     delete process.env[PASSWORD_ENV]
+    delete process.env[TOKEN_ENV]
   })
 
   function workerConfig(redis: Record<string, unknown>, queueName: string) {
     return configSchema.parse({
-      http: { port: 0 },
+      http: { port: 0, authToken: `env:${TOKEN_ENV}` },
       redis,
       control: { source: 'file', file: join(dir, 'rates.json') },
       sources: [{ kind: 'bullmq', queue: queueName, handler: 'webhook', concurrency: 5, attempts: 2 }],
@@ -227,10 +231,15 @@ describe('Redis with a password, an ACL user and TLS (a private redis-server on 
   }
 
   it('delivers a webhook through a Redis with requirepass (default user, password from env:)', async () => {
-    await deliverOne(
+    const service = await deliverOne(
       { url: `redis://127.0.0.1:${port}`, password: `env:${PASSWORD_ENV}` },
       { host: '127.0.0.1', port, password: DEFAULT_PASSWORD },
     )
+    // http.authToken is a secret reference too: the token is its value, not the reference
+    const statusWith = async (token: string) =>
+      (await fetch(`${service.url}/status.json`, { headers: { authorization: `Bearer ${token}` } })).status
+    expect(await statusWith(STATUS_TOKEN)).toBe(200)
+    expect(await statusWith(`env:${TOKEN_ENV}`)).toBe(401)
   })
 
   it('delivers a webhook as an ACL user limited to bull:* keys, over TLS with the private CA (rediss://, password from file:)', async () => {
@@ -409,7 +418,13 @@ describe('Redis with a password, an ACL user and TLS (a private redis-server on 
   it('logs of every start above, failed or not, hold no password', () => {
     const text = captured.text()
     expect(text).toContain('worker started')
-    for (const password of [DEFAULT_PASSWORD, WORKER_PASSWORD, WRONG_PASSWORD, ROTATED_PASSWORD]) {
+    for (const password of [
+      DEFAULT_PASSWORD,
+      WORKER_PASSWORD,
+      WRONG_PASSWORD,
+      ROTATED_PASSWORD,
+      STATUS_TOKEN,
+    ]) {
       expect(text).not.toContain(password)
     }
   })
