@@ -76,7 +76,10 @@ export interface ThrottledConsumerEvents {
 
 /** ThrottledConsumer is a running (or ready to run) throttled Kafka consumer. */
 export interface ThrottledConsumer {
-  /** run connects, joins the group and starts consuming; it resolves once consuming. */
+  /**
+   * run connects, joins the group and starts consuming; it resolves once consuming. When it
+   * cannot connect it rejects, and may be called again.
+   */
   run(): Promise<void>
   /**
    * stop stops fetching, lets in-flight handlers finish within stopTimeoutMs (the rest is
@@ -220,13 +223,20 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
       this.consumer.on(events.COMMIT_OFFSETS, (event) => this.onCommitted(event)),
       this.consumer.on(events.CRASH, (event) => this.onCrash(event)),
     )
-    await this.producer.connect()
-    await this.consumer.connect()
-    await this.consumer.subscribe({
-      topics: this.options.topics,
-      fromBeginning: this.options.fromBeginning ?? false,
-    })
-    await this.runKafkajs()
+    try {
+      await this.producer.connect()
+      await this.consumer.connect()
+      await this.consumer.subscribe({
+        topics: this.options.topics,
+        fromBeginning: this.options.fromBeginning ?? false,
+      })
+      await this.runKafkajs()
+    } catch (error) {
+      // Nothing runs: let run() be called again once the broker can be reached.
+      for (const remove of this.removeListeners.splice(0)) remove()
+      this.started = false
+      throw error
+    }
     this.commitTimer = setInterval(() => void this.commit(), this.options.commitIntervalMs).unref()
   }
 
