@@ -236,8 +236,10 @@ export const configSchema = z
           .describe('TLS to the brokers: true (system CAs) or TLS options.'),
         sasl: z
           .object({
-            mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']),
-            username: z.string().min(1),
+            mechanism: z
+              .enum(['plain', 'scram-sha-256', 'scram-sha-512'])
+              .describe('SASL mechanism the brokers enable.'),
+            username: z.string().min(1).describe('SASL user.'),
             password: secretRef.describe("A secret reference: 'env:NAME' or 'file:/path'."),
           })
           .strict()

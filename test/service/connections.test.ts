@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pino } from 'pino'
@@ -186,5 +186,30 @@ describe('createConnections', () => {
     expect(connections.redisAddress).toBe('redis://127.0.0.1:6379')
     expect(lines.join('')).toContain('PLAIN without kafka.ssl')
     expect(lines.join('')).not.toContain('plain-secret')
+  })
+})
+
+describe("README's production configuration", () => {
+  it('is a valid config with TLS + SCRAM Kafka and TLS + ACL-user Redis, every secret a reference', () => {
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
+    const section = readme.slice(readme.indexOf('### A production configuration'))
+    const json = section.slice(
+      section.indexOf('```json\n') + 8,
+      section.indexOf('\n```', section.indexOf('```json')),
+    )
+    const config = configSchema.parse(JSON.parse(json))
+    expect(config.kafka).toMatchObject({
+      ssl: { rejectUnauthorized: true },
+      sasl: { mechanism: 'scram-sha-512' },
+    })
+    expect(config.redis).toMatchObject({ url: expect.stringMatching(/^rediss:\/\//), username: 'mt-worker' })
+    for (const secret of [
+      config.kafka.sasl?.password,
+      config.redis.password,
+      config.http.authToken,
+      config.webhook.defaultSecret,
+    ]) {
+      expect(secret).toMatch(/^(env|file):/)
+    }
   })
 })

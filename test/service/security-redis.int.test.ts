@@ -146,10 +146,17 @@ describe('Redis with a password, an ACL user and TLS (a private redis-server on 
     redisServer.stdout!.on('data', (chunk: Buffer) => {
       serverLog += chunk.toString()
     })
+    let spawnError: Error | undefined
+    redisServer.on('error', (error) => {
+      spawnError = error
+    })
     admin = new Redis({ host: '127.0.0.1', port, password: DEFAULT_PASSWORD, lazyConnect: true })
     admin.on('error', () => undefined) // refused until the server listens; waitFor below retries
     await waitFor(
       async () => {
+        if (spawnError !== undefined) {
+          throw new Error(`these tests run redis-server (7+, built with TLS): ${spawnError.message}`)
+        }
         if (redisServer.exitCode !== null) throw new Error(`redis-server exited: ${serverLog}`)
         return (await admin.ping().catch(() => 'not yet')) === 'PONG'
       },
