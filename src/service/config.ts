@@ -275,9 +275,35 @@ export const configSchema = z
           .default(1_000_000)
           .describe('Most merchant keys held; only full buckets are evicted.'),
         horizonMs: positiveMs.default(60_000).describe('Furthest ahead a reservation is made, ms.'),
+        maxInFlight: z
+          .number()
+          .int()
+          .positive()
+          .optional()
+          .describe(
+            'Most jobs of one merchant in flight at once in this worker, until the control source says otherwise; unset: no cap.',
+          ),
       })
       .strict()
       .default({ defaultRate: '1000/min', clockSkewToleranceMs: 100, maxKeys: 1_000_000, horizonMs: 60_000 }),
+    breaker: z
+      .object({
+        failureThreshold: z
+          .number()
+          .int()
+          .positive()
+          .default(5)
+          .describe(
+            "Failures (timeouts, connection errors, 5xx) within windowMs that open a merchant's circuit breaker.",
+          ),
+        windowMs: positiveMs.default(30_000).describe('Window the failures are counted in, ms.'),
+        coolDownMs: positiveMs
+          .default(5_000)
+          .describe("First opening's cool-down before a probe, ms; doubles with each consecutive opening."),
+        maxCoolDownMs: positiveMs.default(300_000).describe('Longest cool-down, ms.'),
+      })
+      .strict()
+      .default({ failureThreshold: 5, windowMs: 30_000, coolDownMs: 5_000, maxCoolDownMs: 300_000 }),
     control: z
       .object({
         source: z

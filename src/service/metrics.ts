@@ -1,5 +1,20 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
-import { type KeyedLimiter, ratePerSec } from '../limiter/index.js'
+import {
+  type BreakerChange,
+  type CircuitBreakers,
+  type InFlightTable,
+  type KeyedLimiter,
+  ratePerSec,
+} from '../limiter/index.js'
+
+/** SlowMerchantGuards are the in-flight table and breakers whose state the metrics read at each scrape. */
+export interface SlowMerchantGuards {
+  inFlight: Pick<InFlightTable, 'size' | 'count'>
+  breakers: Pick<CircuitBreakers, 'stats' | 'view'>
+}
+
+/** BREAKER_STATE_VALUES are the values of `mt_breaker_state`. */
+export const BREAKER_STATE_VALUES = { closed: 0, 'half-open': 1, open: 2 } as const
 
 /** OTHER_MERCHANTS is the label every merchant outside `merchantLabels` is counted under. */
 export const OTHER_MERCHANTS = 'other'
@@ -19,9 +34,10 @@ export class ServiceMetrics {
   private readonly delaySeconds: Histogram<'source'>
   private readonly handlerOutcomes: Counter<'source' | 'outcome' | 'merchant'>
   private readonly controlMessages: Counter<'result' | 'reason'>
+  private readonly breakerTransitions: Counter<'from' | 'to' | 'merchant'>
   private readonly depthReaders: DepthReader[] = []
 
-  constructor(limiter: KeyedLimiter, merchantLabels: readonly string[]) {
+  constructor(limiter: KeyedLimiter, merchantLabels: readonly string[], guards?: SlowMerchantGuards) {
     this.labelled = new Set(merchantLabels)
     const registers = [this.registry]
     this.decisions = new Counter({
@@ -99,6 +115,54 @@ export class ServiceMetrics {
         for (const merchant of labelled) this.set({ merchant }, ratePerSec(limiter.rateOf(merchant)))
       },
     })
+    this.breakerTransitions = new Counter({
+      name: 'mt_breaker_transitions_total',
+      help: 'Circuit breaker state changes (closed, open, half-open) by merchant label.',
+      labelNames: ['from', 'to', 'merchant'],
+      registers,
+    })
+    if (guards !== undefined) {
+      const { inFlight, breakers } = guards
+      new Gauge({
+        name: 'mt_in_flight',
+        help: 'Jobs in flight: in total (merchant "*") and for each labelled merchant.',
+        labelNames: ['merchant'],
+        registers,
+        collect() {
+          this.reset()
+          this.set({ merchant: '*' }, inFlight.size)
+          for (const merchant of labelled) this.set({ merchant }, inFlight.count(merchant))
+        },
+      })
+      new Gauge({
+        name: 'mt_breaker_state',
+        help: 'Circuit breaker state of each labelled merchant: 0 closed, 1 half-open, 2 open.',
+        labelNames: ['merchant'],
+        registers,
+        collect() {
+          this.reset()
+          for (const merchant of labelled)
+            this.set({ merchant }, BREAKER_STATE_VALUES[breakers.view(merchant).state])
+        },
+      })
+      new Gauge({
+        name: 'mt_breakers',
+        help: 'Merchants whose circuit breaker is open or half-open, by state.',
+        labelNames: ['state'],
+        registers,
+        collect() {
+          const stats = breakers.stats()
+          this.set({ state: 'open' }, stats.open)
+          this.set({ state: 'half-open' }, stats.halfOpen)
+        },
+      })
+      mirroredCounter(
+        this.registry,
+        'mt_breaker_refused_total',
+        "Jobs delayed without an attempt because their merchant's breaker was open.",
+        () => breakers.stats().refused,
+      )
+    }
     const readers = this.depthReaders
     new Gauge({
       name: 'mt_backlog',
@@ -126,6 +190,15 @@ export class ServiceMetrics {
 
   handlerOutcome(source: string, outcome: string, merchantKey: string): void {
     this.handlerOutcomes.inc({ source, outcome, merchant: this.merchantLabel(merchantKey) })
+  }
+
+  /** breakerChange counts one circuit breaker state change. */
+  breakerChange(change: BreakerChange): void {
+    this.breakerTransitions.inc({
+      from: change.from,
+      to: change.to,
+      merchant: this.merchantLabel(change.key),
+    })
   }
 
   controlMessage(result: 'applied' | 'stale' | 'rejected', reason = ''): void {

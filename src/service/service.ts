@@ -13,7 +13,16 @@ import {
   ensureControlTopic,
 } from '../control/index.js'
 import { PermanentFailureError, RetryLaterError } from '../errors.js'
-import { formatRate, KeyedLimiter, monotonicClock, ratePerSec } from '../limiter/index.js'
+import {
+  type BreakerChange,
+  type BreakerState,
+  CircuitBreakers,
+  formatRate,
+  InFlightTable,
+  KeyedLimiter,
+  monotonicClock,
+  ratePerSec,
+} from '../limiter/index.js'
 import { ActivityTracker, type MerchantActivity } from './activity.js'
 import type { Config } from './config.js'
 import { createConnections } from './connections.js'
@@ -52,6 +61,12 @@ export interface StatusSnapshot {
       waiting: number
       capacity: number | null
       penaltyFactor: number
+      /** maxInFlight is the merchant's in-flight cap; null: no cap. */
+      maxInFlight: number | null
+      /** inFlight is how many of the merchant's jobs this worker has in flight. */
+      inFlight: number
+      /** breaker is the merchant's circuit breaker: its state, failures in the window, openings, ms until a probe. */
+      breaker: { state: BreakerState; recentFailures: number; openings: number; retryInMs: number }
       /** lastChange is the change that set the rate in force: the merchant's own (`scope: 'merchant'`) or the default's. */
       lastChange: {
         description: string
@@ -71,12 +86,24 @@ export interface StatusSnapshot {
     recentRejections: Array<{ atIso: string; reason: string; error: string }>
   }
   sources: Array<{ kind: string; name: string; concurrency: number }>
+  /** slow is the in-flight caps and circuit breakers over every merchant. */
+  slow: {
+    defaultMaxInFlight: number | null
+    inFlight: number
+    breakersOpen: number
+    breakersHalfOpen: number
+    /** breakers lists the merchants whose breaker is not closed. */
+    breakers: Array<{ merchantKey: string; state: BreakerState; openings: number; retryInMs: number }>
+  }
 }
 
 /** RunningService is a started worker. */
 export interface RunningService {
   readonly url: string
   readonly limiter: KeyedLimiter
+  /** inFlight counts each merchant's jobs in flight and holds its `maxInFlight`. */
+  readonly inFlight: InFlightTable
+  readonly breakers: CircuitBreakers
   readiness(): Readiness
   status(): StatusSnapshot
   /** stop stops taking work, lets in-flight work finish within the deadline, and closes everything. */
@@ -115,7 +142,21 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     horizonMs: config.limiter.horizonMs,
     onClockSkew: (event) => log.warn({ skew: event }, 'clock stepped backwards'),
   })
-  const metrics = new ServiceMetrics(limiter, config.metrics.merchantLabels)
+  const inFlight = new InFlightTable(config.limiter.maxInFlight ?? Number.POSITIVE_INFINITY)
+  const breakerLog = logger.child({ component: 'breaker' })
+  let onBreakerChange: (change: BreakerChange) => void = () => {}
+  const breakers = new CircuitBreakers({
+    ...config.breaker,
+    onChange: (change) => onBreakerChange(change),
+  })
+  const metrics = new ServiceMetrics(limiter, config.metrics.merchantLabels, { inFlight, breakers })
+  onBreakerChange = (change) => {
+    metrics.breakerChange(change)
+    const fields = { merchantKey: change.key, from: change.from, to: change.to, openings: change.openings }
+    if (change.to === 'open')
+      breakerLog.warn({ ...fields, retryInMs: change.retryInMs }, 'circuit breaker opened')
+    else breakerLog.info(fields, `circuit breaker ${change.to}`)
+  }
   const activity = new ActivityTracker(monotonicClock)
   const sources: Source[] = []
   const recentChanges: StatusSnapshot['control']['recentChanges'] = []
@@ -183,6 +224,8 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   return {
     url: http.url,
     limiter,
+    inFlight,
+    breakers,
     readiness,
     status,
     async stop() {
@@ -253,6 +296,12 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
       keyOfData !== undefined
         ? keyOfData(job.data)
         : (job.data as Record<string, unknown> | undefined)?.[source.keyField]
+    // Errors thrown for a retryable outcome (timeout, connection error, 5xx): the breaker counts them.
+    const endpointFailures = new WeakSet<object>()
+    const endpointFailure = (error: Error): Error => {
+      endpointFailures.add(error)
+      return error
+    }
     const processor = async (job: Job<unknown, void>, token?: string): Promise<void> => {
       const merchantKey = String(keyOf(job))
       const retries = retriesOf(job.data)
@@ -270,15 +319,17 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
           throw new UnrecoverableError(`${error.reason}: ${error.message}`)
         }
         metrics.handlerOutcome(sourceLabel, 'retryable', merchantKey)
-        if ((job.opts.attempts ?? 1) > 1) throw error
+        if ((job.opts.attempts ?? 1) > 1) throw endpointFailure(error as Error)
         const attempt = retries + 1
         if (attempt >= source.attempts || token === undefined) {
           metrics.handlerOutcome(sourceLabel, 'dead-lettered', merchantKey)
-          throw new UnrecoverableError(`gave up after ${attempt} attempts: ${(error as Error).message}`)
+          throw endpointFailure(
+            new UnrecoverableError(`gave up after ${attempt} attempts: ${(error as Error).message}`),
+          )
         }
         await job.updateData({ ...(job.data as Record<string, unknown>), [RETRIES_FIELD]: attempt })
         await job.moveToDelayed(Date.now() + retryBackoffMs(attempt), token)
-        throw new DelayedError()
+        throw endpointFailure(new DelayedError())
       }
     }
     const worker: ThrottledWorker<unknown, void> = createThrottledWorker<unknown, void>(
@@ -293,6 +344,10 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
         logger: logger.child({ source: sourceLabel }),
         removeOnFail: { count: 100_000 },
         autorun: false,
+        inFlight,
+        breakers,
+        isEndpointFailure: (error) =>
+          typeof error === 'object' && error !== null && endpointFailures.has(error),
         onEvent: (event) => {
           metrics.decision(sourceLabel, event.outcome, event.merchantKey ?? 'invalid', event.delayMs)
           if (event.merchantKey !== undefined) activity.seen(event.merchantKey)
@@ -411,6 +466,9 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
         waiting: inspection === undefined ? 0 : Math.max(0, Math.ceil(-inspection.tokens - 1e-9)),
         capacity: inspection?.capacity ?? null,
         penaltyFactor: inspection?.penaltyFactor ?? 1,
+        maxInFlight: finiteOrNull(inFlight.capOf(row.merchantKey)),
+        inFlight: inFlight.count(row.merchantKey),
+        breaker: breakers.view(row.merchantKey),
         lastChange:
           change === undefined
             ? null
@@ -423,6 +481,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
       }
     })
     const controlStats = control.stats()
+    const breakerStats = breakers.stats()
     return {
       generatedAt: new Date().toISOString(),
       uptimeS: Math.round((Date.now() - startedAtMs) / 1_000),
@@ -448,8 +507,27 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
         recentRejections: [...recentRejections].reverse(),
       },
       sources: sources.map((s) => ({ kind: s.kind, name: s.name, concurrency: s.concurrency })),
+      slow: {
+        defaultMaxInFlight: finiteOrNull(inFlight.defaultCapValue),
+        inFlight: inFlight.size,
+        breakersOpen: breakerStats.open,
+        breakersHalfOpen: breakerStats.halfOpen,
+        breakers: breakers
+          .notClosed()
+          .slice(0, 100)
+          .map((row) => ({
+            merchantKey: row.key,
+            state: row.state,
+            openings: row.openings,
+            retryInMs: row.retryInMs,
+          })),
+      },
     }
   }
+}
+
+function finiteOrNull(value: number): number | null {
+  return Number.isFinite(value) ? value : null
 }
 
 function pushBounded<T>(list: T[], item: T): void {

@@ -1,13 +1,17 @@
 export { type CarriedReservation, THROTTLE_FIELD } from './carried.js'
+export { DEFAULT_MAX_PARKED_PER_MERCHANT, type ParkedJob, ParkedJobs } from './parked.js'
 export {
+  type BreakerGate,
   createThrottledProcessor,
   DEFAULT_CLOCK_SKEW_TOLERANCE_MS,
   DEFAULT_LEAD_MS,
+  DEFAULT_PARK_MS,
   type ThrottledProcessor,
   type ThrottleLimiter,
   type ThrottleOptions,
 } from './processor.js'
 export type { Instances, ShareSource } from './share.js'
+export { fairShareOf, type SlotAnswer, type SlotTable, takeSlot } from './slots.js'
 export type { ThrottleEvent, ThrottleOutcome, ThrottleStats } from './stats.js'
 export {
   createThrottledWorker,

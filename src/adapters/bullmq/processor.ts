@@ -1,16 +1,20 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { DelayedError, type Job, type Processor, UnrecoverableError } from 'bullmq'
 import { type Logger, pino } from 'pino'
-import { InvalidMerchantKeyError, RetryLaterError } from '../../errors.js'
+import { InvalidMerchantKeyError, RetryableFailureError, RetryLaterError } from '../../errors.js'
 import {
+  type CircuitBreakers,
   type Clock,
   checkMerchantKey,
   type Granted,
+  InFlightTable,
   type KeyedLimiter,
   wallClock,
 } from '../../limiter/index.js'
 import { readCarried, withCarried } from './carried.js'
 import { decideCarried, decideReservation, type Timing } from './decision.js'
+import { ParkedJobs } from './parked.js'
+import { type SlotTable, takeSlot } from './slots.js'
 import { ThrottleCounters, type ThrottleEvent, type ThrottleOutcome, type ThrottleStats } from './stats.js'
 
 /** ThrottleLimiter is the part of KeyedLimiter the processor uses. */
@@ -18,6 +22,15 @@ export type ThrottleLimiter = Pick<KeyedLimiter, 'reserve' | 'penalize'>
 
 /** DEFAULT_LEAD_MS covers BullMQ's lateness in starting delayed jobs (0 to ~110 ms measured) with room to spare. */
 export const DEFAULT_LEAD_MS = 200
+
+/**
+ * DEFAULT_PARK_MS is how long a job parked for its merchant's in-flight cap stays delayed
+ * when no job of the merchant finishes in this process to promote it sooner.
+ */
+export const DEFAULT_PARK_MS = 1_000
+
+/** BreakerGate is the part of CircuitBreakers the processor uses. */
+export type BreakerGate = Pick<CircuitBreakers, 'admit' | 'release' | 'success' | 'failure'>
 
 /** DEFAULT_CLOCK_SKEW_TOLERANCE_MS matches the limiter's default tolerance. */
 export const DEFAULT_CLOCK_SKEW_TOLERANCE_MS = 100
@@ -50,6 +63,32 @@ export interface ThrottleOptions<D = unknown, R = unknown, N extends string = st
    * delays; a clock that disagrees with it moves jobs to delayed at the wrong times.
    */
   wallClock?: Clock
+  /**
+   * inFlight counts each merchant's jobs in flight and holds them to their `maxInFlight`.
+   * Share one table between the workers of a process for a process-wide cap. Default: a
+   * table of its own without caps (it still counts, for fair slots).
+   */
+  inFlight?: SlotTable
+  /**
+   * concurrency is the worker's number of slots, for fair slots: a job that would take the
+   * last free slot while its merchant holds its fair share is parked. Default: no fair slots.
+   */
+  concurrency?: number
+  /** parkMs: how long a parked job stays delayed unless promoted sooner, in ms. Default 1 000. */
+  parkMs?: number
+  /**
+   * breakers: per-merchant circuit breakers. An open breaker delays the merchant's jobs
+   * to its retry time without attempting them; the processor reports each attempt's
+   * outcome (see isEndpointFailure). Default: none.
+   */
+  breakers?: BreakerGate
+  /**
+   * isEndpointFailure says whether an error thrown by the handler counts against the
+   * merchant's breaker. Default: a RetryableFailureError (timeout, connection error, 5xx).
+   * Anything else the handler settles (a result, RetryLaterError, a permanent failure)
+   * shows the endpoint answering and counts as a success.
+   */
+  isEndpointFailure?: (error: unknown) => boolean
   /** logger for decisions (debug), invalid keys (warn) and retry-later (info). Default: silent. */
   logger?: Logger
   /** onEvent is called once per outcome, synchronously; it must not throw. */
@@ -64,6 +103,8 @@ export type ThrottledProcessor<D = unknown, R = unknown, N extends string = stri
 ) => Promise<R>) & {
   /** stats counts outcomes since the processor was created. */
   stats(): ThrottleStats
+  /** inFlight is the number of this processor's jobs counted in flight now. */
+  inFlight(): number
 }
 
 /**
@@ -100,6 +141,13 @@ export function createThrottledProcessor<D = unknown, R = unknown, N extends str
   // Per-decision logs cost an object per job: decided once, when the processor is made.
   const debug = log.isLevelEnabled('debug')
   const counters = new ThrottleCounters(options.onEvent)
+  const slots: SlotTable = options.inFlight ?? new InFlightTable()
+  const concurrency = options.concurrency ?? Number.POSITIVE_INFINITY
+  const parkMs = options.parkMs ?? DEFAULT_PARK_MS
+  const breakers = options.breakers
+  const isEndpointFailure = options.isEndpointFailure ?? isRetryableFailure
+  const parked = new ParkedJobs()
+  let inFlight = 0
 
   const record = (
     outcome: ThrottleOutcome,
@@ -181,10 +229,16 @@ export function createThrottledProcessor<D = unknown, R = unknown, N extends str
     token: string,
     signal: AbortSignal | undefined,
     merchantKey: string,
+    attempt: { made: boolean },
   ) => {
     try {
-      return await handler(job, token, signal)
+      attempt.made = true
+      const result = await handler(job, token, signal)
+      breakers?.success(merchantKey)
+      return result
     } catch (error) {
+      if (isEndpointFailure(error)) breakers?.failure(merchantKey)
+      else breakers?.success(merchantKey)
       if (!(error instanceof RetryLaterError)) throw error
       limiter.penalize(merchantKey, error.retryAfterMs)
       record('retry-later', job, merchantKey, error.retryAfterMs)
@@ -203,17 +257,66 @@ export function createThrottledProcessor<D = unknown, R = unknown, N extends str
       )
     }
     const merchantKey = merchantKeyOf(job)
+    if (breakers !== undefined) {
+      const admission = breakers.admit(merchantKey)
+      if (!admission.allowed) {
+        record('breaker-open', job, merchantKey, admission.retryInMs)
+        return delayJob(job, token, clock.now() + admission.retryInMs)
+      }
+    }
+    const slot = takeSlot(slots, merchantKey, inFlight, concurrency)
+    if (slot !== 'start') {
+      breakers?.release(merchantKey)
+      record(slot === 'at-cap' ? 'parked' : 'parked-fair', job, merchantKey, parkMs)
+      await job.moveToDelayed(clock.now() + parkMs, token)
+      parked.park(merchantKey, job)
+      // A job of the merchant may have finished while this one was being parked.
+      if (slots.count(merchantKey) < slots.capOf(merchantKey)) promoteParked(merchantKey)
+      throw new DelayedError()
+    }
+    inFlight++
+    const attempt = { made: false }
+    try {
+      return await processAdmitted(job, token, signal, merchantKey, attempt)
+    } finally {
+      inFlight--
+      slots.finish(merchantKey)
+      if (!attempt.made) breakers?.release(merchantKey)
+      promoteParked(merchantKey)
+    }
+  }
+
+  /** promoteParked promotes the oldest job of `merchantKey` parked by this process that is still delayed. */
+  function promoteParked(merchantKey: string): void {
+    const next = parked.takeOldest(merchantKey)
+    if (next === undefined) return
+    next.promote().then(
+      () => {
+        if (debug) log.debug({ jobId: next.id, merchantKey }, 'parked job promoted')
+      },
+      // Promoted already by its delay, or taken by another process: try the next one.
+      () => promoteParked(merchantKey),
+    )
+  }
+
+  async function processAdmitted(
+    job: Job<D, R, N>,
+    token: string,
+    signal: AbortSignal | undefined,
+    merchantKey: string,
+    attempt: { made: boolean },
+  ): Promise<R> {
     const nowWallMs = clock.now()
     const carried = readCarried(job.data)
     const back = decideCarried(carried, job, nowWallMs, timing)
     switch (back.action) {
       case 'run':
         record('reused', job, merchantKey)
-        return run(job, token, signal, merchantKey)
+        return run(job, token, signal, merchantKey, attempt)
       case 'wait':
         record('reused', job, merchantKey, back.waitMs)
         await sleep(back.waitMs, undefined, { signal })
-        return run(job, token, signal, merchantKey)
+        return run(job, token, signal, merchantKey, attempt)
       case 'redelay': {
         const again = { ...carried!, attemptsStarted: job.attemptsStarted }
         await job.updateData(withCarried(job.data, again) as D)
@@ -228,11 +331,11 @@ export function createThrottledProcessor<D = unknown, R = unknown, N extends str
     switch (decision.action) {
       case 'run':
         record('granted', job, merchantKey)
-        return run(job, token, signal, merchantKey)
+        return run(job, token, signal, merchantKey, attempt)
       case 'wait':
         record('waited', job, merchantKey, decision.waitMs)
         await sleep(decision.waitMs, undefined, { signal })
-        return run(job, token, signal, merchantKey)
+        return run(job, token, signal, merchantKey, attempt)
       case 'delay':
         // decideReservation answers 'delay' only for a granted reservation.
         return carryAndDelay(
@@ -255,7 +358,11 @@ export function createThrottledProcessor<D = unknown, R = unknown, N extends str
     handler.length >= 3
       ? (job: Job<D, R, N>, token?: string, signal?: AbortSignal) => processJob(job, token, signal)
       : (job: Job<D, R, N>, token?: string) => processJob(job, token, undefined)
-  return Object.assign(processor, { stats: () => counters.snapshot() })
+  return Object.assign(processor, { stats: () => counters.snapshot(), inFlight: () => inFlight })
+}
+
+function isRetryableFailure(error: unknown): boolean {
+  return error instanceof RetryableFailureError
 }
 
 function merchantIdOf(job: { data: unknown }): unknown {
@@ -271,13 +378,21 @@ function checkOptions<D, R, N extends string>(options: ThrottleOptions<D, R, N>)
   if (limiter === null || typeof limiter !== 'object' || typeof limiter.reserve !== 'function') {
     throw new TypeError(`throttle options: expected limiter to be a KeyedLimiter, got ${String(limiter)}`)
   }
-  for (const name of ['keyOf', 'cost', 'onEvent'] as const) {
+  for (const name of ['keyOf', 'cost', 'onEvent', 'isEndpointFailure'] as const) {
     const value = options[name]
     if (value !== undefined && typeof value !== 'function') {
       throw new TypeError(`throttle options: expected ${name} to be a function, got ${typeof value}`)
     }
   }
-  for (const name of ['leadMs', 'clockSkewToleranceMs'] as const) {
+  if (
+    options.concurrency !== undefined &&
+    !(Number.isInteger(options.concurrency) && options.concurrency >= 1)
+  ) {
+    throw new TypeError(
+      `throttle options: expected concurrency to be a whole number >= 1, got ${String(options.concurrency)}`,
+    )
+  }
+  for (const name of ['leadMs', 'clockSkewToleranceMs', 'parkMs'] as const) {
     const value = options[name]
     if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && value >= 0)) {
       throw new TypeError(

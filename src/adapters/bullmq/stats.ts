@@ -9,6 +9,13 @@
  *   cannot carry a reservation); moved to delayed to ask again later.
  * - `retry-later`: the handler threw RetryLaterError; the merchant was penalized and the
  *   job delayed by the asked time without spending an attempt.
+ * - `parked`: its merchant was at its in-flight cap; moved to delayed for `parkMs`, not
+ *   charged and spending no attempt, and promoted when one of the merchant's jobs
+ *   finishes in this process.
+ * - `parked-fair`: the worker was saturated and its merchant held its fair share of the
+ *   slots; parked like `parked`.
+ * - `breaker-open`: the merchant's circuit breaker is open (or its half-open probe is out);
+ *   moved to delayed until the breaker lets a call through, not attempted, not charged.
  * - `invalid-key`: no valid merchant key; failed unrecoverably.
  * - `invalid-cost`: `cost(job)` was not a number of tokens the merchant's bucket can ever hold; failed unrecoverably.
  */
@@ -20,6 +27,9 @@ export type ThrottleOutcome =
   | 'redelayed'
   | 'deferred'
   | 'retry-later'
+  | 'parked'
+  | 'parked-fair'
+  | 'breaker-open'
   | 'invalid-key'
   | 'invalid-cost'
 
@@ -46,6 +56,9 @@ export class ThrottleCounters {
     redelayed: 0,
     deferred: 0,
     'retry-later': 0,
+    parked: 0,
+    'parked-fair': 0,
+    'breaker-open': 0,
     'invalid-key': 0,
     'invalid-cost': 0,
   }

@@ -17,7 +17,7 @@ export const DEFAULT_INSTANCES_REFRESH_MS = 10_000
  */
 export interface ThrottledWorkerOptions<D = unknown, R = unknown, N extends string = string>
   extends Omit<WorkerOptions, 'limiter'>,
-    Omit<ThrottleOptions<D, R, N>, 'limiter'> {
+    Omit<ThrottleOptions<D, R, N>, 'limiter' | 'concurrency'> {
   /** limiter is this process's KeyedLimiter. Its share is set from `instances`. */
   limiter: WorkerLimiter
   /**
@@ -65,6 +65,10 @@ export class ThrottledWorker<D = unknown, R = unknown, N extends string = string
       wallClock,
       logger,
       onEvent,
+      inFlight,
+      parkMs,
+      breakers,
+      isEndpointFailure,
       instances,
       instancesFallback,
       instancesRefreshMs,
@@ -80,6 +84,11 @@ export class ThrottledWorker<D = unknown, R = unknown, N extends string = string
       wallClock,
       logger: log,
       onEvent,
+      inFlight,
+      parkMs,
+      breakers,
+      isEndpointFailure,
+      concurrency: workerOptions.concurrency ?? 1,
     })
     if (typeof limiter.setShare !== 'function') {
       throw new TypeError(
