@@ -442,12 +442,18 @@ export class KeyedLimiter {
 
   /** rates lists the configured rates, before the instance share and penalties. */
   rates(): ConfiguredRates {
-    const overrides: Record<string, Rate> = {}
+    const overrides: Array<[string, Rate]> = []
     for (const [key, id] of this.entryOf) {
       const entry = this.entries[id]!
-      if (!entry.followsDefault) overrides[key] = entry.base
+      if (!entry.followsDefault) overrides.push([key, entry.base])
     }
-    return { default: this.entries[0]!.base, overrides, version: this.version, share: this.share }
+    // fromEntries defines own properties, so a merchant named `__proto__` is kept as one
+    return {
+      default: this.entries[0]!.base,
+      overrides: Object.fromEntries(overrides),
+      version: this.version,
+      share: this.share,
+    }
   }
 
   /** stats returns the limiter's counters. */

@@ -234,6 +234,13 @@ describe('KeyedLimiter: rate changes (requirement 2)', () => {
     expect(limiter.rateOf('a').limit).toBe(5)
   })
 
+  it('lists an override for a merchant named __proto__ like any other (regression)', () => {
+    const { limiter } = setup('10/s')
+    limiter.setRate('__proto__', '3/s')
+    expect(Object.keys(limiter.rates().overrides)).toEqual(['__proto__'])
+    expect(limiter.rates().overrides.__proto__).toMatchObject({ limit: 3 })
+  })
+
   it('refuses to clear the default rate', () => {
     const { limiter } = setup('10/s')
     expect(() => limiter.setRate('*', null)).toThrow(TypeError)
