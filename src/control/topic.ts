@@ -21,23 +21,27 @@ export interface ControlTopicOptions {
  * false when it already existed (its config untouched).
  */
 export async function ensureControlTopic(
-  admin: Pick<Admin, 'createTopics' | 'fetchTopicMetadata'>,
+  admin: Pick<Admin, 'createTopics' | 'fetchTopicMetadata' | 'listTopics'>,
   options: ControlTopicOptions & { timeoutMs?: number } = {},
 ): Promise<boolean> {
   const topic = options.topic ?? DEFAULT_CONTROL_TOPIC
-  const created = await admin.createTopics({
-    // kafkajs's own wait gives up when a KRaft broker still answers UNKNOWN_TOPIC_OR_PARTITION
-    // for the new topic, which a loaded broker does for a while: the wait is done below.
-    waitForLeaders: false,
-    topics: [
-      {
-        topic,
-        numPartitions: options.numPartitions ?? 1,
-        replicationFactor: options.replicationFactor ?? 1,
-        configEntries: [{ name: 'cleanup.policy', value: 'compact' }],
-      },
-    ],
-  })
+  // createTopics on an existing topic makes kafkajs log an ERROR on every worker start
+  const exists = (await admin.listTopics()).includes(topic)
+  const created =
+    !exists &&
+    (await admin.createTopics({
+      // kafkajs's own wait gives up when a KRaft broker still answers UNKNOWN_TOPIC_OR_PARTITION
+      // for the new topic, which a loaded broker does for a while: the wait is done below.
+      waitForLeaders: false,
+      topics: [
+        {
+          topic,
+          numPartitions: options.numPartitions ?? 1,
+          replicationFactor: options.replicationFactor ?? 1,
+          configEntries: [{ name: 'cleanup.policy', value: 'compact' }],
+        },
+      ],
+    }))
   const deadline = performance.now() + (options.timeoutMs ?? 30_000)
   let last: unknown = 'no answer yet'
   while (performance.now() < deadline) {
