@@ -1,7 +1,6 @@
 import { type Contender, contender } from './limiter-contenders.js'
 import {
   childContender,
-  formatNumber,
   formatRatio,
   machineDescription,
   makeConsKeys,
@@ -155,7 +154,7 @@ function section(summaries: Map<string, Summary>, versions: Map<string, string>)
     return [
       row.label,
       versions.get(name)!,
-      formatNumber(row.keyCount),
+      row.keyCount.toLocaleString('en-US'),
       `**${s.median.toFixed(1)}**`,
       `${s.min.toFixed(1)} – ${s.max.toFixed(1)}`,
       formatRatio(s.median / keysAlone),
@@ -169,7 +168,7 @@ ${machineDescription()}.
 
 Reproduce: \`npm run bench -- limiter-memory\` (it starts its children with \`node --expose-gc\`).
 
-Every row ran in a fresh process, ${RUNS} times, interleaved. A run collects garbage and reads \`heapUsed + arrayBuffers\`, builds the keys, gives each one state by deciding once on it (at a rate that never binds), drops its own list of keys, collects again and reads again: the growth divided by the keys held is the figure, so the key strings and the structure that finds them are counted, and nothing else the process holds. Keys are the 16-character \`merchant-0000000\`… decoded from a Buffer, as a Kafka message key or a JSON field arrives: flat one-byte strings, built the same way for every contender. Built by template literal instead, the same keys are cons strings, which stay larger for as long as they are held (the cons-string row). Bottleneck holds ${formatNumber(BOTTLENECK_KEYS)} keys only: every key is a Bottleneck instance with its own 250 ms heartbeat timer, several KB each.
+Every row ran in a fresh process, ${RUNS} times, interleaved. A run collects garbage and reads \`heapUsed + arrayBuffers\`, builds the keys, gives each one state by deciding once on it (at a rate that never binds), drops its own list of keys, collects again and reads again: the growth divided by the keys held is the figure, so the key strings and the structure that finds them are counted, and nothing else the process holds. Keys are the 16-character \`merchant-0000000\`… decoded from a Buffer, as a Kafka message key or a JSON field arrives: flat one-byte strings, built the same way for every contender. Built by template literal instead, the same keys are cons strings, which stay larger for as long as they are held (the cons-string row). Bottleneck holds ${BOTTLENECK_KEYS.toLocaleString('en-US')} keys only: every key is a Bottleneck instance with its own 250 ms heartbeat timer, several KB each.
 
 ${markdownTable(HEADER, rows)}
 
