@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { DelayedError, type Job, Queue, UnrecoverableError } from 'bullmq'
-import type { KafkaMessage } from 'kafkajs'
+import type { Kafka, KafkaMessage } from 'kafkajs'
 import type { Logger } from 'pino'
 import { createThrottledWorker, type ThrottledWorker } from '../adapters/bullmq/index.js'
 import { createThrottledConsumer, type ThrottledConsumer } from '../adapters/kafka/index.js'
@@ -11,6 +11,7 @@ import {
   createKafkaControlSource,
   describeChange,
   ensureControlTopic,
+  type RateTarget,
 } from '../control/index.js'
 import { PermanentFailureError, RetryLaterError } from '../errors.js'
 import {
@@ -187,6 +188,14 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
       pushBounded(recentRejections, { atIso, reason: event.reason, error: event.error })
     }
   }
+  // Rates and in-flight caps of one control change are applied in one synchronous step.
+  const controlTarget: RateTarget = {
+    apply({ maxInFlight, ...rates }) {
+      const result = limiter.apply(rates)
+      if (result.applied && maxInFlight !== undefined) inFlight.apply(maxInFlight)
+      return result
+    },
+  }
   const control: ControlSource = await startControl(onControlEvent)
 
   const readiness = (): Readiness => {
@@ -253,7 +262,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
       const source = createKafkaControlSource({
         kafka,
         topic: config.control.topic,
-        limiter,
+        limiter: controlTarget,
         signingKeys: Object.entries(config.control.signingKeys).map(([id, secret]) => ({
           id,
           secret: resolveSecret(secret, `control.signingKeys.${id}`),
@@ -268,7 +277,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     }
     const source = createFileControlSource({
       path: config.control.file,
-      limiter,
+      limiter: controlTarget,
       logger,
     })
     source.subscribe(listener)
@@ -392,6 +401,8 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     if (kafka === undefined)
       throw new TypeError(`config field 'sources': kafka source '${source.topic}' needs kafka.brokers`)
     const sourceLabel = `kafka:${source.topic}`
+    const deadLetterTopic = source.deadLetterTopic ?? `${source.topic}.dead-letter`
+    await ensureDeadLetterTopic(kafka, source.topic, deadLetterTopic)
     const keyOf =
       keyOfData !== undefined
         ? (message: KafkaMessage) => keyOfData(parseJson(message.value))
@@ -406,7 +417,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
       ...(keyOf === undefined ? {} : { keyOf }),
       concurrency: source.concurrency,
       maxAttempts: source.attempts,
-      deadLetterTopic: source.deadLetterTopic ?? `${source.topic}.dead-letter`,
+      deadLetterTopic,
       stopTimeoutMs: config.shutdown.deadlineMs,
       logger: logger.child({ source: sourceLabel }),
       handler: async (message) => {
@@ -559,4 +570,30 @@ function keySourceOf(keyFrom: string): { header: string } | { field: string } {
   const [kind, ...rest] = keyFrom.split(':')
   const name = rest.join(':')
   return kind === 'header' ? { header: name } : { field: name }
+}
+
+/**
+ * ensureDeadLetterTopic checks that the source topic exists (a worker never creates the
+ * topic it consumes: a typo would otherwise consume an empty new one) and creates the
+ * dead-letter topic when missing, with the source's partition count.
+ */
+async function ensureDeadLetterTopic(kafka: Kafka, topic: string, deadLetterTopic: string): Promise<void> {
+  const admin = kafka.admin()
+  await admin.connect()
+  try {
+    const topics = await admin.listTopics()
+    if (!topics.includes(topic)) {
+      throw new TypeError(`config field 'sources': Kafka topic '${topic}' does not exist; create it first`)
+    }
+    if (topics.includes(deadLetterTopic)) return
+    const metadata = await admin.fetchTopicMetadata({ topics: [topic] })
+    const partitions = metadata.topics[0]?.partitions.length ?? 1
+    // kafkajs's waitForLeaders gives up on a KRaft broker still creating the topic; the producer retries
+    await admin.createTopics({
+      waitForLeaders: false,
+      topics: [{ topic: deadLetterTopic, numPartitions: partitions }],
+    })
+  } finally {
+    await admin.disconnect()
+  }
 }
