@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -19,6 +20,7 @@ import { uniqueName } from '../support/services.js'
 // touched. Only 127.0.0.1.
 
 const KAFKA_LOCAL = new URL('../../scripts/kafka-local', import.meta.url).pathname
+const MAIN = new URL('../../src/service/main.ts', import.meta.url).pathname
 const SASL_USER = 'mt'
 const SASL_PASSWORD = 'mt-secret'
 const WRONG_PASSWORD = 'not-the-scram-Jw82Qe'
@@ -198,6 +200,44 @@ describe('Kafka with SASL/SCRAM and TLS (a private kafka-local broker on loopbac
     } finally {
       delete process.env.MT_TEST_KAFKA_WRONG
     }
+  })
+
+  it('the worker process (main.ts) exits 1 on a wrong Kafka password, naming broker, mechanism and user, not the password', async () => {
+    const configFile = join(dir, 'wrong-password.json')
+    writeFileSync(
+      configFile,
+      JSON.stringify({
+        http: { port: 0 },
+        kafka: {
+          brokers: [saslBroker],
+          sasl: { mechanism: 'scram-sha-256', username: SASL_USER, password: 'env:MT_TEST_KAFKA_WRONG' },
+        },
+        control: { source: 'kafka', topic: uniqueName('sec-control') },
+        sources: [],
+      }),
+    )
+    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, '--config', configFile], {
+      env: {
+        ...process.env,
+        KAFKA_BROKERS: saslBroker,
+        MT_TEST_KAFKA_WRONG: WRONG_PASSWORD,
+        MT_LOG_PRETTY: 'never',
+        MT_LOG_LEVEL: 'trace',
+        NODE_ENV: 'test',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let output = ''
+    child.stdout!.on('data', (chunk: Buffer) => {
+      output += chunk.toString()
+    })
+    child.stderr!.on('data', (chunk: Buffer) => {
+      output += chunk.toString()
+    })
+    const [code] = await once(child, 'exit')
+    expect(code).toBe(1)
+    expect(output).toContain(`Kafka broker ${saslBroker} refused SASL SCRAM-SHA-256 as user '${SASL_USER}'`)
+    expect(output).not.toContain(WRONG_PASSWORD)
   })
 
   it('a mechanism the broker does not enable (PLAIN): a ConnectionError saying so', async () => {
