@@ -1,0 +1,164 @@
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Admin, Consumer, Producer } from 'kafkajs'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { publishControlChange } from '../../src/control/index.js'
+import { parseRate } from '../../src/limiter/index.js'
+import { loadConfig } from '../../src/service/config.js'
+import { type RunningService, startService } from '../../src/service/service.js'
+import { createTopics, kafkaClient, testLogger } from '../adapters/kafka/support/kafka.js'
+import { startServer, type TestServer } from '../handlers/support.js'
+import { kafkaBrokers, uniqueName } from '../support/services.js'
+
+// The worker with Kafka everywhere: rates from the control topic, webhook jobs from a
+// topic keyed by merchant, bad messages to the dead-letter topic.
+
+const SECRET = 'whsec_a2Fma2Etc2VydmljZS10ZXN0LXNlY3JldC0zMi1ieXRlcyE='
+
+async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
+describe('worker service with a Kafka source and the Kafka control topic', () => {
+  const jobsTopic = uniqueName('svc-jobs')
+  const controlTopic = uniqueName('svc-control')
+  const kafka = kafkaClient('svc-kafka-test')
+  let admin: Admin
+  let producer: Producer
+  let dlqConsumer: Consumer | undefined
+  let merchants: TestServer
+  let service: RunningService
+
+  beforeAll(async () => {
+    admin = kafka.admin()
+    await admin.connect()
+    await createTopics(admin, 3, jobsTopic)
+    producer = kafka.producer()
+    await producer.connect()
+    merchants = await startServer('127.0.0.1', (_request, response) => response.end('ok'))
+    const dir = mkdtempSync(join(tmpdir(), 'mt-svc-kafka-'))
+    writeFileSync(
+      join(dir, 'config.json'),
+      JSON.stringify({
+        http: { port: 0 },
+        kafka: { brokers: kafkaBrokers() },
+        control: { topic: controlTopic },
+        limiter: { defaultRate: '50/s' },
+        sources: [
+          {
+            kind: 'kafka',
+            topic: jobsTopic,
+            groupId: uniqueName('svc-group'),
+            handler: 'webhook',
+            attempts: 2,
+          },
+        ],
+        webhook: { client: { allowHosts: ['127.0.0.1'] }, defaultSecret: SECRET },
+      }),
+    )
+    service = await startService(loadConfig({ file: join(dir, 'config.json'), env: {} }), testLogger)
+  })
+
+  afterAll(async () => {
+    await service?.stop()
+    await dlqConsumer?.disconnect()
+    await producer?.disconnect()
+    await admin
+      ?.deleteTopics({ topics: [jobsTopic, `${jobsTopic}.dead-letter`, controlTopic] })
+      .catch(() => undefined)
+    await admin?.disconnect()
+    await merchants?.close()
+  })
+
+  it('is ready once the control topic is read, and delivers every keyed message', async () => {
+    expect(service.readiness()).toMatchObject({
+      ready: true,
+      checks: { control: true, [`kafka:${jobsTopic}`]: true },
+    })
+    const messages = Array.from({ length: 60 }, (_, i) => {
+      const merchantId = `shop-${i % 5}`
+      return {
+        key: merchantId,
+        value: JSON.stringify({
+          merchantId,
+          eventId: `evt_${i}`,
+          url: `${merchants.origin}/${merchantId}`,
+          payload: { i },
+        }),
+      }
+    })
+    await producer.send({ topic: jobsTopic, messages })
+    await waitFor(() => merchants.requests.length >= 60, 60_000, '60 deliveries')
+    const delivered = merchants.requests.map((r) => String(r.headers['webhook-id']))
+    expect(new Set(delivered).size).toBe(60)
+  })
+
+  it('applies a rate change published on the control topic', async () => {
+    await publishControlChange(
+      producer,
+      { type: 'set', merchant: 'shop-1', rate: parseRate('7/s'), version: Date.now() * 1_000 },
+      { topic: controlTopic },
+    )
+    await waitFor(() => service.limiter.rateOf('shop-1').limit === 7, 10_000, 'the new rate')
+    expect(service.limiter.rateOf('shop-0').limit).toBe(50)
+  })
+
+  it('dead-letters a message without a merchant key and one whose target is refused, and goes on', async () => {
+    await producer.send({
+      topic: jobsTopic,
+      messages: [
+        {
+          key: null,
+          value: JSON.stringify({ merchantId: 'x', eventId: 'evt_nokey', url: merchants.origin, payload: 1 }),
+        },
+        {
+          key: 'shop-2',
+          value: JSON.stringify({
+            merchantId: 'shop-2',
+            eventId: 'evt_ssrf',
+            url: 'http://127.0.0.2:9/',
+            payload: 1,
+          }),
+        },
+        {
+          key: 'shop-3',
+          value: JSON.stringify({
+            merchantId: 'shop-3',
+            eventId: 'evt_after',
+            url: `${merchants.origin}/x`,
+            payload: 1,
+          }),
+        },
+      ],
+    })
+    const reasons: string[] = []
+    dlqConsumer = kafka.consumer({ groupId: uniqueName('svc-dlq') })
+    await dlqConsumer.connect()
+    await dlqConsumer.subscribe({ topic: `${jobsTopic}.dead-letter`, fromBeginning: true })
+    await dlqConsumer.run({
+      eachMessage: async ({ message }) => {
+        const headers = Object.fromEntries(
+          Object.entries(message.headers ?? {}).map(([name, value]) => [name, String(value)]),
+        )
+        reasons.push(JSON.stringify(headers))
+      },
+    })
+    await waitFor(() => reasons.length >= 2, 30_000, 'two dead letters')
+    await waitFor(
+      () => merchants.requests.some((r) => r.headers['webhook-id'] === 'evt_after'),
+      30_000,
+      'the message after them',
+    )
+    expect(reasons.join('\n')).toMatch(/invalid-key/)
+    expect(reasons.join('\n')).toMatch(/ssrf-blocked/)
+  })
+})
