@@ -6,7 +6,7 @@ import { DEFAULT_CONTROL_TOPIC } from '../control/topic.js'
 export const USAGE = `throttlectl: publish and inspect merchant-throttle rate changes on the Kafka control topic
 
 Usage:
-  throttlectl set <merchant|*> <rate> [--inheritance proportional|as-is|reset] [--version N]
+  throttlectl set <merchant|*> <rate> [--max-in-flight N] [--inheritance proportional|as-is|reset] [--version N]
   throttlectl clear <merchant> [--inheritance ...] [--version N]
   throttlectl snapshot <file> [--version N]     replace every rate with the file's (snapshot format)
   throttlectl get [merchant] [--json]           read the topic to its end and print the rates in force
@@ -19,6 +19,8 @@ Options:
   --brokers host:port[,host:port]  Kafka bootstrap brokers (env KAFKA_BROKERS, else 127.0.0.1:9092)
   --topic name                     control topic (default ${DEFAULT_CONTROL_TOPIC})
   --version N                      publish with this version instead of choosing one
+  --max-in-flight N                set: at most N of the merchant's jobs in flight per worker
+                                   (without it, the merchant has no cap of its own)
   --timeout ms                     how long get, set, clear and snapshot may take (default 30000)
   -h, --help                       this text
 
@@ -35,7 +37,14 @@ Exit codes: 0 done, 1 Kafka or runtime failure, 2 invalid command or input.`
 /** CliCommand is one parsed throttlectl command. */
 export type CliCommand =
   | { name: 'help' }
-  | { name: 'set'; merchant: string; rate: string; inheritance?: string; version?: number }
+  | {
+      name: 'set'
+      merchant: string
+      rate: string
+      maxInFlight?: number
+      inheritance?: string
+      version?: number
+    }
   | { name: 'clear'; merchant: string; inheritance?: string; version?: number }
   | { name: 'snapshot'; file: string; inheritance?: string; version?: number }
   | { name: 'get'; merchant?: string; json: boolean }
@@ -96,10 +105,22 @@ export function parseCli(
   let command: CliCommand
   let error: string | undefined
   switch (name) {
-    case 'set':
+    case 'set': {
       error = arity(2, '<merchant|*> <rate>')
-      command = { name, merchant: args[0] ?? '', rate: args[1] ?? '', ...change }
+      const maxInFlight =
+        values['max-in-flight'] === undefined
+          ? undefined
+          : wholeNumber(values['max-in-flight'], '--max-in-flight', 1, 1)
+      if (typeof maxInFlight === 'string') return { ok: false, error: maxInFlight }
+      command = {
+        name,
+        merchant: args[0] ?? '',
+        rate: args[1] ?? '',
+        ...(maxInFlight === undefined ? {} : { maxInFlight }),
+        ...change,
+      }
       break
+    }
     case 'clear':
       error = arity(1, '<merchant>')
       command = { name, merchant: args[0] ?? '', ...change }
@@ -141,6 +162,7 @@ function parseOptions(argv: readonly string[]) {
       topic: { type: 'string' },
       inheritance: { type: 'string' },
       version: { type: 'string' },
+      'max-in-flight': { type: 'string' },
       timeout: { type: 'string' },
       partitions: { type: 'string' },
       json: { type: 'boolean' },

@@ -107,7 +107,14 @@ async function changeOf(command: Publish, version: number): Promise<ControlChang
   let message: unknown
   switch (command.name) {
     case 'set':
-      message = { type: 'set', merchant: command.merchant, rate: command.rate, version, ...inheritance }
+      message = {
+        type: 'set',
+        merchant: command.merchant,
+        rate: command.rate,
+        ...(command.maxInFlight === undefined ? {} : { maxInFlight: command.maxInFlight }),
+        version,
+        ...inheritance,
+      }
       break
     case 'clear':
       message = { type: 'clear', merchant: command.merchant, version, ...inheritance }

@@ -11,7 +11,7 @@ export function describeChange(change: ControlChange): string {
   const inheritance = change.inheritance === undefined ? '' : `, inheritance ${change.inheritance}`
   switch (change.type) {
     case 'set':
-      return `set ${change.merchant} ${formatRate(change.rate)} (version ${change.version}${inheritance})`
+      return `set ${change.merchant} ${formatRate(change.rate)}${change.maxInFlight === undefined ? '' : `, max ${change.maxInFlight} in flight`} (version ${change.version}${inheritance})`
     case 'clear':
       return `clear ${change.merchant} (version ${change.version}${inheritance})`
     case 'snapshot':

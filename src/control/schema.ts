@@ -25,6 +25,8 @@ export interface ControlLimits {
   readonly maxOverrides: number
   /** maxMerchantKeyLength bounds a merchant key, in UTF-16 code units. */
   readonly maxMerchantKeyLength: number
+  /** maxInFlight is the largest in-flight cap a message may set, in jobs. */
+  readonly maxInFlight: number
 }
 
 /**
@@ -40,6 +42,7 @@ export const DEFAULT_CONTROL_LIMITS: ControlLimits = Object.freeze({
   maxMessageBytes: 1_048_576,
   maxOverrides: 100_000,
   maxMerchantKeyLength: MAX_MERCHANT_KEY_LENGTH,
+  maxInFlight: 1_000_000,
 })
 
 /** DEFAULT_RATE_KEY is the `merchant` (and Kafka message key) that names the default rate. */
@@ -58,13 +61,15 @@ export function messageKeyOf(change: ControlChange): string {
 }
 
 /**
- * SetChange sets one merchant's override, or the default rate when `merchant` is `*`.
- * Per-merchant settings beyond the rate (a later `maxInFlight`) belong next to `rate`.
+ * SetChange sets one merchant's override, or the default rate when `merchant` is `*`,
+ * with its in-flight cap: `maxInFlight` absent means no cap of its own (the merchant
+ * falls back to the default cap; the default to the configured one).
  */
 export interface SetChange {
   readonly type: 'set'
   readonly merchant: string
   readonly rate: Rate
+  readonly maxInFlight?: number
   readonly version: number
   readonly inheritance?: Inheritance
 }
@@ -80,12 +85,16 @@ export interface ClearChange {
 /**
  * SnapshotChange replaces every rate at once: the default, and the overrides listed;
  * a merchant not listed has no override. Its version is every merchant's floor.
+ * `maxInFlight` is the default in-flight cap (absent: the configured one); `caps` holds
+ * the overrides written `{ "rate": ..., "maxInFlight": n }`.
  */
 export interface SnapshotChange {
   readonly type: 'snapshot'
   readonly version: number
   readonly default: Rate
   readonly overrides: ReadonlyMap<string, Rate>
+  readonly maxInFlight?: number
+  readonly caps?: ReadonlyMap<string, number>
   readonly inheritance?: Inheritance
 }
 
@@ -209,6 +218,12 @@ export function resolveLimits(limits?: Partial<ControlLimits>): ControlLimits {
   return Object.freeze(resolved)
 }
 
+/** OverrideEntries are a snapshot's overrides: the rates, and the caps of those written with one. */
+interface OverrideEntries {
+  rates: Map<string, Rate>
+  caps: Map<string, number>
+}
+
 const RATE_FIELDS: ReadonlySet<string> = new Set(['limit', 'intervalMs', 'burst'])
 
 const INHERITANCE = ['proportional', 'as-is', 'reset'] as const satisfies readonly Inheritance[]
@@ -245,7 +260,17 @@ function buildSchema(limits: ControlLimits) {
       ctx.addIssue({ code: 'custom', message: checked.reason })
       return z.NEVER
     })
-  const overrides = z.unknown().transform((value, ctx): ReadonlyMap<string, Rate> => {
+  const maxInFlight = z
+    .number({
+      error: (issue) =>
+        `expected a whole number in [1, ${limits.maxInFlight}], got ${describeValue(issue.input)}`,
+    })
+    .refine((n) => Number.isInteger(n) && n >= 1 && n <= limits.maxInFlight, {
+      error: (issue) =>
+        `expected a whole number in [1, ${limits.maxInFlight}], got ${describeValue(issue.input)}`,
+    })
+    .optional()
+  const overrides = z.unknown().transform((value, ctx): OverrideEntries => {
     if (!isPlainObject(value)) {
       ctx.addIssue({
         code: 'custom',
@@ -262,7 +287,7 @@ function buildSchema(limits: ControlLimits) {
       })
       return z.NEVER
     }
-    const result = new Map<string, Rate>()
+    const result: OverrideEntries = { rates: new Map<string, Rate>(), caps: new Map<string, number>() }
     for (const key of keys) {
       const checkedKey = checkMerchantKey(key, limits.maxMerchantKeyLength)
       if (!checkedKey.ok) {
@@ -273,29 +298,73 @@ function buildSchema(limits: ControlLimits) {
         })
         return z.NEVER
       }
-      const checked = checkRateValue(value[key], limits)
+      const entry = value[key]
+      const withCap = isPlainObject(entry) && 'rate' in entry
+      if (withCap) {
+        const unknown = Object.keys(entry).find((field) => field !== 'rate' && field !== 'maxInFlight')
+        if (unknown !== undefined) {
+          ctx.addIssue({ code: 'custom', message: 'unknown field', path: [key, unknown] })
+          return z.NEVER
+        }
+        const cap = entry.maxInFlight
+        if (cap !== undefined) {
+          if (!(typeof cap === 'number' && Number.isInteger(cap) && cap >= 1 && cap <= limits.maxInFlight)) {
+            ctx.addIssue({
+              code: 'custom',
+              message: `expected a whole number in [1, ${limits.maxInFlight}], got ${describeValue(cap)}`,
+              path: [key, 'maxInFlight'],
+            })
+            return z.NEVER
+          }
+          result.caps.set(key, cap)
+        }
+      }
+      const checked = checkRateValue(withCap ? entry.rate : entry, limits)
       if (!checked.ok) {
+        const at = withCap ? [key, 'rate'] : [key]
         ctx.addIssue({
           code: 'custom',
           message: checked.error,
-          path: checked.field === undefined ? [key] : [key, checked.field],
+          path: checked.field === undefined ? at : [...at, checked.field],
         })
         return z.NEVER
       }
-      result.set(key, checked.rate)
+      result.rates.set(key, checked.rate)
     }
     return result
   })
   return z.discriminatedUnion('type', [
-    z.strictObject({ type: z.literal('set'), merchant: merchant(true), rate, version, inheritance }),
+    z
+      .strictObject({
+        type: z.literal('set'),
+        merchant: merchant(true),
+        rate,
+        maxInFlight,
+        version,
+        inheritance,
+      })
+      .transform(
+        ({ maxInFlight: cap, ...rest }): SetChange =>
+          cap === undefined ? rest : { ...rest, maxInFlight: cap },
+      ),
     z.strictObject({ type: z.literal('clear'), merchant: merchant(false), version, inheritance }),
-    z.strictObject({
-      type: z.literal('snapshot'),
-      version,
-      default: rate,
-      overrides: overrides.optional().transform((map) => map ?? new Map<string, Rate>()),
-      inheritance,
-    }),
+    z
+      .strictObject({
+        type: z.literal('snapshot'),
+        version,
+        default: rate,
+        maxInFlight,
+        overrides: overrides.optional(),
+        inheritance,
+      })
+      .transform(({ overrides: entries, maxInFlight: cap, ...rest }): SnapshotChange => {
+        const change: SnapshotChange = { ...rest, overrides: entries?.rates ?? new Map<string, Rate>() }
+        return {
+          ...change,
+          ...(cap === undefined ? {} : { maxInFlight: cap }),
+          ...(entries === undefined || entries.caps.size === 0 ? {} : { caps: entries.caps }),
+        }
+      }),
   ])
 }
 

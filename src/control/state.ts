@@ -1,9 +1,18 @@
 import { type Logger, pino } from 'pino'
-import type { KeyedLimiter, Rate, RateChange } from '../limiter/index.js'
+import type { ApplyResult, CapChange, Rate, RateChange } from '../limiter/index.js'
 import { type ControlChange, DEFAULT_RATE_KEY, SNAPSHOT_KEY, type SnapshotChange } from './schema.js'
 
-/** RateTarget is the part of the limiter that control changes: one synchronous `apply` per change. */
-export type RateTarget = Pick<KeyedLimiter, 'apply'>
+/** ControlApply is one accepted change: the limiter's RateChange and, with it, the in-flight caps it sets. */
+export type ControlApply = RateChange & { maxInFlight?: CapChange }
+
+/**
+ * RateTarget receives each accepted change as one synchronous `apply`. A KeyedLimiter is
+ * one (it applies the rates); a target that also holds in-flight caps applies
+ * `maxInFlight` in the same step (see the service).
+ */
+export interface RateTarget {
+  apply(change: ControlApply): ApplyResult
+}
 
 /**
  * ControlRejectReason says why a control record was refused: by size, JSON, schema,
@@ -41,9 +50,10 @@ export type ControlEvent =
 /** ControlOutcome is what one record did, as returned to the source that fed it. */
 export type ControlOutcome = ControlEvent['kind']
 
-/** RateEntry is one rate in force: the rate, the version that set it, and when it was applied (wall ms). */
+/** RateEntry is one rate in force: the rate, its in-flight cap if it has one, the version that set it, and when it was applied (wall ms). */
 export interface RateEntry {
   readonly rate: Rate
+  readonly maxInFlight?: number
   readonly version: number
   readonly changedAtMs: number
 }
@@ -81,6 +91,7 @@ export interface ControlStateOptions {
 /** A merchant's latest change: its rate, or null after a clear (kept to order later changes). */
 interface MerchantEntry {
   readonly rate: Rate | null
+  readonly maxInFlight?: number
   readonly version: number
   readonly changedAtMs: number
 }
@@ -144,15 +155,33 @@ export class ControlState {
     const atMs = this.wallNow()
     if (change.type === 'snapshot') return this.acceptSnapshot(change, atMs, origin)
     if (change.type === 'set' && change.merchant === DEFAULT_RATE_KEY) {
-      if (!this.applyToTarget({ default: change.rate, inheritance: change.inheritance }, origin))
-        return 'rejected'
-      this.defaultEntry = { rate: change.rate, version: change.version, changedAtMs: atMs }
+      const applied = this.applyToTarget(
+        {
+          default: change.rate,
+          inheritance: change.inheritance,
+          maxInFlight: { default: change.maxInFlight ?? null },
+        },
+        origin,
+      )
+      if (!applied) return 'rejected'
+      this.defaultEntry = withCap(
+        { rate: change.rate, version: change.version, changedAtMs: atMs },
+        change.maxInFlight,
+      )
       return this.applied(change, atMs, origin)
     }
     const rate = change.type === 'set' ? change.rate : null
+    const cap = change.type === 'set' ? change.maxInFlight : undefined
     const overrides = Object.fromEntries([[change.merchant, rate]])
-    if (!this.applyToTarget({ overrides, inheritance: change.inheritance }, origin)) return 'rejected'
-    this.merchants.set(change.merchant, { rate, version: change.version, changedAtMs: atMs })
+    const caps = Object.fromEntries([[change.merchant, cap ?? null]])
+    if (
+      !this.applyToTarget(
+        { overrides, inheritance: change.inheritance, maxInFlight: { overrides: caps } },
+        origin,
+      )
+    )
+      return 'rejected'
+    this.merchants.set(change.merchant, withCap({ rate, version: change.version, changedAtMs: atMs }, cap))
     return this.applied(change, atMs, origin)
   }
 
@@ -174,20 +203,34 @@ export class ControlState {
         this.defaultEntry !== undefined &&
         this.defaultEntry.version > floor
       ) {
-        changed = this.applyToTarget({ default: this.snapshot.default }, origin)
+        changed = this.applyToTarget(
+          { default: this.snapshot.default, maxInFlight: { default: this.snapshot.maxInFlight ?? null } },
+          origin,
+        )
         if (!changed) return 'rejected'
-        this.defaultEntry = { rate: this.snapshot.default, version: floor, changedAtMs: atMs }
+        this.defaultEntry = withCap(
+          { rate: this.snapshot.default, version: floor, changedAtMs: atMs },
+          this.snapshot.maxInFlight,
+        )
       }
     } else if (key !== SNAPSHOT_KEY) {
       const entry = this.merchants.get(key)
       if (entry !== undefined && entry.version > floor) {
         const fallback = this.snapshot?.overrides.get(key) ?? null
+        const fallbackCap = this.snapshot?.caps?.get(key)
         if (fallback !== null || entry.rate !== null) {
-          if (!this.applyToTarget({ overrides: Object.fromEntries([[key, fallback]]) }, origin))
-            return 'rejected'
+          const applied = this.applyToTarget(
+            {
+              overrides: Object.fromEntries([[key, fallback]]),
+              maxInFlight: { overrides: Object.fromEntries([[key, fallbackCap ?? null]]) },
+            },
+            origin,
+          )
+          if (!applied) return 'rejected'
         }
         if (fallback === null) this.merchants.delete(key)
-        else this.merchants.set(key, { rate: fallback, version: floor, changedAtMs: atMs })
+        else
+          this.merchants.set(key, withCap({ rate: fallback, version: floor, changedAtMs: atMs }, fallbackCap))
         changed = true
       }
     }
@@ -226,7 +269,12 @@ export class ControlState {
     const overrides: Array<RateEntry & { merchant: string }> = []
     for (const [merchant, entry] of this.merchants) {
       if (entry.rate !== null)
-        overrides.push({ merchant, rate: entry.rate, version: entry.version, changedAtMs: entry.changedAtMs })
+        overrides.push(
+          withCap(
+            { merchant, rate: entry.rate, version: entry.version, changedAtMs: entry.changedAtMs },
+            entry.maxInFlight,
+          ),
+        )
     }
     overrides.sort((a, b) => (a.merchant < b.merchant ? -1 : a.merchant > b.merchant ? 1 : 0))
     return {
@@ -260,30 +308,47 @@ export class ControlState {
     for (const [merchant, entry] of this.merchants)
       if (entry.version > change.version) next.set(merchant, entry)
     for (const [merchant, rate] of change.overrides) {
-      if (!next.has(merchant)) next.set(merchant, { rate, version: change.version, changedAtMs: atMs })
+      if (!next.has(merchant))
+        next.set(
+          merchant,
+          withCap({ rate, version: change.version, changedAtMs: atMs }, change.caps?.get(merchant)),
+        )
     }
     const takesDefault = (this.defaultEntry?.version ?? Number.NEGATIVE_INFINITY) <= change.version
     const overrides: Array<[string, Rate]> = []
-    for (const [merchant, entry] of next) if (entry.rate !== null) overrides.push([merchant, entry.rate])
+    const caps: Array<[string, number]> = []
+    for (const [merchant, entry] of next) {
+      if (entry.rate !== null) overrides.push([merchant, entry.rate])
+      if (entry.maxInFlight !== undefined) caps.push([merchant, entry.maxInFlight])
+    }
     const applied = this.applyToTarget(
       {
         default: takesDefault ? change.default : undefined,
         overrides: Object.fromEntries(overrides),
         replace: true,
         inheritance: change.inheritance,
+        maxInFlight: {
+          ...(takesDefault ? { default: change.maxInFlight ?? null } : {}),
+          overrides: Object.fromEntries(caps),
+          replace: true,
+        },
       },
       origin,
     )
     if (!applied) return 'rejected'
     this.merchants.clear()
     for (const [merchant, entry] of next) this.merchants.set(merchant, entry)
-    if (takesDefault) this.defaultEntry = { rate: change.default, version: change.version, changedAtMs: atMs }
+    if (takesDefault)
+      this.defaultEntry = withCap(
+        { rate: change.default, version: change.version, changedAtMs: atMs },
+        change.maxInFlight,
+      )
     this.snapshot = change
     return this.applied(change, atMs, origin)
   }
 
   /** applyToTarget makes one limiter call; a refusal (a TypeError) is a rejection, with nothing changed. */
-  private applyToTarget(change: RateChange, origin: ControlOrigin): boolean {
+  private applyToTarget(change: ControlApply, origin: ControlOrigin): boolean {
     if (this.target === undefined) return true
     try {
       const result = this.target.apply(change)
@@ -317,3 +382,8 @@ export class ControlState {
 }
 
 const DIRECT: ControlOrigin = { source: 'direct' }
+
+/** withCap adds `maxInFlight` to an entry when there is one, and leaves the field out otherwise. */
+function withCap<T extends object>(entry: T, maxInFlight: number | undefined): T & { maxInFlight?: number } {
+  return maxInFlight === undefined ? entry : { ...entry, maxInFlight }
+}

@@ -15,7 +15,7 @@ export {
   type SkewKind,
   wallClock,
 } from './clock.js'
-export { InFlightTable } from './inflight.js'
+export { type CapChange, InFlightTable } from './inflight.js'
 export { checkMerchantKey, MAX_MERCHANT_KEY_LENGTH, type MerchantKeyCheck } from './key.js'
 export {
   type ApplyResult,

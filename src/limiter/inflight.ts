@@ -1,10 +1,22 @@
 /**
+ * CapChange changes in-flight caps: `default` (null: back to the configured default),
+ * `overrides` (null clears a merchant's own cap), and `replace` (every merchant's own cap
+ * not listed is cleared).
+ */
+export interface CapChange {
+  default?: number | null
+  overrides?: Readonly<Record<string, number | null>>
+  replace?: boolean
+}
+
+/**
  * InFlightTable counts each merchant's jobs in flight and holds them to a cap
  * (`maxInFlight`), so that a merchant whose endpoint hangs cannot take every worker slot.
  * Only merchants with work in flight or a cap of their own are held: memory is bounded by
  * the concurrency and the overrides, not by the number of merchants.
  */
 export class InFlightTable {
+  private readonly configuredCap: number
   private defaultCap: number
   private readonly caps = new Map<string, number>()
   private readonly counts = new Map<string, number>()
@@ -13,6 +25,28 @@ export class InFlightTable {
   /** constructor takes the default cap; Infinity (the default) means no cap. */
   constructor(defaultCap = Number.POSITIVE_INFINITY) {
     this.defaultCap = checkCap(defaultCap)
+    this.configuredCap = this.defaultCap
+  }
+
+  /**
+   * apply makes a set of cap changes in one synchronous step: the default (null: back to
+   * the one given to the constructor), the overrides (null clears one), and with
+   * `replace` every override not listed is cleared. All values are checked before any
+   * is applied, so a bad one (a TypeError) changes nothing. Jobs in flight are never
+   * interrupted: a lower cap holds back only jobs not yet started.
+   */
+  apply(change: CapChange): void {
+    const defaultCap =
+      change.default === undefined
+        ? undefined
+        : change.default === null
+          ? this.configuredCap
+          : checkCap(change.default)
+    const overrides = Object.entries(change.overrides ?? {})
+    for (const [, cap] of overrides) if (cap !== null) checkCap(cap)
+    if (defaultCap !== undefined) this.defaultCap = defaultCap
+    if (change.replace) this.caps.clear()
+    for (const [key, cap] of overrides) this.setCap(key, cap)
   }
 
   /** setCap sets `key`'s cap, or the default when `key` is `*`; null clears an override. */

@@ -10,6 +10,10 @@ describe('parseCli', () => {
       ['set', '*', '1000/min', '--inheritance', 'reset', '--version', '42'],
       { name: 'set', merchant: '*', rate: '1000/min', inheritance: 'reset', version: 42 },
     ],
+    [
+      ['set', 'm_1', '5000/min', '--max-in-flight', '5'],
+      { name: 'set', merchant: 'm_1', rate: '5000/min', maxInFlight: 5 },
+    ],
     [['clear', 'm_1'], { name: 'clear', merchant: 'm_1' }],
     [['snapshot', 'config/rates.json'], { name: 'snapshot', file: 'config/rates.json' }],
     [['get'], { name: 'get', merchant: undefined, json: false }],
@@ -43,6 +47,7 @@ describe('parseCli', () => {
       /^Option '--version' argument is ambiguous|--version: expected a whole number >= 0/,
     ],
     [['set', 'm', '1/s', '--version', '1.5'], '--version: expected a whole number >= 0, got "1.5"'],
+    [['set', 'm', '1/s', '--max-in-flight', '0'], '--max-in-flight: expected a whole number >= 1, got "0"'],
     [
       ['set', 'm', '1/s', '--version', '99999999999999999'],
       '--version: expected a whole number >= 0, got "99999999999999999"',

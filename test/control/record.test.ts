@@ -248,8 +248,13 @@ const badVersion = fc.oneof(
 const unknownField = fc
   .string({ minLength: 1, maxLength: 12 })
   .filter(
-    (name) => !['type', 'merchant', 'rate', 'version', 'inheritance', 'default', 'overrides'].includes(name),
+    (name) =>
+      !['type', 'merchant', 'rate', 'version', 'inheritance', 'default', 'overrides', 'maxInFlight'].includes(
+        name,
+      ),
   )
+const validCap = (n: number) => Number.isInteger(n) && n >= 1 && n <= DEFAULT_CONTROL_LIMITS.maxInFlight
+const badCap = fc.oneof(badNumber(validCap), fc.constantFrom(0, -1, 1.5, 1_000_001), wrongType)
 
 const validSet = { type: 'set', merchant: 'm2', rate: '7/s', version: 11 }
 const validSnapshot = { type: 'snapshot', version: 11, default: '1/s', overrides: { m2: '7/s' } }
@@ -278,6 +283,16 @@ const nearValid: fc.Arbitrary<Record<string, unknown>> = fc.oneof(
   fc.tuple(unknownField, fc.jsonValue()).map(([name, value]) => ({ ...validSnapshot, [name]: value })),
   badRate.map((rate) => ({ ...validSnapshot, overrides: { m2: '7/s', m3: rate } })),
   badRate.map((rate) => ({ ...validSnapshot, default: rate })),
+  badCap.map((maxInFlight) => ({ ...validSet, maxInFlight })),
+  badCap.map((maxInFlight) => ({ ...validSnapshot, maxInFlight })),
+  badCap.map((maxInFlight) => ({
+    ...validSnapshot,
+    overrides: { m2: '7/s', m3: { rate: '1/s', maxInFlight } },
+  })),
+  badRate.map((rate) => ({ ...validSnapshot, overrides: { m3: { rate, maxInFlight: 5 } } })),
+  fc
+    .tuple(unknownField, fc.jsonValue())
+    .map(([name, value]) => ({ ...validSnapshot, overrides: { m3: { rate: '1/s', [name]: value } } })),
   badMerchant
     .filter((m): m is string => typeof m === 'string')
     .map((merchant) => ({ ...validSnapshot, overrides: { m2: '7/s', [merchant]: '1/s' } })),

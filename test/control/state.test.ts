@@ -189,9 +189,48 @@ describe('ControlState ordering', () => {
     state.accept(snapshot(2, '1/s', { m2: '2/s' }))
     expect(calls).toHaveLength(2)
     expect(calls).toEqual([
-      { overrides: { m1: r('10/s') }, inheritance: undefined },
-      { default: r('1/s'), overrides: { m2: r('2/s') }, replace: true, inheritance: undefined },
+      { overrides: { m1: r('10/s') }, inheritance: undefined, maxInFlight: { overrides: { m1: null } } },
+      {
+        default: r('1/s'),
+        overrides: { m2: r('2/s') },
+        replace: true,
+        inheritance: undefined,
+        maxInFlight: { default: null, overrides: {}, replace: true },
+      },
     ])
+  })
+
+  it('applies in-flight caps with the rates, in the same call, and keeps them in the table', () => {
+    const calls: Array<{ maxInFlight?: unknown }> = []
+    const state = new ControlState({
+      target: {
+        apply: (change) => {
+          calls.push(change)
+          return { applied: true }
+        },
+      },
+    })
+    state.accept({ type: 'set', merchant: 'm1', rate: r('10/s'), maxInFlight: 5, version: 1 })
+    state.accept({ type: 'set', merchant: '*', rate: r('1/s'), maxInFlight: 2, version: 2 })
+    state.accept({
+      type: 'snapshot',
+      version: 3,
+      default: r('1/s'),
+      maxInFlight: 4,
+      overrides: new Map([['m2', r('2/s')]]),
+      caps: new Map([['m2', 7]]),
+    })
+    state.accept({ type: 'clear', merchant: 'm2', version: 4 })
+    expect(calls.map((call) => call.maxInFlight)).toEqual([
+      { overrides: { m1: 5 } },
+      { default: 2 },
+      { default: 4, overrides: { m2: 7 }, replace: true },
+      { overrides: { m2: null } },
+    ])
+    state.forget('m2')
+    expect(calls.at(-1)?.maxInFlight).toEqual({ overrides: { m2: 7 } })
+    expect(state.table().overrides).toEqual([expect.objectContaining({ merchant: 'm2', maxInFlight: 7 })])
+    expect(state.table().default).toMatchObject({ maxInFlight: 4 })
   })
 
   it('passes inheritance through to the limiter', () => {
@@ -205,7 +244,9 @@ describe('ControlState ordering', () => {
       },
     })
     state.accept({ type: 'set', merchant: 'm1', rate: r('1/s'), version: 1, inheritance: 'reset' })
-    expect(calls).toEqual([{ overrides: { m1: r('1/s') }, inheritance: 'reset' }])
+    expect(calls).toEqual([
+      { overrides: { m1: r('1/s') }, inheritance: 'reset', maxInFlight: { overrides: { m1: null } } },
+    ])
   })
 
   it('a change the limiter refuses is rejected, with nothing recorded', () => {

@@ -52,3 +52,27 @@ describe('InFlightTable', () => {
     expect(() => new InFlightTable().setCap('m', cap)).toThrow(/maxInFlight: expected a whole number/)
   })
 })
+
+describe('InFlightTable.apply', () => {
+  it('changes the default and overrides in one step; null restores the configured default', () => {
+    const table = new InFlightTable(10)
+    table.apply({ default: 3, overrides: { slow: 1, vip: 20 } })
+    expect([table.capOf('other'), table.capOf('slow'), table.capOf('vip')]).toEqual([3, 1, 20])
+    table.apply({ default: null, overrides: { vip: null } })
+    expect([table.capOf('other'), table.capOf('slow'), table.capOf('vip')]).toEqual([10, 1, 10])
+  })
+
+  it('replace clears every override not listed', () => {
+    const table = new InFlightTable()
+    table.apply({ overrides: { a: 1, b: 2 } })
+    table.apply({ overrides: { c: 3 }, replace: true })
+    expect(table.overrides()).toEqual({ c: 3 })
+  })
+
+  it('changes nothing when one value is bad', () => {
+    const table = new InFlightTable(4)
+    expect(() => table.apply({ default: 2, overrides: { a: 1, b: 0 }, replace: true })).toThrow(TypeError)
+    expect(table.capOf('x')).toBe(4)
+    expect(table.overrides()).toEqual({})
+  })
+})

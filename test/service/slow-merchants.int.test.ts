@@ -23,6 +23,7 @@ interface Harness {
   service: RunningService
   queue: Queue
   ratesFile: string
+  logText(): string
   close(): Promise<void>
 }
 
@@ -55,7 +56,8 @@ async function startHarness(
     env: { REDIS_URL: redisUrl(), TEST_WEBHOOK_SECRET: SECRET },
   })
   process.env.TEST_WEBHOOK_SECRET = SECRET
-  const service = await startService(config, capturedLogger().logger)
+  const captured = capturedLogger()
+  const service = await startService(config, captured.logger)
   const connection = new Redis(redisUrl(), { maxRetriesPerRequest: null })
   const queue = new Queue(queueName, { connection })
   void server
@@ -63,6 +65,7 @@ async function startHarness(
     service,
     queue,
     ratesFile,
+    logText: captured.text,
     async close() {
       await service.stop()
       await queue.obliterate({ force: true })
@@ -117,12 +120,16 @@ describe('a hanging merchant held to its in-flight cap (concurrency 50, cap 5)',
       setTimeout(() => response.end('ok'), 20)
     })
     harness = await startHarness(server, {
-      rates: { type: 'snapshot', version: 1, default: '1000/s burst 200' },
+      rates: {
+        type: 'snapshot',
+        version: 1,
+        default: '1000/s burst 200',
+        overrides: { hang: { rate: '1000/s burst 200', maxInFlight: 5 } },
+      },
       // The cap alone must protect the others: the breaker never opens here.
       breaker: { failureThreshold: 100_000 },
       attempts: 1,
     })
-    harness.service.inFlight.setCap('hang', 5)
   })
 
   afterAll(async () => {
@@ -171,20 +178,46 @@ describe('a hanging merchant held to its in-flight cap (concurrency 50, cap 5)',
     // Within 20%, with a floor of 100 ms for a loaded 2-core machine's noise.
     expect(p50Hanging).toBeLessThanOrEqual(Math.max(p50Baseline * 1.2, p50Baseline + 100))
   }, 50_000)
+
+  it('takes a cap lowered in the rates file for the jobs not yet started', async () => {
+    writeFileSync(
+      harness.ratesFile,
+      JSON.stringify({
+        type: 'snapshot',
+        version: 2,
+        default: '1000/s burst 200',
+        overrides: { hang: { rate: '1000/s burst 200', maxInFlight: 2 } },
+      }),
+    )
+    const deadline = Date.now() + 10_000
+    while (harness.service.inFlight.capOf('hang') !== 2 && Date.now() < deadline) await sleep(50)
+    expect(harness.service.inFlight.capOf('hang')).toBe(2)
+    await harness.queue.addBulk(Array.from({ length: 10 }, (_, i) => webhookJob(server, 'hang', 100 + i)))
+    // The jobs started under the old cap end by the 2 s timeout; from then on at most 2.
+    await sleep(2_500)
+    hangingMax = hangingNow
+    await sleep(3_000)
+    console.info(`after the cap change: hanging max in flight ${hangingMax}`)
+    expect(hangingMax).toBe(2)
+  }, 20_000)
 })
 
 describe('a merchant answering 500 for 10 s trips its circuit breaker', () => {
   let server: TestServer
   let harness: Harness
   let outageEndsAtMs = Number.POSITIVE_INFINITY
-  const arrivals: Array<{ atMs: number; breaker: string }> = []
+  const arrivals: Array<{ atMs: number; atWallMs: number; breaker: string }> = []
 
   beforeAll(async () => {
     server = await startServer('127.0.0.1', (request, response) => {
       const now = performance.now()
       if (request.url!.startsWith('/flaky/')) {
         if (outageEndsAtMs === Number.POSITIVE_INFINITY) outageEndsAtMs = now + 10_000
-        arrivals.push({ atMs: now, breaker: harness.service.breakers.view('flaky').state })
+        arrivals.push({
+          atMs: now,
+          atWallMs: Date.now(),
+          breaker: harness.service.breakers.view('flaky').state,
+        })
         if (now < outageEndsAtMs) response.writeHead(500).end()
         else response.end('ok')
         return
@@ -220,14 +253,25 @@ describe('a merchant answering 500 for 10 s trips its circuit breaker', () => {
     expect(counts).toEqual({ completed: 20, failed: 0 })
 
     const duringOutage = arrivals.filter((a) => a.atMs < outageEndsAtMs)
-    const whileNotClosed = duringOutage.filter((a) => a.breaker !== 'closed')
+    const openedAtWallMs = harness
+      .logText()
+      .split('\n')
+      .filter((line) => line.includes('circuit breaker opened'))
+      .map((line) => (JSON.parse(line) as { time: number }).time)
+    // A request that reaches the merchant while the breaker is open was sent before it
+    // opened: it was on its way when another request's 500 opened it.
+    const onTheirWay = duringOutage.filter(
+      (a) => a.breaker === 'open' && openedAtWallMs.some((t) => a.atWallMs >= t && a.atWallMs - t < 250),
+    )
+    const whileNotClosed = duringOutage.filter((a) => a.breaker !== 'closed' && !onTheirWay.includes(a))
     const probes = whileNotClosed.filter((a) => a.breaker === 'half-open')
     const status = (await (await fetch(`${harness.service.url}/status.json`)).json()) as StatusSnapshot
     const metrics = await (await fetch(`${harness.service.url}/metrics`)).text()
     console.info(
-      `flaky: ${duringOutage.length} requests during the 10 s outage, ${whileNotClosed.length} while the breaker was not closed (${probes.length} probes); transitions ${transitions.join(' > ')}; ${arrivals.length} requests in all`,
+      `flaky: ${duringOutage.length} requests during the 10 s outage, ${whileNotClosed.length} sent while the breaker was not closed (${probes.length} probes), ${onTheirWay.length} arrived just after an opening; transitions ${transitions.join(' > ')}; ${arrivals.length} requests in all`,
     )
     expect(transitions.slice(0, 2)).toEqual(['closed', 'open'])
+    expect(openedAtWallMs.length).toBeGreaterThanOrEqual(2)
     expect(metrics).toMatch(
       /mt_breaker_transitions_total\{from="open",to="half-open",merchant="other"\} [1-9]/,
     )
