@@ -419,6 +419,11 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
       maxAttempts: source.attempts,
       deadLetterTopic,
       stopTimeoutMs: config.shutdown.deadlineMs,
+      inFlight,
+      breakers,
+      // As on BullMQ: every retryable outcome (timeouts, connection errors, 5xx, a module's own errors) counts.
+      isEndpointFailure: (error) =>
+        !(error instanceof RetryLaterError || error instanceof PermanentFailureError),
       logger: logger.child({ source: sourceLabel }),
       handler: async (message) => {
         const data = parseJson(message.message.value)

@@ -201,6 +201,9 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
         }),
       deadLetter: (item, failure) => this.writeDeadLetter(item, failure),
       done: (item) => this.done(item),
+      inFlight: options.inFlight,
+      breakers: options.breakers,
+      isEndpointFailure: options.isEndpointFailure,
       logger: this.logger,
     })
   }

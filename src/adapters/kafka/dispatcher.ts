@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
-import { PermanentFailureError, RetryLaterError } from '../../errors.js'
-import type { Reservation } from '../../limiter/index.js'
+import { PermanentFailureError, RetryableFailureError, RetryLaterError } from '../../errors.js'
+import type { CircuitBreakers, InFlightTable, Reservation } from '../../limiter/index.js'
 import { type Lane, LaneGroup } from './lanes.js'
 import type { WakeQueue } from './wake-queue.js'
 
@@ -10,6 +10,19 @@ export interface LaneLimiter {
   reserve(key: string, cost?: number): Reservation
   penalize(key: string, retryAfterMs: number): void
 }
+
+/** LaneSlots is the part of InFlightTable the dispatcher uses for in-flight caps and fair slots. */
+export type LaneSlots = Pick<InFlightTable, 'tryStart' | 'finish' | 'count'>
+
+/** LaneBreakers is the part of CircuitBreakers the dispatcher uses. */
+export type LaneBreakers = Pick<CircuitBreakers, 'admit' | 'release' | 'success' | 'failure'>
+
+/**
+ * FAIR_SCAN_LANES is how many ready lanes, from the front of the ready queue, the
+ * dispatcher compares when it picks the next one to start: the one whose merchant has the
+ * fewest jobs in flight. Bounded, so that a start costs the same with 100,000 lanes ready.
+ */
+export const FAIR_SCAN_LANES = 32
 
 /**
  * DeadLetterReason says why a message went to the dead-letter topic: no usable merchant
@@ -55,6 +68,21 @@ export interface DispatcherOptions<I extends LaneItem> {
   run: (item: I, attempt: number, signal: AbortSignal) => Promise<void>
   /** deadLetter writes `item` to the dead-letter topic; a rejection is retried after a delay. */
   deadLetter: (item: I, failure: DeadLetter) => Promise<void>
+  /**
+   * inFlight counts each merchant's jobs in flight and holds its cap: a lane whose merchant
+   * is at its cap waits, before the limiter is asked (no token charged, no attempt spent),
+   * and is scheduled when one of the merchant's jobs ends. With it, the next ready lane to
+   * start is the one whose merchant has the fewest in flight among the first
+   * FAIR_SCAN_LANES ready. Default: none (no caps, ready lanes start in order).
+   */
+  inFlight?: LaneSlots
+  /**
+   * breakers: per-merchant circuit breakers. A lane whose merchant's breaker is open waits
+   * until it lets a call through, without an attempt; each attempt's outcome is reported.
+   */
+  breakers?: LaneBreakers
+  /** isEndpointFailure says whether a handler error counts against the breaker. Default: RetryableFailureError. */
+  isEndpointFailure?: (error: unknown) => boolean
   /** done is told of each item that is finished, once, unless its group was dropped first. */
   done: (item: I, group: LaneGroup<I>, outcome: Outcome) => void
   logger: Logger
@@ -86,6 +114,10 @@ export interface DispatcherStats {
   deadLettered: Record<DeadLetterReason, number>
   /** deadLetterWriteFailures: dead-letter writes that failed and were retried. */
   deadLetterWriteFailures: number
+  /** capped: times a lane waited because its merchant was at its in-flight cap. */
+  capped: number
+  /** breakerOpen: times a lane waited because its merchant's breaker was open. */
+  breakerOpen: number
 }
 
 type Counters = Omit<
@@ -118,9 +150,16 @@ export class Dispatcher<I extends LaneItem> {
     retryLater: 0,
     deadLettered: { 'invalid-key': 0, undecodable: 0, 'handler-failed': 0, 'permanent-failure': 0 },
     deadLetterWriteFailures: 0,
+    capped: 0,
+    breakerOpen: 0,
   }
+  /** cappedLanes: per merchant, the lanes waiting for one of its jobs in flight to end, oldest first. */
+  private readonly cappedLanes = new Map<string, Lane<I>[]>()
+  private readonly isEndpointFailure: (error: unknown) => boolean
 
-  constructor(private readonly options: DispatcherOptions<I>) {}
+  constructor(private readonly options: DispatcherOptions<I>) {
+    this.isEndpointFailure = options.isEndpointFailure ?? ((error) => error instanceof RetryableFailureError)
+  }
 
   /** createGroup returns a new lane group (one per assigned partition). */
   createGroup(name: string): LaneGroup<I> {
@@ -218,6 +257,7 @@ export class Dispatcher<I extends LaneItem> {
    */
   private schedule(lane: Lane<I>): void {
     if (this.closed || lane.group.dropped) return
+    if (!this.admit(lane)) return
     const limiter = this.options.limiter
     if (limiter.tryAcquire(lane.merchantKey)) {
       this.counters.grantedNow++
@@ -238,6 +278,72 @@ export class Dispatcher<I extends LaneItem> {
     }
     this.counters.delayed++
     this.waitThen(lane, reservation.delayMs, () => this.enqueueReady(lane))
+  }
+
+  /**
+   * admit takes the lane's head past its merchant's breaker and in-flight cap, before the
+   * limiter is asked; when it cannot pass, the lane waits (for the breaker's retry time,
+   * or for one of the merchant's jobs to end) and admit says false.
+   */
+  private admit(lane: Lane<I>): boolean {
+    const { breakers, inFlight } = this.options
+    if (breakers !== undefined && !lane.admitted) {
+      const admission = breakers.admit(lane.merchantKey)
+      if (!admission.allowed) {
+        this.counters.breakerOpen++
+        this.waitThen(lane, admission.retryInMs, () => this.schedule(lane))
+        return false
+      }
+      lane.admitted = true
+    }
+    if (inFlight !== undefined && !lane.counted) {
+      if (!inFlight.tryStart(lane.merchantKey)) {
+        if (lane.admitted) {
+          breakers?.release(lane.merchantKey)
+          lane.admitted = false
+        }
+        this.counters.capped++
+        lane.state = 'waiting'
+        const waiting = this.cappedLanes.get(lane.merchantKey)
+        if (waiting === undefined) this.cappedLanes.set(lane.merchantKey, [lane])
+        else waiting.push(lane)
+        return false
+      }
+      lane.counted = true
+    }
+    return true
+  }
+
+  /** ended gives back what the head's admission took once its handler has ended, and feeds the breaker. */
+  private ended(lane: Lane<I>, error: unknown, failed: boolean): void {
+    if (lane.admitted) {
+      lane.admitted = false
+      if (failed && this.isEndpointFailure(error)) this.options.breakers?.failure(lane.merchantKey)
+      else this.options.breakers?.success(lane.merchantKey)
+    }
+    this.uncount(lane)
+  }
+
+  /** uncount ends the lane's in-flight place and schedules the oldest lane of its merchant waiting for one. */
+  private uncount(lane: Lane<I>): void {
+    if (!lane.counted) return
+    lane.counted = false
+    this.options.inFlight?.finish(lane.merchantKey)
+    const waiting = this.cappedLanes.get(lane.merchantKey)
+    const next = waiting?.shift()
+    if (waiting !== undefined && waiting.length === 0) this.cappedLanes.delete(lane.merchantKey)
+    if (next !== undefined) {
+      next.state = 'idle'
+      this.schedule(next)
+    }
+  }
+
+  private unqueueCapped(lane: Lane<I>): void {
+    const waiting = this.cappedLanes.get(lane.merchantKey)
+    if (waiting === undefined) return
+    const at = waiting.indexOf(lane)
+    if (at >= 0) waiting.splice(at, 1)
+    if (waiting.length === 0) this.cappedLanes.delete(lane.merchantKey)
   }
 
   private waitThen(lane: Lane<I>, delayMs: number, then: () => void): void {
@@ -269,6 +375,7 @@ export class Dispatcher<I extends LaneItem> {
   }
 
   private nextReady(): Lane<I> | undefined {
+    if (this.options.inFlight !== undefined) this.fewestInFlightFirst(this.options.inFlight)
     while (this.readyHead < this.readyQueue.length) {
       const lane = this.readyQueue[this.readyHead]
       this.readyQueue[this.readyHead] = undefined
@@ -281,6 +388,30 @@ export class Dispatcher<I extends LaneItem> {
     this.readyQueue.length = 0
     this.readyHead = 0
     return undefined
+  }
+
+  /**
+   * fewestInFlightFirst moves, among the first FAIR_SCAN_LANES ready lanes, the one whose
+   * merchant has the fewest jobs in flight to the front (the front lane takes its place).
+   */
+  private fewestInFlightFirst(inFlight: LaneSlots): void {
+    const end = Math.min(this.readyQueue.length, this.readyHead + FAIR_SCAN_LANES)
+    let best = -1
+    let bestCount = Number.POSITIVE_INFINITY
+    for (let i = this.readyHead; i < end; i++) {
+      const lane = this.readyQueue[i]
+      if (lane === undefined || lane.state !== 'ready' || lane.group.dropped) continue
+      const count = inFlight.count(lane.merchantKey)
+      if (count < bestCount) {
+        best = i
+        bestCount = count
+      }
+    }
+    if (best > this.readyHead) {
+      const front = this.readyQueue[this.readyHead]
+      this.readyQueue[this.readyHead] = this.readyQueue[best]
+      this.readyQueue[best] = front
+    }
   }
 
   private compactReadyQueue(): void {
@@ -310,6 +441,7 @@ export class Dispatcher<I extends LaneItem> {
 
   private succeeded(lane: Lane<I>, item: I): void {
     this.running--
+    this.ended(lane, undefined, false)
     if (!lane.group.dropped) {
       this.counters.handled++
       lane.shift()
@@ -321,6 +453,7 @@ export class Dispatcher<I extends LaneItem> {
 
   private failed(lane: Lane<I>, item: I, error: unknown): void {
     this.running--
+    this.ended(lane, error, true)
     if (!lane.group.dropped) {
       if (error instanceof RetryLaterError) {
         this.counters.retryLater++
@@ -409,7 +542,15 @@ export class Dispatcher<I extends LaneItem> {
     }
     lane.reservation?.cancel()
     lane.reservation = undefined
-    if (lane.state !== 'running') lane.state = 'idle'
+    this.unqueueCapped(lane)
+    if (lane.state !== 'running') {
+      lane.state = 'idle'
+      if (lane.admitted) {
+        lane.admitted = false
+        this.options.breakers?.release(lane.merchantKey)
+      }
+      this.uncount(lane)
+    }
   }
 
   /** settle wakes whenIdle waiters and refills free slots. */

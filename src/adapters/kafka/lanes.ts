@@ -21,6 +21,10 @@ export class Lane<I> {
   wake: Wake | undefined
   /** reservation holds the head's tokens from grant until the handler starts. */
   reservation: Granted | undefined
+  /** counted: the head holds one of its merchant's in-flight places, from its admission until its handler ends. */
+  counted = false
+  /** admitted: the merchant's breaker let the head through (maybe as the probe); its outcome is owed. */
+  admitted = false
   private items: (I | undefined)[] = []
   private head = 0
 

@@ -1,6 +1,6 @@
 import type { Consumer, ConsumerConfig, KafkaMessage, Producer, ProducerConfig } from 'kafkajs'
 import type { Logger } from 'pino'
-import type { LaneLimiter } from './dispatcher.js'
+import type { LaneBreakers, LaneLimiter, LaneSlots } from './dispatcher.js'
 import type { MerchantKeySource } from './message-key.js'
 
 /** KafkaClients makes the consumer and the dead-letter producer; a `Kafka` instance is one. */
@@ -62,6 +62,20 @@ export interface ThrottledConsumerOptions<T = Buffer | null> {
    * any other error is retried with backoff up to maxAttempts, then dead-lettered.
    */
   handler: (message: ThrottledMessage<T>) => Promise<void>
+  /**
+   * inFlight counts each merchant's jobs in flight and holds it to its `maxInFlight`
+   * (an InFlightTable; share one per process). A lane whose merchant is at its cap waits
+   * without a slot, a token or an attempt, and is scheduled when one of the merchant's jobs
+   * ends; the next lane to start is the one whose merchant has the fewest in flight.
+   */
+  inFlight?: LaneSlots
+  /**
+   * breakers: per-merchant circuit breakers (CircuitBreakers). While a merchant's breaker
+   * is open its lanes wait, not attempted; each attempt's outcome is reported to it.
+   */
+  breakers?: LaneBreakers
+  /** isEndpointFailure says whether a handler error counts against the breaker. Default: RetryableFailureError. */
+  isEndpointFailure?: (error: unknown) => boolean
   /** keyOf says where the merchant key is. Default: the message key. */
   keyOf?: MerchantKeySource<T>
   /**
