@@ -1,5 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process'
-import { once } from 'node:events'
+import type { ChildProcess } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -8,46 +7,17 @@ import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startServer, type TestServer } from '../handlers/support.js'
 import { redisUrl, uniqueName } from '../support/services.js'
+import { startWorkerProcess, waitFor } from '../support/worker-process.js'
+
+const SECRET = 'whsec_bWFpbi10ZXN0LXNlY3JldC0zMi1ieXRlcy1sb25nISEhIQ=='
+
+function startWorker(configFile: string) {
+  return startWorkerProcess(configFile, { REDIS_URL: redisUrl(), MT_LOG_LEVEL: 'info' })
+}
 
 // The worker as operators run it: a process started from src/service/main.ts, stopped with
 // SIGTERM under load. It must exit 0 within the deadline, and every job must be done or
 // still queued for the next worker: nothing lost, nothing half-done left unaccounted.
-
-const MAIN = new URL('../../src/service/main.ts', import.meta.url).pathname
-const SECRET = 'whsec_bWFpbi10ZXN0LXNlY3JldC0zMi1ieXRlcy1sb25nISEhIQ=='
-
-function startWorker(configFile: string): { child: ChildProcess; output: () => string } {
-  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, '--config', configFile], {
-    env: {
-      ...process.env,
-      REDIS_URL: redisUrl(),
-      MT_LOG_PRETTY: 'never',
-      MT_LOG_LEVEL: 'info',
-      NODE_ENV: 'test',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let output = ''
-  child.stdout!.on('data', (chunk: Buffer) => {
-    output += chunk.toString()
-  })
-  child.stderr!.on('data', (chunk: Buffer) => {
-    output += chunk.toString()
-  })
-  return { child, output: () => output }
-}
-
-async function waitFor(
-  check: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-  what: string,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
 
 describe('worker process (main.ts)', () => {
   let merchants: TestServer
@@ -103,7 +73,7 @@ describe('worker process (main.ts)', () => {
     await waitFor(() => merchants.requests.length >= 30, 60_000, 'the first deliveries')
     const signalledAt = Date.now()
     first.child.kill('SIGTERM')
-    const [code] = (await once(first.child, 'exit')) as [number | null]
+    const code = await first.exited()
     const stoppedInMs = Date.now() - signalledAt
     expect(code, first.output()).toBe(0)
     expect(stoppedInMs).toBeLessThan(5_000 + 3_000)
@@ -130,7 +100,7 @@ describe('worker process (main.ts)', () => {
       'every job completed',
     )
     second.child.kill('SIGTERM')
-    expect(((await once(second.child, 'exit')) as [number | null])[0]).toBe(0)
+    expect(await second.exited()).toBe(0)
 
     const delivered = merchants.requests.map((r) => JSON.parse(r.body).i as number)
     expect(new Set(delivered).size).toBe(total)
@@ -142,7 +112,7 @@ describe('worker process (main.ts)', () => {
     writeFileSync(join(dir, 'bad.json'), JSON.stringify({ http: { port: 'eighty' } }))
     const worker = startWorker(join(dir, 'bad.json'))
     children.push(worker.child)
-    const [code] = (await once(worker.child, 'exit')) as [number | null]
+    const code = await worker.exited()
     expect(code).toBe(78)
     expect(worker.output()).toContain("config field 'http.port'")
   })

@@ -1,5 +1,4 @@
 import { spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -12,6 +11,7 @@ import { createLogger } from '../../src/service/logger.js'
 import { type RunningService, startService } from '../../src/service/service.js'
 import { startServer, type TestServer } from '../handlers/support.js'
 import { uniqueName } from '../support/services.js'
+import { startWorkerProcess } from '../support/worker-process.js'
 
 // Kafka as production runs it: SASL/SCRAM logins, and TLS with a private CA. A broker of this
 // test's own (scripts/kafka-local with KAFKA_LOCAL_RUN in a temp folder and KAFKA_TLS=1: a
@@ -20,7 +20,6 @@ import { uniqueName } from '../support/services.js'
 // touched. Only 127.0.0.1.
 
 const KAFKA_LOCAL = new URL('../../scripts/kafka-local', import.meta.url).pathname
-const MAIN = new URL('../../src/service/main.ts', import.meta.url).pathname
 const SASL_USER = 'mt'
 const SASL_PASSWORD = 'mt-secret'
 const WRONG_PASSWORD = 'not-the-scram-Jw82Qe'
@@ -216,25 +215,13 @@ describe('Kafka with SASL/SCRAM and TLS (a private kafka-local broker on loopbac
         sources: [],
       }),
     )
-    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, '--config', configFile], {
-      env: {
-        ...process.env,
-        KAFKA_BROKERS: saslBroker,
-        MT_TEST_KAFKA_WRONG: WRONG_PASSWORD,
-        MT_LOG_PRETTY: 'never',
-        MT_LOG_LEVEL: 'trace',
-        NODE_ENV: 'test',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const worker = startWorkerProcess(configFile, {
+      KAFKA_BROKERS: saslBroker,
+      MT_TEST_KAFKA_WRONG: WRONG_PASSWORD,
+      MT_LOG_LEVEL: 'trace',
     })
-    let output = ''
-    child.stdout!.on('data', (chunk: Buffer) => {
-      output += chunk.toString()
-    })
-    child.stderr!.on('data', (chunk: Buffer) => {
-      output += chunk.toString()
-    })
-    const [code] = await once(child, 'exit')
+    const code = await worker.exited()
+    const output = worker.output()
     expect(code).toBe(1)
     expect(output).toContain(`Kafka broker ${saslBroker} refused SASL SCRAM-SHA-256 as user '${SASL_USER}'`)
     expect(output).not.toContain(WRONG_PASSWORD)

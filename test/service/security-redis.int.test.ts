@@ -13,13 +13,13 @@ import { createLogger } from '../../src/service/logger.js'
 import { type RunningService, startService } from '../../src/service/service.js'
 import { closedPort, startServer, type TestServer } from '../handlers/support.js'
 import { uniqueName } from '../support/services.js'
+import { startWorkerProcess } from '../support/worker-process.js'
 
 // Redis as production runs it: a password (requirepass), an ACL user limited to BullMQ's
 // keys, TLS with a private CA. A redis-server of this test's own on two free loopback ports
 // (plain and TLS), with a throwaway CA made by openssl; killed in afterAll. The shared Redis
 // of the other tests is never touched.
 
-const MAIN = new URL('../../src/service/main.ts', import.meta.url).pathname
 const SECRET = 'whsec_c2VjdXJpdHktcmVkaXMtdGVzdC1zZWNyZXQtMzJieXRlcyE='
 const DEFAULT_PASSWORD = 'requirepass-Kq8vX2'
 const WORKER_PASSWORD = 'acl-worker-Zt41pB'
@@ -356,25 +356,13 @@ describe('Redis with a password, an ACL user and TLS (a private redis-server on 
         webhook: { client: { allowHosts: ['127.0.0.1'] }, defaultSecret: SECRET },
       }),
     )
-    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, '--config', configFile], {
-      env: {
-        ...process.env,
-        REDIS_URL: `redis://127.0.0.1:${port}`,
-        MT_TEST_REDIS_WRONG: WRONG_PASSWORD,
-        MT_LOG_PRETTY: 'never',
-        MT_LOG_LEVEL: 'trace',
-        NODE_ENV: 'test',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const worker = startWorkerProcess(configFile, {
+      REDIS_URL: `redis://127.0.0.1:${port}`,
+      MT_TEST_REDIS_WRONG: WRONG_PASSWORD,
+      MT_LOG_LEVEL: 'trace',
     })
-    let output = ''
-    child.stdout!.on('data', (chunk: Buffer) => {
-      output += chunk.toString()
-    })
-    child.stderr!.on('data', (chunk: Buffer) => {
-      output += chunk.toString()
-    })
-    const [code] = await once(child, 'exit')
+    const code = await worker.exited()
+    const output = worker.output()
     expect(code).toBe(1)
     expect(output).toContain(`Redis at redis://127.0.0.1:${port} refused user 'default'`)
     expect(output).toContain('WRONGPASS')

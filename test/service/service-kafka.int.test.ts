@@ -10,23 +10,12 @@ import { type RunningService, startService } from '../../src/service/service.js'
 import { createTopics, kafkaClient, testLogger } from '../adapters/kafka/support/kafka.js'
 import { startServer, type TestServer } from '../handlers/support.js'
 import { kafkaBrokers, uniqueName } from '../support/services.js'
+import { waitFor } from '../support/worker-process.js'
 
 // The worker with Kafka everywhere: rates from the control topic, webhook jobs from a
 // topic keyed by merchant, bad messages to the dead-letter topic.
 
 const SECRET = 'whsec_a2Fma2Etc2VydmljZS10ZXN0LXNlY3JldC0zMi1ieXRlcyE='
-
-async function waitFor(
-  check: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-  what: string,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
 
 describe('worker service with a Kafka source and the Kafka control topic', () => {
   const jobsTopic = uniqueName('svc-jobs')

@@ -1,0 +1,45 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { once } from 'node:events'
+
+const MAIN = new URL('../../src/service/main.ts', import.meta.url).pathname
+
+/** WorkerProcess is the worker started as operators run it, with its output collected. */
+export interface WorkerProcess {
+  child: ChildProcess
+  /** output is everything written to stdout and stderr so far. */
+  output(): string
+  /** exited resolves with the exit code once the process ends. */
+  exited(): Promise<number | null>
+}
+
+/**
+ * startWorkerProcess runs src/service/main.ts with `--config configFile` in a child
+ * process (through tsx), with JSON logs and `env` over this process's environment.
+ */
+export function startWorkerProcess(configFile: string, env: Record<string, string> = {}): WorkerProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, '--config', configFile], {
+    env: { ...process.env, MT_LOG_PRETTY: 'never', NODE_ENV: 'test', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let output = ''
+  const collect = (chunk: Buffer) => {
+    output += chunk.toString()
+  }
+  child.stdout!.on('data', collect)
+  child.stderr!.on('data', collect)
+  const exit = once(child, 'exit').then(([code]) => code as number | null)
+  return { child, output: () => output, exited: () => exit }
+}
+
+/** waitFor polls `check` every 100 ms until it is true, or fails naming `what` after `timeoutMs`. */
+export async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
