@@ -62,7 +62,8 @@ export async function ensureControlTopic(
 
 /**
  * encodeControlMessage writes a change as the JSON that parseControlMessage reads back to
- * the same change: rates as `{ limit, intervalMs, burst }`, overrides as an object.
+ * the same change: rates as `{ limit, intervalMs, burst }`, overrides as an object (an
+ * override with an in-flight cap as `{ rate, maxInFlight }`).
  */
 export function encodeControlMessage(change: ControlChange): string {
   const inheritance = change.inheritance === undefined ? {} : { inheritance: change.inheritance }
@@ -72,6 +73,7 @@ export function encodeControlMessage(change: ControlChange): string {
         type: 'set',
         merchant: change.merchant,
         rate: rateJson(change.rate),
+        ...(change.maxInFlight === undefined ? {} : { maxInFlight: change.maxInFlight }),
         version: change.version,
         ...inheritance,
       })
@@ -84,12 +86,16 @@ export function encodeControlMessage(change: ControlChange): string {
       })
     case 'snapshot': {
       const overrides = Object.fromEntries(
-        [...change.overrides].map(([merchant, rate]) => [merchant, rateJson(rate)]),
+        [...change.overrides].map(([merchant, rate]) => {
+          const cap = change.caps?.get(merchant)
+          return [merchant, cap === undefined ? rateJson(rate) : { rate: rateJson(rate), maxInFlight: cap }]
+        }),
       )
       return JSON.stringify({
         type: 'snapshot',
         version: change.version,
         default: rateJson(change.default),
+        ...(change.maxInFlight === undefined ? {} : { maxInFlight: change.maxInFlight }),
         overrides,
         ...inheritance,
       })

@@ -402,6 +402,7 @@ describe('fuzzing', () => {
     })
     const merchant = fc.stringMatching(/^[A-Za-z0-9\-_.:@/+=]{1,128}$/)
     const version = fc.maxSafeNat()
+    const cap = fc.integer({ min: 1, max: 1_000_000 })
     const change = fc.oneof(
       fc.record({ type: fc.constant('set' as const), merchant, rate, version }),
       fc.record({ type: fc.constant('clear' as const), merchant, version }),
@@ -411,6 +412,20 @@ describe('fuzzing', () => {
         default: rate,
         overrides: fc.dictionary(merchant, rate, { maxKeys: 5 }).map((o) => new Map(Object.entries(o))),
       }),
+      fc.record({ type: fc.constant('set' as const), merchant, rate, maxInFlight: cap, version }),
+      fc
+        .record({
+          type: fc.constant('snapshot' as const),
+          version,
+          default: rate,
+          maxInFlight: cap,
+          overrides: fc.dictionary(merchant, fc.tuple(rate, cap), { minKeys: 1, maxKeys: 5 }),
+        })
+        .map(({ overrides, ...rest }) => ({
+          ...rest,
+          overrides: new Map(Object.entries(overrides).map(([m, [r]]) => [m, r])),
+          caps: new Map(Object.entries(overrides).map(([m, [, c]]) => [m, c])),
+        })),
     )
     fc.assert(
       fc.property(change, (c) => {
