@@ -110,7 +110,9 @@
     const waiting = throttled.reduce((sum, m) => sum + m.waiting, 0)
     const slowed = merchants.filter((m) => m.penaltyFactor < 1).length
     byId('throttled').textContent = count(throttled.length)
-    byId('throttled-note').textContent = `${count(waiting)} jobs waiting · ${slowed} slowed by 429`
+    const open = status.slow === undefined ? 0 : status.slow.breakersOpen + status.slow.breakersHalfOpen
+    const breakers = open > 0 ? ` · ${count(open)} circuit ${open === 1 ? 'breaker' : 'breakers'} open` : ''
+    byId('throttled-note').textContent = `${count(waiting)} jobs waiting · ${slowed} slowed by 429${breakers}`
     byId('control').textContent = `${count(control.applied)} applied`
     const rejected = `${count(control.rejected)} rejected`
     byId('control-note').textContent =
@@ -307,10 +309,20 @@
 
   function stateCell(m) {
     const td = el('td')
-    if (m.penaltyFactor < 1) td.append(el('span', 'pill pill-bad', 'backing off'))
+    const breaker = m.breaker === undefined ? 'closed' : m.breaker.state
+    if (breaker === 'open') {
+      const pill = el('span', 'pill pill-bad', 'circuit open')
+      pill.title = `endpoint failing: jobs held, not attempted; probe in ${duration(Math.ceil(m.breaker.retryInMs / 1_000))}`
+      td.append(pill)
+    } else if (breaker === 'half-open') td.append(el('span', 'pill pill-warn', 'probing'))
+    else if (m.penaltyFactor < 1) td.append(el('span', 'pill pill-bad', 'backing off'))
     else if (m.waiting > 0) td.append(el('span', 'pill pill-warn', 'throttled'))
     else if (m.deliveredLastMinute > 0) td.append(el('span', 'pill pill-ok', 'flowing'))
     else td.append(el('span', 'pill pill-muted', 'idle'))
+    if (m.maxInFlight !== undefined && (m.maxInFlight !== null || m.inFlight > 0)) {
+      const cap = m.maxInFlight === null ? '' : ` of ${count(m.maxInFlight)}`
+      td.append(el('span', 'sub', `${count(m.inFlight)}${cap} in flight`))
+    }
     return td
   }
 
