@@ -270,8 +270,9 @@ export function createThrottledProcessor<D = unknown, R = unknown, N extends str
       record(slot === 'at-cap' ? 'parked' : 'parked-fair', job, merchantKey, parkMs)
       await job.moveToDelayed(clock.now() + parkMs, token)
       parked.park(merchantKey, job)
-      // A job of the merchant may have finished while this one was being parked.
-      if (slots.count(merchantKey) < slots.capOf(merchantKey)) promoteParked(merchantKey)
+      // A job of the merchant may have finished while this one was being parked. (Not for a
+      // fair-share park: promoting it now would only send it round the queue again.)
+      if (slot === 'at-cap' && slots.count(merchantKey) < slots.capOf(merchantKey)) promoteParked(merchantKey)
       throw new DelayedError()
     }
     inFlight++
