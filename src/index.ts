@@ -1,9 +1,11 @@
 // The library's public exports, named explicitly.
 
 export {
+  type BreakerGate,
   type CarriedReservation,
   createThrottledProcessor,
   createThrottledWorker,
+  DEFAULT_PARK_MS,
   type Instances,
   type ShareSource,
   THROTTLE_FIELD,
@@ -22,8 +24,11 @@ export {
   DEAD_LETTER_HEADERS,
   type DeadLetterEvent,
   type DeadLetterReason,
+  FAIR_SCAN_LANES,
   jsonDecoder,
   type KafkaClients,
+  type LaneBreakers,
+  type LaneSlots,
   type MerchantKeySource,
   type RetryBackoff,
   type ThrottledConsumer,
@@ -32,6 +37,7 @@ export {
   type ThrottledConsumerStats,
   type ThrottledMessage,
 } from './adapters/kafka/index.js'
+export type { ControlApply } from './control/index.js'
 export {
   type ClearChange,
   type ControlChange,
@@ -117,6 +123,7 @@ export {
   type WebhookHandlerOptions,
   type WebhookJobData,
 } from './handlers/index.js'
+export type { CapChange } from './limiter/index.js'
 export {
   type Admission,
   type ApplyResult,

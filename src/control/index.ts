@@ -42,6 +42,7 @@ export {
   tombstoneSignedBytes,
 } from './signing.js'
 export {
+  type ControlApply,
   type ControlEvent,
   type ControlOrigin,
   type ControlOutcome,
