@@ -238,7 +238,9 @@ describe('KeyedLimiter: rate changes (requirement 2)', () => {
     const { limiter } = setup('10/s')
     limiter.setRate('__proto__', '3/s')
     expect(Object.keys(limiter.rates().overrides)).toEqual(['__proto__'])
-    expect(limiter.rates().overrides.__proto__).toMatchObject({ limit: 3 })
+    expect(Object.getOwnPropertyDescriptor(limiter.rates().overrides, '__proto__')?.value).toMatchObject({
+      limit: 3,
+    })
   })
 
   it('refuses to clear the default rate', () => {
