@@ -167,14 +167,13 @@ async function measureChild(scenario: Scenario, name: string): Promise<never> {
       ? syncDriver(subject.decide, keys, order)
       : asyncDriver(subject.decideAsync!, subject.inFlight ?? 1, keys, order)
   await drive(WARM_UP_MS)
-  const total: Window = { decisions: 0, granted: 0, wallMs: 0, cpuMs: 0 }
+  const total = { decisions: 0, granted: 0, cpuMs: 0 }
   let bestWallRate = 0
   for (let window = 0; window < WINDOWS; window++) {
     const counts = await drive(WINDOW_MS)
     bestWallRate = Math.max(bestWallRate, (counts.decisions * 1_000) / counts.wallMs)
     total.decisions += counts.decisions
     total.granted += counts.granted
-    total.wallMs += counts.wallMs
     total.cpuMs += counts.cpuMs
   }
   const held = subject.size()
@@ -186,7 +185,6 @@ async function measureChild(scenario: Scenario, name: string): Promise<never> {
     detail: {
       bestWallRate,
       grantedShare: total.granted / total.decisions,
-      cpuShare: total.cpuMs / total.wallMs,
     },
   })
 }
@@ -237,7 +235,6 @@ function section(
   const wallRatio = wallRate('merchant-throttle-batch') / wallRate(fastestWall)
   const clockRatio = cpuRate('merchant-throttle-clock') / cpuRate(fastest)
   const plainRatio = base / cpuRate('plain-map-bucket')
-  const cpuShares = [...summaries.values()].map((s) => s.details.cpuShare!)
   const many = scenario.keyCount > 1
   const notPrefilled = [
     ...new Set(
@@ -251,17 +248,13 @@ ${machineDescription()}. One \`performance.now()\` reading costs ${clockNs.toFix
 
 Reproduce: \`npm run bench -- limiter-decisions\` (this table alone: \`node --import tsx bench/limiter-decisions.ts ${name}\`).
 
-Every contender ran in a fresh process, ${RUNS} times, interleaved with the others. A run gives ${many ? `each of the ${scenario.keyCount.toLocaleString('en-US')} keys` : 'the key'} its state first (16-character flat strings \`merchant-0000000\`…${many && notPrefilled.length > 0 ? `; except ${notPrefilled.join(' and ')}, see below` : ''}), warms up for ${WARM_UP_MS} ms, then makes decisions ${many ? 'on keys drawn from a fixed pseudo-random sequence of indices ' : ''}for ${WINDOWS} windows of ${WINDOW_MS} ms. The machine is shared and was busy (the measuring processes got ${percent(Math.min(...cpuShares))}–${percent(Math.max(...cpuShares))} of a core), so the figure compared is decisions per second of CPU time the process used, which waiting for a core does not stretch; the wall-clock rate of each run's best window is shown beside it. The rate is ${RATE_PER_SEC.toLocaleString('en-US')}/s per key for every contender, so no limit binds and every decision counts, granted or not ("granted" says how many were). Synchronous contenders decide in batches of ${BATCH} with one \`performance.now()\` reading per batch, passed to those whose API takes the time; the others read the clock on every call, as their users get them.
+Every contender ran in a fresh process, ${RUNS} times, interleaved with the others. A run gives ${many ? `each of the ${scenario.keyCount.toLocaleString('en-US')} keys` : 'the key'} its state first (16-character flat strings \`merchant-0000000\`…${many && notPrefilled.length > 0 ? `; except ${notPrefilled.join(' and ')}, see below` : ''}), warms up for ${WARM_UP_MS} ms, then makes decisions ${many ? 'on keys drawn from a fixed pseudo-random sequence of indices ' : ''}for ${WINDOWS} windows of ${WINDOW_MS} ms. The machine is shared with other test runs (see the load average), so the figure compared is decisions per second of CPU time the measuring process used, which waiting for a core does not stretch; the wall-clock rate of each run's best window is shown beside it. The rate is ${RATE_PER_SEC.toLocaleString('en-US')}/s per key for every contender, so no limit binds and every decision counts, granted or not ("granted" says how many were). Synchronous contenders decide in batches of ${BATCH.toLocaleString('en-US')} with one \`performance.now()\` reading per batch, passed to those whose API takes the time; the others read the clock on every call, as their users get them.
 
 ${markdownTable(HEADER, rows)}
 
 **Target: at least 2× the fastest peer.** Fastest peer per CPU-second: ${contender(fastest).label}, ${formatNumber(cpuRate(fastest))}/s; merchant-throttle with time read per batch: **${verdict(ratio)}**. Per wall-clock second (best windows; fastest peer ${contender(fastestWall).label}): ${verdict(wallRatio)}. Reading the clock on every call (\`tryAcquire\`): ${clockRatio.toFixed(2)}× per CPU-second. Against the hand-written \`Map\` bucket, which has no skew guard, no per-key rates and no bound on keys: ${plainRatio.toFixed(2)}×.
 
 How the peers were driven: \`limiter\` reads \`performance.now()\` inside every call and rate-limiter-flexible \`Date.now()\`; neither takes the time as an argument. rate-limiter-flexible's RateLimiterMemory is a fixed window, not a token bucket (here ${(RATE_PER_SEC * 60).toLocaleString('en-US')} points per 60 s, with an empty key prefix, its fastest configuration); it answers through a promise that rejects when refused. Bottleneck schedules jobs rather than answering yes or no, and never refuses: a decision is one awaited no-op job, and every job passes through a timer, so its wall-clock rate mostly measures timers (its CPU-second rate is what a decision costs the process); the rows with ${IN_FLIGHT} in flight issue that many calls and await them together.${many ? ` Bottleneck's keys were not given state first: ${scenario.keyCount.toLocaleString('en-US')} Bottleneck limiters, each with a 250 ms heartbeat timer, took minutes and 2 GB to create, so its decisions here include creating a limiter for most keys.` : ''}`
-}
-
-function percent(share: number): string {
-  return `${Math.round(share * 100)} %`
 }
 
 /** clockReadNs is the CPU cost of one performance.now() call in ns, over a million calls. */

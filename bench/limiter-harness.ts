@@ -56,9 +56,9 @@ export function randomOrder(count: number, length: number): Uint32Array {
 
 /** Measurement is what one child process reports about one contender. */
 export interface Measurement {
-  /** value is the figure compared: decisions per second, or bytes per key. */
+  /** value is the figure compared: decisions per CPU-second, or bytes per key. */
   value: number
-  /** detail carries the figures shown beside it (granted share, keys measured, …). */
+  /** detail carries the figures shown beside it (granted share, best wall-clock rate). */
   detail: Record<string, number>
 }
 
@@ -70,11 +70,14 @@ export function childContender(): string | undefined {
   return at < 0 ? undefined : process.argv[at + 1]
 }
 
-/** reportToParent hands a child's measurement to the parent process and ends the child. */
-export function reportToParent(measurement: Measurement): never {
-  process.stdout.write(`${RESULT_PREFIX}${JSON.stringify(measurement)}\n`, () => process.exit(0))
-  // Keep the event loop busy until the write has flushed; contenders may hold timers.
-  return setInterval(() => {}, 1_000) as never
+/**
+ * reportToParent hands a child's measurement to the parent process, then ends the child
+ * at once: some contenders hold timers that would keep it alive.
+ */
+export async function reportToParent(measurement: Measurement): Promise<never> {
+  const line = `${RESULT_PREFIX}${JSON.stringify(measurement)}\n`
+  await new Promise<void>((resolve) => process.stdout.write(line, () => resolve()))
+  process.exit(0)
 }
 
 /** RunsOptions say how a scenario's children are spawned. */
