@@ -21,11 +21,14 @@ export function describeChange(change: ControlChange): string {
 
 /**
  * logControlEvents logs every event of `state`: applied and forgotten at info, stale at
- * info (a replay or a duplicate is normal), rejected at warn with the reason.
+ * info (a replay or a duplicate is normal), rejected at warn with the reason. `logger`
+ * should carry the source (kafka and its topic, or file and its path); each line adds the
+ * record's partition and offset when it has them.
  */
 export function logControlEvents(state: Pick<ControlState, 'subscribe'>, logger: Logger): () => void {
   return state.subscribe((event) => {
-    const at = { ...event.origin }
+    // the sources' child loggers already carry the source and its path or topic
+    const at = { partition: event.origin.partition, offset: event.origin.offset }
     switch (event.kind) {
       case 'applied':
         logger.info(
