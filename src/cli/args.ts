@@ -1,6 +1,9 @@
 import { parseArgs } from 'node:util'
+import type { KafkaConfig } from 'kafkajs'
 import { createSignatureVerifier, type SigningKey } from '../control/signing.js'
 import { DEFAULT_CONTROL_TOPIC } from '../control/topic.js'
+import { ConfigError, loadConfig } from '../service/config.js'
+import { kafkaClientConfig } from '../service/connections.js'
 
 /** USAGE is what `throttlectl --help` prints. */
 export const USAGE = `throttlectl: publish and inspect merchant-throttle rate changes on the Kafka control topic
@@ -16,6 +19,8 @@ Usage:
 Rates: '5000/min', '50/s burst 10', '100/10s' (units ms, s, min, h). '*' is the default rate.
 
 Options:
+  --config file.json               the worker's config file (with its NODE_ENV layer and environment):
+                                   its Kafka brokers, TLS and SASL, and its control.topic
   --brokers host:port[,host:port]  Kafka bootstrap brokers (env KAFKA_BROKERS, else 127.0.0.1:9092)
   --topic name                     control topic (default ${DEFAULT_CONTROL_TOPIC})
   --version N                      publish with this version instead of choosing one
@@ -56,6 +61,8 @@ export interface CliOptions {
   brokers: string[]
   topic: string
   timeoutMs: number
+  /** connection: TLS, SASL and timeouts from the worker's config file (--config). */
+  connection?: Pick<KafkaConfig, 'ssl' | 'sasl' | 'connectionTimeout' | 'authenticationTimeout'>
 }
 
 /** CliParse is the outcome of parseCli: a command, or a usage error for exit code 2. */
@@ -77,7 +84,30 @@ export function parseCli(
     return { ok: false, error: (error as Error).message }
   }
   const { values, positionals } = parsed
-  const brokersText = values.brokers ?? env.KAFKA_BROKERS ?? '127.0.0.1:9092'
+  let fromConfig: { brokers: string[]; topic: string; connection: CliOptions['connection'] } | undefined
+  if (values.config !== undefined) {
+    try {
+      const config = loadConfig({ file: values.config, env: { ...env } })
+      const { ssl, sasl, connectionTimeout, authenticationTimeout } = kafkaClientConfig(config.kafka, {
+        ...env,
+      })
+      fromConfig = {
+        brokers: config.kafka.brokers,
+        topic: config.control.topic,
+        connection: {
+          ssl,
+          ...(sasl === undefined ? {} : { sasl }),
+          connectionTimeout,
+          authenticationTimeout,
+        },
+      }
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error
+      return { ok: false, error: `--config: ${error.message}` }
+    }
+  }
+  const configBrokers = fromConfig?.brokers.length ? fromConfig.brokers.join(',') : undefined
+  const brokersText = values.brokers ?? configBrokers ?? env.KAFKA_BROKERS ?? '127.0.0.1:9092'
   const brokers = brokersText
     .split(',')
     .map((b) => b.trim())
@@ -88,11 +118,16 @@ export function parseCli(
       error: `--brokers: expected host:port[,host:port], got ${JSON.stringify(brokersText)}`,
     }
   }
-  const topic = values.topic ?? DEFAULT_CONTROL_TOPIC
+  const topic = values.topic ?? fromConfig?.topic ?? DEFAULT_CONTROL_TOPIC
   if (topic === '') return { ok: false, error: '--topic: expected a topic name, got an empty string' }
   const timeoutMs = wholeNumber(values.timeout, '--timeout', 30_000, 1)
   if (typeof timeoutMs === 'string') return { ok: false, error: timeoutMs }
-  const options = { brokers, topic, timeoutMs }
+  const options: CliOptions = {
+    brokers,
+    topic,
+    timeoutMs,
+    ...(fromConfig === undefined ? {} : { connection: fromConfig.connection }),
+  }
   const [name, ...args] = positionals
   if (values.help || name === undefined || name === 'help')
     return { ok: true, command: { name: 'help' }, options }
@@ -158,6 +193,7 @@ function parseOptions(argv: readonly string[]) {
     allowPositionals: true,
     strict: true,
     options: {
+      config: { type: 'string' },
       brokers: { type: 'string' },
       topic: { type: 'string' },
       inheritance: { type: 'string' },

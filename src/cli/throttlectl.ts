@@ -63,6 +63,7 @@ function kafkaFor(options: CliOptions): Kafka {
     logLevel: logLevel.NOTHING,
     connectionTimeout: 3_000,
     retry: { retries: 3 },
+    ...options.connection,
   })
 }
 

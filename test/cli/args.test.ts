@@ -1,3 +1,6 @@
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { keysFromEnv, nextControlVersion, parseCli } from '../../src/cli/args.js'
 
@@ -116,5 +119,62 @@ describe('nextControlVersion', () => {
     [1_700_000_000_000_000, 1_700_000_000_000_000, 1_700_000_000_000_001],
   ])('highest %s, clock %s µs -> %s', (highest, wallMicros, expected) => {
     expect(nextControlVersion(highest, wallMicros)).toBe(expected)
+  })
+})
+
+describe('parseCli --config', () => {
+  function configFile(config: unknown): string {
+    const file = join(mkdtempSync(join(tmpdir(), 'mt-cli-')), 'worker.json')
+    writeFileSync(file, JSON.stringify(config))
+    return file
+  }
+
+  it("takes the worker's brokers, SASL (secret resolved), TLS and control topic", () => {
+    const file = configFile({
+      kafka: {
+        brokers: ['127.0.0.1:9094'],
+        ssl: true,
+        sasl: { mechanism: 'scram-sha-512', username: 'ops', password: 'env:TEST_SASL_PASSWORD' },
+      },
+      control: { topic: 'rates.control' },
+    })
+    const parsed = parseCli(['get', '--config', file], { TEST_SASL_PASSWORD: 'hunter2-hunter2' })
+    expect(parsed).toMatchObject({
+      ok: true,
+      options: {
+        brokers: ['127.0.0.1:9094'],
+        topic: 'rates.control',
+        connection: {
+          ssl: true,
+          sasl: { mechanism: 'scram-sha-512', username: 'ops', password: 'hunter2-hunter2' },
+        },
+      },
+    })
+  })
+
+  it('lets --brokers and --topic win over the config file', () => {
+    const file = configFile({ kafka: { brokers: ['127.0.0.1:9094'] }, control: { topic: 'rates.control' } })
+    expect(parseCli(['get', '--config', file, '--brokers', '127.0.0.1:1', '--topic', 't'], {})).toMatchObject(
+      {
+        options: { brokers: ['127.0.0.1:1'], topic: 't' },
+      },
+    )
+  })
+
+  it('refuses a config file with a bad field, or a secret that resolves to nothing, naming it', () => {
+    expect(parseCli(['get', '--config', configFile({ kafka: { brokerz: [] } })], {})).toEqual({
+      ok: false,
+      error: expect.stringContaining("--config: config field 'kafka.brokerz': unknown field"),
+    })
+    const missing = configFile({
+      kafka: {
+        brokers: ['127.0.0.1:9094'],
+        sasl: { mechanism: 'plain', username: 'u', password: 'env:NOPE' },
+      },
+    })
+    expect(parseCli(['get', '--config', missing], {})).toEqual({
+      ok: false,
+      error: expect.stringContaining('environment variable NOPE is not set'),
+    })
   })
 })
