@@ -427,6 +427,8 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
       logger: logger.child({ source: sourceLabel }),
       handler: async (message) => {
         const data = parseJson(message.message.value)
+        // listed on the status page from its first call, not only once a call succeeds
+        activity.seen(message.merchantKey)
         try {
           await handler({
             id: `${message.topic}/${message.partition}/${message.offset}`,
