@@ -1,10 +1,8 @@
-import type { Admin, Kafka, Producer } from 'kafkajs'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import {
   createThrottledConsumer,
   DEAD_LETTER_HEADERS,
   type DeadLetterEvent,
-  type ThrottledConsumer,
 } from '../../../src/adapters/kafka/index.js'
 import { PermanentFailureError } from '../../../src/errors.js'
 import { KeyedLimiter } from '../../../src/limiter/index.js'
@@ -13,9 +11,9 @@ import {
   committedOffsets,
   createTopics,
   endOffsets,
-  kafkaClient,
   readTopic,
   testLogger,
+  useKafkaFixture,
   waitFor,
 } from './support/kafka.js'
 
@@ -26,24 +24,10 @@ interface Order {
 }
 
 describe('createThrottledConsumer dead letters', () => {
-  let kafka: Kafka
-  let admin: Admin
-  let producer: Producer
-  const consumers: ThrottledConsumer[] = []
-
-  beforeAll(async () => {
-    kafka = kafkaClient('kafka-dead-letter-test')
-    admin = kafka.admin()
-    producer = kafka.producer()
-    await Promise.all([admin.connect(), producer.connect()])
-  })
-
-  afterAll(async () => {
-    await Promise.all(consumers.map((c) => c.stop()))
-    await Promise.all([admin.disconnect(), producer.disconnect()])
-  })
+  const fixture = useKafkaFixture('kafka-dead-letter-test')
 
   it('sends messages without a key, with a bad key, with a bad payload, a failing or a refusing handler to the dead-letter topic with their reason, and goes on', async () => {
+    const { kafka, admin, producer, consumers } = fixture
     const topic = uniqueName('orders')
     const deadLetterTopic = `${topic}-dlq`
     const groupId = uniqueName('group')

@@ -1,10 +1,5 @@
-import type { Admin, Kafka, Producer } from 'kafkajs'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  type AssignmentEvent,
-  createThrottledConsumer,
-  type ThrottledConsumer,
-} from '../../../src/adapters/kafka/index.js'
+import { describe, expect, it } from 'vitest'
+import { type AssignmentEvent, createThrottledConsumer } from '../../../src/adapters/kafka/index.js'
 import { KeyedLimiter } from '../../../src/limiter/index.js'
 import { uniqueName } from '../../support/services.js'
 import {
@@ -16,6 +11,7 @@ import {
   type Payload,
   produce,
   testLogger,
+  useKafkaFixture,
   waitFor,
 } from './support/kafka.js'
 
@@ -25,24 +21,10 @@ const BOUND = 100
 const PARTITIONS = 6
 
 describe('createThrottledConsumer through a rebalance', () => {
-  let kafka: Kafka
-  let admin: Admin
-  let producer: Producer
-  const consumers: ThrottledConsumer[] = []
-
-  beforeAll(async () => {
-    kafka = kafkaClient('kafka-rebalance-test')
-    admin = kafka.admin()
-    producer = kafka.producer()
-    await Promise.all([admin.connect(), producer.connect()])
-  })
-
-  afterAll(async () => {
-    await Promise.all(consumers.map((c) => c.stop()))
-    await Promise.all([admin.disconnect(), producer.disconnect()])
-  })
+  const fixture = useKafkaFixture('kafka-rebalance-test')
 
   it('loses nothing when a second consumer joins mid-run and leaves again; duplicates stay within the buffered bound', async () => {
+    const { admin, producer, consumers } = fixture
     const topic = uniqueName('rebalance')
     const deadLetterTopic = `${topic}-dlq`
     const groupId = uniqueName('group')

@@ -1,17 +1,16 @@
-import type { Admin, Kafka, Producer } from 'kafkajs'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createThrottledConsumer, type ThrottledConsumer } from '../../../src/adapters/kafka/index.js'
+import { describe, expect, it } from 'vitest'
+import { createThrottledConsumer } from '../../../src/adapters/kafka/index.js'
 import { KeyedLimiter } from '../../../src/limiter/index.js'
 import { uniqueName } from '../../support/services.js'
 import {
   committedOffsets,
   createTopics,
   endOffsets,
-  kafkaClient,
   merchantSchedule,
   type Payload,
   produce,
   testLogger,
+  useKafkaFixture,
   waitFor,
 } from './support/kafka.js'
 
@@ -29,24 +28,10 @@ interface Handled {
 }
 
 describe('createThrottledConsumer on a real broker', () => {
-  let kafka: Kafka
-  let admin: Admin
-  let producer: Producer
-  const consumers: ThrottledConsumer[] = []
-
-  beforeAll(async () => {
-    kafka = kafkaClient('kafka-consumer-test')
-    admin = kafka.admin()
-    producer = kafka.producer()
-    await Promise.all([admin.connect(), producer.connect()])
-  })
-
-  afterAll(async () => {
-    await Promise.all(consumers.map((c) => c.stop()))
-    await Promise.all([admin.disconnect(), producer.disconnect()])
-  })
+  const fixture = useKafkaFixture('kafka-consumer-test')
 
   it(`handles ${TOTAL} messages of 50 merchants in per-merchant order; the hot one is held to its rate and the others do not wait behind it`, async () => {
+    const { kafka, admin, producer, consumers } = fixture
     const topic = uniqueName('payments')
     const deadLetterTopic = `${topic}-dlq`
     const groupId = uniqueName('group')
@@ -128,6 +113,7 @@ describe('createThrottledConsumer on a real broker', () => {
   })
 
   it('pauses a partition once it holds its buffer bound and resumes it when half drained, in order and complete', async () => {
+    const { kafka, admin, producer, consumers } = fixture
     const topic = uniqueName('bounded')
     const deadLetterTopic = `${topic}-dlq`
     const groupId = uniqueName('group')

@@ -1,5 +1,7 @@
 import { type Admin, Kafka, type KafkaMessage, logLevel, type Producer } from 'kafkajs'
 import { pino } from 'pino'
+import { afterAll, beforeAll } from 'vitest'
+import type { ThrottledConsumer } from '../../../../src/adapters/kafka/index.js'
 import { kafkaBrokers, uniqueName } from '../../../support/services.js'
 
 /** testLogger is silent unless MT_TEST_LOG names a pino level (e.g. MT_TEST_LOG=info). */
@@ -12,6 +14,35 @@ export function kafkaClient(prefix: string, brokers: string[] = kafkaBrokers()):
     brokers,
     logLevel: process.env.MT_TEST_LOG ? logLevel.WARN : logLevel.NOTHING,
   })
+}
+
+/** KafkaFixture is what a test file on the broker shares: a client, its admin and producer, and the consumers to stop. */
+export interface KafkaFixture {
+  kafka: Kafka
+  admin: Admin
+  producer: Producer
+  /** consumers are stopped after the file's tests; push every consumer a test runs. */
+  consumers: ThrottledConsumer[]
+}
+
+/**
+ * useKafkaFixture connects a client's admin and producer before the file's tests and,
+ * after them, stops every consumer pushed to `consumers` and disconnects. Read its fields
+ * inside tests (they are set in beforeAll).
+ */
+export function useKafkaFixture(clientPrefix: string): KafkaFixture {
+  const fixture = { consumers: [] as ThrottledConsumer[] } as KafkaFixture
+  beforeAll(async () => {
+    fixture.kafka = kafkaClient(clientPrefix)
+    fixture.admin = fixture.kafka.admin()
+    fixture.producer = fixture.kafka.producer()
+    await Promise.all([fixture.admin.connect(), fixture.producer.connect()])
+  })
+  afterAll(async () => {
+    await Promise.all(fixture.consumers.map((c) => c.stop()))
+    await Promise.all([fixture.admin?.disconnect(), fixture.producer?.disconnect()])
+  })
+  return fixture
 }
 
 /**
