@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { Consumer, Kafka, KafkaMessage, Producer } from 'kafkajs'
 import { type Logger, pino } from 'pino'
+import { backoffMs } from '../limiter/backoff.js'
 import { logControlEvents } from './log.js'
 import { handleControlRecord, type RecordHandling } from './record.js'
 import { type ControlLimits, resolveLimits } from './schema.js'
@@ -149,7 +150,8 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
   let started = false
   let stopping = false
   let restartTimer: NodeJS.Timeout | undefined
-  /** restartDelayMs is the next restart's backoff; a successful group join resets it. */
+  /** restartAttempt counts restarts since the last successful group join, which resets it. */
+  let restartAttempt = 0
   let restartDelayMs = 0
   let isCaughtUp = false
   let resolveReady!: () => void
@@ -236,7 +238,7 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
     consumer = next
     next.on(next.events.END_BATCH_PROCESS, ({ payload }) => advance(payload.partition, payload.lastOffset))
     next.on(next.events.GROUP_JOIN, () => {
-      restartDelayMs = 0
+      restartAttempt = 0
     })
     next.on(next.events.CRASH, ({ payload }) => {
       counters.crashes++
@@ -267,7 +269,8 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
   /** scheduleRestart replaces the consumer after a backoff that doubles up to maxRetryTimeMs. */
   const scheduleRestart = (): void => {
     if (stopping || restartTimer !== undefined) return
-    restartDelayMs = Math.min(maxRetryTimeMs, restartDelayMs === 0 ? 300 : restartDelayMs * 2)
+    restartAttempt++
+    restartDelayMs = backoffMs(restartAttempt, { baseMs: 300, maxMs: maxRetryTimeMs, jitter: 0 })
     restartTimer = setTimeout(async () => {
       restartTimer = undefined
       const crashed = consumer

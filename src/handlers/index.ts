@@ -1,4 +1,4 @@
-export { type BackoffOptions, backoffMs } from './backoff.js'
+export { type BackoffOptions, backoffMs } from '../limiter/backoff.js'
 export {
   DEFAULT_CONNECT_TIMEOUT_MS,
   DEFAULT_CONNECTIONS_PER_ORIGIN,

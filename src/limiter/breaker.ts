@@ -1,3 +1,4 @@
+import { backoffMs } from './backoff.js'
 import { type Clock, monotonicClock } from './clock.js'
 
 /** BreakerOptions tune the per-merchant circuit breakers. */
@@ -164,7 +165,11 @@ export class CircuitBreakers {
   }
 
   private open(key: string, breaker: Breaker, now: number): void {
-    const coolDownMs = Math.min(this.maxCoolDownMs, this.coolDownMs * 2 ** breaker.openings)
+    const coolDownMs = backoffMs(breaker.openings + 1, {
+      baseMs: this.coolDownMs,
+      maxMs: this.maxCoolDownMs,
+      jitter: 0,
+    })
     breaker.openings++
     breaker.openUntilMs = now + coolDownMs
     breaker.failureTimesMs = []

@@ -1,3 +1,4 @@
+export { type BackoffOptions, backoffMs } from './backoff.js'
 export {
   type Admission,
   type BreakerChange,

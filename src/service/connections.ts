@@ -4,6 +4,7 @@ import { Redis, type RedisOptions } from 'ioredis'
 import { Kafka, type KafkaConfig, type LogEntry, logLevel, type SASLOptions } from 'kafkajs'
 import type { Logger } from 'pino'
 import { ConnectionError } from '../errors.js'
+import { backoffMs } from '../limiter/backoff.js'
 import { type Config, ConfigError } from './config.js'
 import { resolveSecret } from './secrets.js'
 
@@ -297,7 +298,7 @@ async function checkKafka(clientConfig: KafkaConfig, config: Config['kafka'], lo
       const failure = kafkaError(error as KafkaJsError, failedBroker ?? config.brokers.join(','), config)
       if (failure.reason !== 'unreachable' || attempt >= KAFKA_CHECK_ATTEMPTS) throw failure
       logger.debug({ attempt, err: failure }, 'start-up check: Kafka not reachable yet')
-      await new Promise((resolve) => setTimeout(resolve, 300 * 2 ** (attempt - 1)))
+      await new Promise((resolve) => setTimeout(resolve, backoffMs(attempt, { baseMs: 300, jitter: 0 })))
     } finally {
       await admin.disconnect()
     }

@@ -14,6 +14,7 @@ import {
   type RateTarget,
 } from '../control/index.js'
 import { PermanentFailureError, RetryLaterError } from '../errors.js'
+import { backoffMs } from '../limiter/backoff.js'
 import {
   type BreakerChange,
   type BreakerState,
@@ -337,7 +338,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
           )
         }
         await job.updateData({ ...(job.data as Record<string, unknown>), [RETRIES_FIELD]: attempt })
-        await job.moveToDelayed(Date.now() + retryBackoffMs(attempt), token)
+        await job.moveToDelayed(Date.now() + backoffMs(attempt), token)
         throw endpointFailure(new DelayedError())
       }
     }
@@ -556,12 +557,6 @@ function pushBounded<T>(list: T[], item: T): void {
 function retriesOf(data: unknown): number {
   const value = (data as Record<string, unknown> | undefined)?.[RETRIES_FIELD]
   return typeof value === 'number' && Number.isInteger(value) && value >= 0 ? value : 0
-}
-
-/** retryBackoffMs is exponential from 1 s, capped at 5 min, with full jitter on its upper half. */
-function retryBackoffMs(attempt: number): number {
-  const ceiling = Math.min(300_000, 1_000 * 2 ** (attempt - 1))
-  return ceiling / 2 + Math.random() * (ceiling / 2)
 }
 
 function parseJson(value: Buffer | null): unknown {

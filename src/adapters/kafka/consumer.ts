@@ -9,6 +9,7 @@ import type {
   Producer,
 } from 'kafkajs'
 import { type Logger, pino } from 'pino'
+import { backoffMs } from '../../limiter/backoff.js'
 import { deadLetterMessage } from './dead-letter.js'
 import {
   type DeadLetter,
@@ -187,7 +188,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
       concurrency: options.concurrency,
       maxAttempts: options.maxAttempts,
       retryDelayMs: options.retryDelayMs,
-      deadLetterRetryDelayMs: (failures) => Math.min(30_000, 500 * 2 ** (failures - 1)),
+      deadLetterRetryDelayMs: (failures) => backoffMs(failures, { baseMs: 500, maxMs: 30_000, jitter: 0 }),
       run: (item, attempt, signal) =>
         options.handler({
           merchantKey: item.merchantKey,
@@ -467,7 +468,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
     this.emitter.emit('crash', { error, restart: restart || !stopping })
     this.dispatcher.hold()
     if (restart || stopping) return
-    const delayMs = Math.min(30_000, 1_000 * 2 ** Math.min(this.crashesInARow - 1, 5))
+    const delayMs = backoffMs(this.crashesInARow, { baseMs: 1_000, maxMs: 30_000, jitter: 0 })
     clearTimeout(this.restartTimer)
     this.restartTimer = setTimeout(() => {
       if (this.stopping !== undefined) return

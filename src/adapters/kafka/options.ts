@@ -1,5 +1,6 @@
 import type { Consumer, ConsumerConfig, KafkaMessage, Producer, ProducerConfig } from 'kafkajs'
 import type { Logger } from 'pino'
+import { backoffMs } from '../../limiter/backoff.js'
 import type { LaneBreakers, LaneLimiter, LaneSlots } from './dispatcher.js'
 import type { MerchantKeySource } from './message-key.js'
 
@@ -179,7 +180,7 @@ export function resolveOptions<T>(options: ThrottledConsumerOptions<T>): Resolve
     maxAttempts: options.maxAttempts ?? 5,
     stopTimeoutMs: options.stopTimeoutMs ?? 10_000,
     shareLimitAcrossMembers: options.shareLimitAcrossMembers ?? keyOf !== 'message-key',
-    retryDelayMs: (attempt) => Math.min(maxMs, initialMs * 2 ** (attempt - 1)),
+    retryDelayMs: (attempt) => backoffMs(attempt, { baseMs: initialMs, maxMs, jitter: 0 }),
   }
   checkInteger(resolved.concurrency, 'concurrency', 1)
   checkInteger(resolved.maxBufferedPerPartition, 'maxBufferedPerPartition', 1)

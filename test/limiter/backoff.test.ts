@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { backoffMs } from '../../src/handlers/index.js'
+import { backoffMs } from '../../src/limiter/backoff.js'
 
 describe('backoffMs', () => {
   const none = { jitter: 0 }

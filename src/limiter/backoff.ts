@@ -16,8 +16,9 @@ export interface BackoffOptions {
 /**
  * backoffMs is the wait before retrying after failed attempt number `attempt` (1-based):
  * `min(maxMs, baseMs × 2^(attempt-1))`, of which the `jitter` fraction is random, so retries
- * of many jobs that failed together spread out. Pure but for `random`. Both adapters use it
- * (BullMQ's backoffStrategy, the Kafka dispatcher's retryDelayMs).
+ * of many jobs that failed together spread out. Pure but for `random`; with `jitter: 0` it is
+ * the plain doubling used for reconnects and restarts. The one backoff of the project: it lives in
+ * the limiter because that is the folder every other one may import.
  */
 export function backoffMs(attempt: number, options: BackoffOptions = {}): number {
   if (!Number.isInteger(attempt) || attempt < 1) {
