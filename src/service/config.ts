@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
-import { dirname, isAbsolute, resolve } from 'node:path'
+import { dirname, isAbsolute, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { z } from 'zod'
 import { parseRate } from '../limiter/index.js'
 
@@ -314,7 +315,9 @@ export const configSchema = z
           .string()
           .min(1)
           .default('config/rates.json')
-          .describe('Rates file (snapshot format), watched.'),
+          .describe(
+            "Rates file (snapshot format), watched. Relative to the config file naming it (MT_CONTROL_FILE: to the working directory); default: the package's own.",
+          ),
         topic: z.string().min(1).default('merchant-throttle.control').describe('Compacted control topic.'),
         signingKeys: z
           .record(z.string().min(1), secretRef)
@@ -440,33 +443,41 @@ export interface LoadOptions {
   env?: NodeJS.ProcessEnv
 }
 
+/**
+ * PACKAGE_DIR is the package's root, two folders above this module in src/service/ and
+ * dist/service/ alike. fileURLToPath, not URL.pathname, which keeps a space as `%20`.
+ */
+const PACKAGE_DIR = fileURLToPath(new URL('../../', import.meta.url))
+
 /** DEFAULT_CONFIG_DIR is the package's own config/ folder. */
-export const DEFAULT_CONFIG_DIR = resolve(dirname(new URL(import.meta.url).pathname), '../../config')
+export const DEFAULT_CONFIG_DIR = join(PACKAGE_DIR, 'config')
 
 /**
  * loadConfig reads config/default.json, overlays config/<NODE_ENV>.json when it exists,
  * then the --config file, then the environment variables, and validates the result.
- * Relative paths in it (control.file, module handlers) are resolved against the
- * directory the worker was started in. Throws a ConfigError naming the field and the
- * layer it came from.
+ * A relative control.file is resolved against the directory of the file that names it
+ * (MT_CONTROL_FILE: the working directory; the schema's default: the package root), so
+ * the worker starts from any directory; module handler paths are resolved against the
+ * working directory. Throws a ConfigError naming the field and the layer it came from.
  */
 export function loadConfig(options: LoadOptions = {}): Config {
   const env = options.env ?? process.env
   const configDir = options.configDir ?? DEFAULT_CONFIG_DIR
+  const defaultPath = join(configDir, 'default.json')
   const layers: Array<{ name: string; value: unknown }> = [
-    { name: `${configDir}/default.json`, value: readJson(`${configDir}/default.json`, true) },
+    { name: defaultPath, value: anchorControlFile(readJson(defaultPath, true), configDir) },
   ]
   const nodeEnv = env.NODE_ENV
   if (nodeEnv !== undefined && /^[a-z0-9-]+$/i.test(nodeEnv)) {
-    const path = `${configDir}/${nodeEnv}.json`
+    const path = join(configDir, `${nodeEnv}.json`)
     const value = readJson(path, false)
-    if (value !== undefined) layers.push({ name: path, value })
+    if (value !== undefined) layers.push({ name: path, value: anchorControlFile(value, configDir) })
   }
   if (options.file !== undefined) {
     const path = isAbsolute(options.file) ? options.file : resolve(options.file)
-    layers.push({ name: path, value: readJson(path, true) })
+    layers.push({ name: path, value: anchorControlFile(readJson(path, true), dirname(path)) })
   }
-  layers.push({ name: 'environment', value: envLayer(env) })
+  layers.push({ name: 'environment', value: anchorControlFile(envLayer(env), process.cwd()) })
 
   let merged: unknown = {}
   for (const layer of layers) {
@@ -487,8 +498,19 @@ export function loadConfig(options: LoadOptions = {}): Config {
     )
   }
   const config = parsed.data
+  // Still relative only when no layer named it: the schema's default, inside the package.
+  config.control.file = resolve(PACKAGE_DIR, config.control.file)
   if (env.NODE_ENV === 'production') checkProduction(config)
   return config
+}
+
+/** anchorControlFile makes a layer's relative control.file absolute against `dir`, in place. */
+function anchorControlFile(layer: unknown, dir: string): unknown {
+  if (isPlainObject(layer) && isPlainObject(layer.control)) {
+    const file = layer.control.file
+    if (typeof file === 'string' && file !== '' && !isAbsolute(file)) layer.control.file = resolve(dir, file)
+  }
+  return layer
 }
 
 function checkProduction(config: Config): void {

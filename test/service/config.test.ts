@@ -20,7 +20,7 @@ describe('loadConfig', () => {
     expect(config.http).toEqual({ host: '127.0.0.1', port: 8080 })
     expect(config.redis.url).toBe('redis://127.0.0.1:6379')
     expect(config.kafka.brokers).toEqual([])
-    expect(config.control).toMatchObject({ source: 'auto', file: 'config/rates.json' })
+    expect(config.control).toMatchObject({ source: 'auto', file: join(DEFAULT_CONFIG_DIR, 'rates.json') })
     expect(config.sources).toEqual([
       expect.objectContaining({
         kind: 'bullmq',
