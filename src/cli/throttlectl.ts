@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { Kafka, logLevel } from 'kafkajs'
 import { pino } from 'pino'
@@ -12,6 +13,7 @@ import {
   type CliCommand,
   type CliKeys,
   type CliOptions,
+  commandHelp,
   keysFromEnv,
   nextControlVersion,
   parseCli,
@@ -25,15 +27,25 @@ type Publish = Extract<CliCommand, { name: 'set' | 'clear' | 'snapshot' }>
 
 async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   const parsed = parseCli(argv, env)
-  if (!parsed.ok) return fail(2, parsed.error)
+  if (!parsed.ok) {
+    const code = fail(2, parsed.error)
+    if (parsed.usage !== undefined) process.stderr.write(`\n${parsed.usage}\n`)
+    return code
+  }
+  for (const warning of parsed.warnings ?? []) process.stderr.write(`throttlectl: warning: ${warning}\n`)
+  const { command, options } = parsed
+  if (command.name === 'help') {
+    process.stdout.write(`${command.command === undefined ? USAGE : commandHelp(command.command)}\n`)
+    return 0
+  }
+  if (command.name === 'version') {
+    process.stdout.write(`throttlectl ${packageVersion()}\n`)
+    return 0
+  }
   const keys = keysFromEnv(env)
   if (typeof keys === 'string') return fail(2, keys)
-  const { command, options } = parsed
   try {
     switch (command.name) {
-      case 'help':
-        process.stdout.write(`${USAGE}\n`)
-        return 0
       case 'set':
       case 'clear':
       case 'snapshot':
@@ -49,6 +61,12 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
     if (error instanceof UsageError) return fail(2, error.message)
     return fail(1, (error as Error).message)
   }
+}
+
+/** packageVersion is the package's version, from the package.json two folders up (src/ and dist/ alike). */
+function packageVersion(): string {
+  const file = new URL('../../package.json', import.meta.url)
+  return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version
 }
 
 function fail(code: number, message: string): number {

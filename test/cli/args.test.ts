@@ -2,7 +2,14 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { keysFromEnv, nextControlVersion, parseCli } from '../../src/cli/args.js'
+import {
+  COMMANDS,
+  commandHelp,
+  keysFromEnv,
+  nextControlVersion,
+  parseCli,
+  USAGE,
+} from '../../src/cli/args.js'
 
 const options = { brokers: ['127.0.0.1:9092'], topic: 'merchant-throttle.control', timeoutMs: 30_000 }
 
@@ -10,7 +17,7 @@ describe('parseCli', () => {
   it.each([
     [['set', 'm_1', '5000/min'], { name: 'set', merchant: 'm_1', rate: '5000/min' }],
     [
-      ['set', '*', '1000/min', '--inheritance', 'reset', '--version', '42'],
+      ['set', '*', '1000/min', '--inheritance', 'reset', '--rate-version', '42'],
       { name: 'set', merchant: '*', rate: '1000/min', inheritance: 'reset', version: 42 },
     ],
     [
@@ -23,9 +30,6 @@ describe('parseCli', () => {
     [['get', 'm_1', '--json'], { name: 'get', merchant: 'm_1', json: true }],
     [['watch', '--history'], { name: 'watch', history: true, json: false }],
     [['create-topic', '--partitions', '3'], { name: 'create-topic', partitions: 3 }],
-    [[], { name: 'help' }],
-    [['set', '--help'], { name: 'help' }],
-    [['-h'], { name: 'help' }],
   ])('%j', (argv, command) => {
     expect(parseCli(argv, {})).toEqual({ ok: true, command, options })
   })
@@ -46,14 +50,14 @@ describe('parseCli', () => {
     [['get', 'a', 'b'], 'get: expected at most one merchant, got 2 arguments'],
     [['frobnicate'], 'unknown command "frobnicate" (try --help)'],
     [
-      ['set', 'm', '1/s', '--version', '-3'],
-      /^Option '--version' argument is ambiguous|--version: expected a whole number >= 0/,
+      ['set', 'm', '1/s', '--rate-version', '-3'],
+      /^Option '--rate-version' argument is ambiguous|--rate-version: expected a whole number >= 0/,
     ],
-    [['set', 'm', '1/s', '--version', '1.5'], '--version: expected a whole number >= 0, got "1.5"'],
+    [['set', 'm', '1/s', '--rate-version', '1.5'], '--rate-version: expected a whole number >= 0, got "1.5"'],
     [['set', 'm', '1/s', '--max-in-flight', '0'], '--max-in-flight: expected a whole number >= 1, got "0"'],
     [
-      ['set', 'm', '1/s', '--version', '99999999999999999'],
-      '--version: expected a whole number >= 0, got "99999999999999999"',
+      ['set', 'm', '1/s', '--rate-version', '99999999999999999'],
+      '--rate-version: expected a whole number >= 0, got "99999999999999999"',
     ],
     [['get', '--brokers', 'localhost'], '--brokers: expected host:port[,host:port], got "localhost"'],
     [['get', '--timeout', '0'], '--timeout: expected a whole number >= 1, got "0"'],
@@ -65,6 +69,79 @@ describe('parseCli', () => {
     if (parsed.ok) return
     if (typeof error === 'string') expect(parsed.error).toBe(error)
     else expect(parsed.error).toMatch(error)
+  })
+})
+
+// Issue 16: `<cmd> --help` printed the global text, there was no way to print the version
+// (`--version` meant "publish with this version"), no command exited 0, and options a
+// command does not use were accepted silently.
+describe('parseCli: help, version, no command, options a command does not take', () => {
+  it.each([
+    [['--help'], { name: 'help' }],
+    [['-h'], { name: 'help' }],
+    [['help'], { name: 'help' }],
+    [['set', '--help'], { name: 'help', command: 'set' }],
+    [['watch', '-h'], { name: 'help', command: 'watch' }],
+    [['help', 'get'], { name: 'help', command: 'get' }],
+    [['version'], { name: 'version' }],
+    [['-V'], { name: 'version' }],
+    [['--version'], { name: 'version' }],
+    [['get', '--version'], { name: 'version' }],
+  ])('%j', (argv, command) => {
+    expect(parseCli(argv, {})).toMatchObject({ ok: true, command })
+  })
+
+  it('refuses to run without a command: exit 2 with the usage', () => {
+    expect(parseCli([], {})).toEqual({ ok: false, error: 'expected a command', usage: USAGE })
+    expect(parseCli(['--json'], {})).toMatchObject({ ok: false, error: 'expected a command' })
+  })
+
+  it('still takes the old --version N after set, clear and snapshot, with a warning', () => {
+    for (const argv of [
+      ['set', 'm', '1/s', '--version', '42'],
+      ['clear', 'm', '--version=42'],
+      ['--topic', 't', 'snapshot', 'f.json', '--version', '42'],
+    ]) {
+      const parsed = parseCli(argv, {})
+      expect(parsed).toMatchObject({
+        ok: true,
+        command: { version: 42 },
+        warnings: [expect.stringContaining('--rate-version')],
+      })
+    }
+  })
+
+  it.each([
+    [
+      ['get', '--history'],
+      'get does not take --history; it takes --json, --config, --brokers, --topic, --timeout (throttlectl get --help)',
+    ],
+    [['clear', 'm', '--json'], /^clear does not take --json; it takes --inheritance, --rate-version, /],
+    [['watch', '--timeout', '5'], /^watch does not take --timeout;/],
+    [
+      ['create-topic', '--max-in-flight', '3'],
+      /^create-topic does not take --max-in-flight; it takes --partitions,/,
+    ],
+    [['set', 'm', '1/s', '--partitions', '3'], /^set does not take --partitions;/],
+    [['get', '--rate-version', '3'], /^get does not take --rate-version;/],
+    [['version', 'extra'], 'version: expected no arguments'],
+    [['help', 'nope'], 'help: unknown command "nope"'],
+  ])('refuses %j, naming the option and the command', (argv, error) => {
+    const parsed = parseCli(argv, {})
+    expect(parsed.ok).toBe(false)
+    if (parsed.ok) return
+    if (typeof error === 'string') expect(parsed.error).toBe(error)
+    else expect(parsed.error).toMatch(error)
+  })
+
+  it('gives each command help of its own: its usage and only the options it takes', () => {
+    expect(commandHelp('set')).toMatch(/^usage: throttlectl set <merchant\|\*> <rate> \[options\]\n/)
+    expect(commandHelp('set')).toContain('--max-in-flight N')
+    expect(commandHelp('get')).not.toContain('--max-in-flight')
+    expect(commandHelp('watch')).toContain('--history')
+    expect(commandHelp('watch')).not.toContain('--timeout')
+    const helps = (Object.keys(COMMANDS) as Array<keyof typeof COMMANDS>).map(commandHelp)
+    expect(new Set(helps).size).toBe(helps.length)
   })
 })
 
