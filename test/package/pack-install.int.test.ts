@@ -1,6 +1,16 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -136,6 +146,23 @@ describe('the packed package, installed into a project whose path holds a space'
     expect(listed).not.toContain('pino-pretty')
     expect(listed.match(/bullmq@/g)).toHaveLength(2) // the project's, deduped under merchant-throttle
     expect(listed).toContain('deduped')
+  })
+
+  it('ships what its source and declaration maps point at (src/ beside dist/)', () => {
+    const installed = join(project, 'node_modules', 'merchant-throttle')
+    const maps = readdirSync(join(installed, 'dist'), { recursive: true, encoding: 'utf8' }).filter((f) =>
+      f.endsWith('.map'),
+    )
+    expect(maps.length).toBeGreaterThan(50)
+    const missing = maps.flatMap((map) => {
+      const { sources } = JSON.parse(readFileSync(join(installed, 'dist', map), 'utf8')) as {
+        sources: string[]
+      }
+      return sources
+        .map((source) => join(installed, 'dist', dirname(map), source))
+        .filter((file) => !existsSync(file))
+    })
+    expect(missing).toEqual([])
   })
 
   it('has the worker command: --version', () => {
