@@ -14,6 +14,16 @@ function configDir(files: Record<string, unknown>): string {
   return dir
 }
 
+function catchConfigError(load: () => unknown): ConfigError {
+  try {
+    load()
+  } catch (error) {
+    if (error instanceof ConfigError) return error
+    throw error
+  }
+  throw new Error('expected a ConfigError, got a config')
+}
+
 describe('loadConfig', () => {
   it('gives the documented local defaults from config/default.json', () => {
     const config = loadConfig({ env: {} })
@@ -29,6 +39,28 @@ describe('loadConfig', () => {
         keyField: 'merchantId',
       }),
     ])
+  })
+
+  it("fills an empty config from the schema's field defaults, each stated once", () => {
+    const config = loadConfig({ configDir: configDir({ 'default.json': {} }), env: {} })
+    const client = { connectTimeoutMs: 5_000, timeoutMs: 10_000, maxResponseBytes: 65_536, allowHosts: [] }
+    expect(config.webhook).toEqual({ client, secrets: {} })
+    expect(config.psp).toEqual({ client, endpoints: {} })
+    expect(config.http).toEqual({ host: '127.0.0.1', port: 8080 })
+    expect(config.kafka).toEqual({
+      brokers: [],
+      clientId: 'merchant-throttle',
+      ssl: false,
+      connectionTimeoutMs: 5_000,
+      authenticationTimeoutMs: 10_000,
+    })
+    expect(config.breaker).toEqual({
+      failureThreshold: 5,
+      windowMs: 30_000,
+      coolDownMs: 5_000,
+      maxCoolDownMs: 300_000,
+    })
+    expect(config.shutdown).toEqual({ deadlineMs: 15_000 })
   })
 
   it('overlays NODE_ENV, then --config, then the environment', () => {
@@ -67,6 +99,43 @@ describe('loadConfig', () => {
     const dir = configDir({ 'default.json': {}, 'bad.json': extra })
     expect(() => loadConfig({ configDir: dir, file: join(dir, 'bad.json'), env: {} })).toThrow(ConfigError)
     expect(() => loadConfig({ configDir: dir, file: join(dir, 'bad.json'), env: {} })).toThrow(message)
+  })
+
+  it('reports every problem at once, each with its field and layer', () => {
+    const dir = configDir({
+      'default.json': {},
+      'bad.json': { http: { port: 'eighty', prot: 1 }, log: { level: 'loud' }, surprise: true },
+    })
+    const error = catchConfigError(() =>
+      loadConfig({ configDir: dir, file: join(dir, 'bad.json'), env: { MT_MAX_KEYS: 'many' } }),
+    )
+    expect(error.problems).toEqual([
+      'environment variable MT_MAX_KEYS: expected a number, got "many"',
+      expect.stringMatching(/^config field 'http\.port': .*\(from .*bad\.json\)$/),
+      expect.stringMatching(/^config field 'http\.prot': unknown field/),
+      expect.stringMatching(/^config field 'log\.level': /),
+      expect.stringMatching(/^config field 'surprise': unknown field/),
+    ])
+    expect(error.message).toMatch(/^5 problems in the configuration:\n- environment variable MT_MAX_KEYS/)
+  })
+
+  it('checks module handlers with the rest: the path is given, exists, and only with handler module', () => {
+    const dir = configDir({ 'default.json': {}, 'handler.mjs': 'export default async () => {}' })
+    const sources = [
+      { kind: 'bullmq', queue: 'no-path', handler: 'module' },
+      { kind: 'kafka', topic: 't', groupId: 'g', handler: 'module', module: join(dir, 'missing.mjs') },
+      { kind: 'bullmq', queue: 'stray', handler: 'webhook', module: join(dir, 'handler.mjs') },
+      { kind: 'bullmq', queue: 'fine', handler: 'module', module: join(dir, 'handler.mjs') },
+    ]
+    writeFileSync(join(dir, 'bad.json'), JSON.stringify({ sources }))
+    const error = catchConfigError(() => loadConfig({ configDir: dir, file: join(dir, 'bad.json'), env: {} }))
+    expect(error.problems).toEqual([
+      expect.stringMatching(/^config field 'sources\.0\.module': handler 'module' needs 'module'/),
+      expect.stringMatching(
+        /^config field 'sources\.1\.module': handler module .*missing\.mjs does not exist/,
+      ),
+      expect.stringMatching(/^config field 'sources\.2\.module': only read with handler 'module'/),
+    ])
   })
 
   it('says which layer a bad field came from', () => {
