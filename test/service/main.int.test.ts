@@ -7,7 +7,8 @@ import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startServer, type TestServer } from '../handlers/support.js'
 import { redisUrl, uniqueName } from '../support/services.js'
-import { startWorkerProcess, waitFor } from '../support/worker-process.js'
+import { waitFor } from '../support/wait-for.js'
+import { startWorkerProcess } from '../support/worker-process.js'
 
 const SECRET = 'whsec_bWFpbi10ZXN0LXNlY3JldC0zMi1ieXRlcy1sb25nISEhIQ=='
 
@@ -70,7 +71,7 @@ describe('worker process (main.ts)', () => {
     )
     const first = startWorker(join(dir, 'config.json'))
     children.push(first.child)
-    await waitFor(() => merchants.requests.length >= 30, 60_000, 'the first deliveries')
+    await waitFor('the first deliveries', () => merchants.requests.length >= 30, 60_000)
     const signalledAt = Date.now()
     first.child.kill('SIGTERM')
     const code = await first.exited()
@@ -95,9 +96,9 @@ describe('worker process (main.ts)', () => {
     const second = startWorker(join(dir, 'config.json'))
     children.push(second.child)
     await waitFor(
+      'every job completed',
       async () => (await queue.getJobCounts('completed')).completed === total,
       60_000,
-      'every job completed',
     )
     second.child.kill('SIGTERM')
     expect(await second.exited()).toBe(0)

@@ -11,6 +11,7 @@ import { createLogger } from '../../src/service/logger.js'
 import { type RunningService, startService } from '../../src/service/service.js'
 import { startServer, type TestServer } from '../handlers/support.js'
 import { uniqueName } from '../support/services.js'
+import { waitFor } from '../support/wait-for.js'
 import { startWorkerProcess } from '../support/worker-process.js'
 
 // Kafka as production runs it: SASL/SCRAM logins, and TLS with a private CA. A broker of this
@@ -55,14 +56,6 @@ function startLoggerCapture() {
     },
   })
   return { logger: createLogger({ level: 'trace', pretty: 'never' }, stream), text: () => lines.join('') }
-}
-
-async function waitFor(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
 }
 
 describe('Kafka with SASL/SCRAM and TLS (a private kafka-local broker on loopback)', () => {
@@ -142,7 +135,7 @@ describe('Kafka with SASL/SCRAM and TLS (a private kafka-local broker on loopbac
     } finally {
       await producer.disconnect()
     }
-    await waitFor(() => merchants.requests.some((r) => r.path === path), 30_000, `delivery to ${path}`)
+    await waitFor(`delivery to ${path}`, () => merchants.requests.some((r) => r.path === path), 30_000)
   }
 
   it('SASL_PLAINTEXT with SCRAM-SHA-512: the worker reads its control topic and delivers from a Kafka source', async () => {

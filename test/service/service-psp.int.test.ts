@@ -10,7 +10,7 @@ import { loadConfig } from '../../src/service/config.js'
 import { type RunningService, startService } from '../../src/service/service.js'
 import { startServer, type TestServer } from '../handlers/support.js'
 import { redisUrl, uniqueName } from '../support/services.js'
-import { waitFor } from '../support/worker-process.js'
+import { waitFor } from '../support/wait-for.js'
 
 // PSP calls through the worker: paced per `psp:merchant` with that key's own rate, sent with
 // the PSP's credential and an Idempotency-Key that a retried call repeats.
@@ -96,9 +96,9 @@ describe('worker service with a PSP source (real Redis, a local PSP)', () => {
     )
     await queue.addBulk(jobs)
     await waitFor(
+      '20 PSP calls',
       async () => (await queue.getJobCounts('completed')).completed === 20,
       60_000,
-      '20 PSP calls',
     )
 
     // one Idempotency-Key per job, derived from the job id, repeated by the retried call

@@ -30,16 +30,3 @@ export function startWorkerProcess(configFile: string, env: Record<string, strin
   const exit = once(child, 'exit').then(([code]) => code as number | null)
   return { child, output: () => output, exited: () => exit }
 }
-
-/** waitFor polls `check` every 100 ms until it is true, or fails naming `what` after `timeoutMs`. */
-export async function waitFor(
-  check: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-  what: string,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
