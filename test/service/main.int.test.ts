@@ -1,6 +1,5 @@
 import type { ChildProcess } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
@@ -8,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startServer, type TestServer } from '../handlers/support.js'
 import { redisUrl, uniqueName } from '../support/services.js'
 import { waitFor } from '../support/wait-for.js'
+import { type WorkerConfigFiles, writeWorkerConfig } from '../support/worker-config.js'
 import { startWorkerProcess } from '../support/worker-process.js'
 
 const SECRET = 'whsec_bWFpbi10ZXN0LXNlY3JldC0zMi1ieXRlcy1sb25nISEhIQ=='
@@ -24,7 +24,7 @@ describe('worker process (main.ts)', () => {
   let merchants: TestServer
   let connection: Redis
   let queue: Queue
-  let dir: string
+  let files: WorkerConfigFiles
   const queueName = uniqueName('main-webhooks')
   const children: ChildProcess[] = []
 
@@ -32,17 +32,13 @@ describe('worker process (main.ts)', () => {
     merchants = await startServer('127.0.0.1', (_request, response) => {
       setTimeout(() => response.end('ok'), 200)
     })
-    dir = mkdtempSync(join(tmpdir(), 'mt-main-'))
-    writeFileSync(join(dir, 'rates.json'), JSON.stringify({ type: 'snapshot', version: 1, default: '40/s' }))
-    writeFileSync(
-      join(dir, 'config.json'),
-      JSON.stringify({
-        http: { port: 0 },
-        control: { source: 'file', file: join(dir, 'rates.json') },
+    files = writeWorkerConfig(
+      {
         sources: [{ kind: 'bullmq', queue: queueName, handler: 'webhook', concurrency: 20 }],
-        webhook: { client: { allowHosts: ['127.0.0.1'] }, defaultSecret: SECRET },
+        webhook: { defaultSecret: SECRET },
         shutdown: { deadlineMs: 5_000 },
-      }),
+      },
+      { rates: { type: 'snapshot', version: 1, default: '40/s' } },
     )
     connection = new Redis(redisUrl(), { maxRetriesPerRequest: null })
     queue = new Queue(queueName, { connection })
@@ -69,7 +65,7 @@ describe('worker process (main.ts)', () => {
         },
       })),
     )
-    const first = startWorker(join(dir, 'config.json'))
+    const first = startWorker(files.configFile)
     children.push(first.child)
     await waitFor('the first deliveries', () => merchants.requests.length >= 30, 60_000)
     const signalledAt = Date.now()
@@ -93,7 +89,7 @@ describe('worker process (main.ts)', () => {
     expect(Object.values(afterStop).reduce((sum, n) => sum + n, 0)).toBe(total)
     expect(afterStop.completed).toBeLessThan(total)
 
-    const second = startWorker(join(dir, 'config.json'))
+    const second = startWorker(files.configFile)
     children.push(second.child)
     await waitFor(
       'every job completed',
@@ -110,8 +106,8 @@ describe('worker process (main.ts)', () => {
   })
 
   it('exits 78 with a message naming the field when the config is wrong', async () => {
-    writeFileSync(join(dir, 'bad.json'), JSON.stringify({ http: { port: 'eighty' } }))
-    const worker = startWorker(join(dir, 'bad.json'))
+    writeFileSync(join(files.dir, 'bad.json'), JSON.stringify({ http: { port: 'eighty' } }))
+    const worker = startWorker(join(files.dir, 'bad.json'))
     children.push(worker.child)
     const code = await worker.exited()
     expect(code).toBe(78)

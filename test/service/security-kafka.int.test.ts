@@ -6,12 +6,12 @@ import { Writable } from 'node:stream'
 import { Kafka, type KafkaConfig, logLevel } from 'kafkajs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ConnectionError } from '../../src/errors.js'
-import { configSchema } from '../../src/service/config.js'
 import { createLogger } from '../../src/service/logger.js'
 import { type RunningService, startService } from '../../src/service/service.js'
 import { startServer, type TestServer } from '../handlers/support.js'
 import { uniqueName } from '../support/services.js'
 import { waitFor } from '../support/wait-for.js'
+import { loadWorkerConfig } from '../support/worker-config.js'
 import { startWorkerProcess } from '../support/worker-process.js'
 
 // Kafka as production runs it: SASL/SCRAM logins, and TLS with a private CA. A broker of this
@@ -90,14 +90,16 @@ describe('Kafka with SASL/SCRAM and TLS (a private kafka-local broker on loopbac
   })
 
   function workerConfig(kafka: Record<string, unknown>, sources: unknown[] = []) {
-    return configSchema.parse({
-      http: { port: 0 },
-      kafka: { clientId: uniqueName('sec-kafka'), ...kafka },
-      control: { source: 'kafka', topic: uniqueName('sec-control') },
-      sources,
-      webhook: { client: { allowHosts: ['127.0.0.1'] }, defaultSecret: SECRET },
-      shutdown: { deadlineMs: 2_000 },
-    })
+    return loadWorkerConfig(
+      {
+        kafka: { clientId: uniqueName('sec-kafka'), ...kafka },
+        control: { source: 'kafka', topic: uniqueName('sec-control') },
+        sources,
+        webhook: { defaultSecret: SECRET },
+        shutdown: { deadlineMs: 2_000 },
+      },
+      { env: {} },
+    ).config
   }
 
   /** deliverOne starts a worker with a Kafka control source and a Kafka source, produces one webhook and waits for it. */

@@ -8,12 +8,12 @@ import { Queue } from 'bullmq'
 import { Redis, type RedisOptions } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { ConnectionError } from '../../src/errors.js'
-import { configSchema } from '../../src/service/config.js'
 import { createLogger } from '../../src/service/logger.js'
 import { type RunningService, startService } from '../../src/service/service.js'
 import { closedPort, startServer, type TestServer } from '../handlers/support.js'
 import { uniqueName } from '../support/services.js'
 import { waitFor } from '../support/wait-for.js'
+import { loadWorkerConfig, writeWorkerConfig } from '../support/worker-config.js'
 import { startWorkerProcess } from '../support/worker-process.js'
 
 // Redis as production runs it: a password (requirepass), an ACL user limited to BullMQ's
@@ -170,7 +170,6 @@ describe('Redis with a password, an ACL user and TLS (a private redis-server on 
       '+info',
     )
     writeFileSync(join(dir, 'worker-password'), `${WORKER_PASSWORD}\n`)
-    writeFileSync(join(dir, 'rates.json'), JSON.stringify({ type: 'snapshot', version: 1, default: '50/s' }))
     merchants = await startServer('127.0.0.1')
     process.env[PASSWORD_ENV] = DEFAULT_PASSWORD
     process.env[TOKEN_ENV] = STATUS_TOKEN
@@ -190,14 +189,16 @@ describe('Redis with a password, an ACL user and TLS (a private redis-server on 
   })
 
   function workerConfig(redis: Record<string, unknown>, queueName: string) {
-    return configSchema.parse({
-      http: { port: 0, authToken: `env:${TOKEN_ENV}` },
-      redis,
-      control: { source: 'file', file: join(dir, 'rates.json') },
-      sources: [{ kind: 'bullmq', queue: queueName, handler: 'webhook', concurrency: 5, attempts: 2 }],
-      webhook: { client: { allowHosts: ['127.0.0.1'] }, defaultSecret: SECRET },
-      shutdown: { deadlineMs: 2_000 },
-    })
+    return loadWorkerConfig(
+      {
+        http: { authToken: `env:${TOKEN_ENV}` },
+        redis,
+        sources: [{ kind: 'bullmq', queue: queueName, handler: 'webhook', concurrency: 5, attempts: 2 }],
+        webhook: { defaultSecret: SECRET },
+        shutdown: { deadlineMs: 2_000 },
+      },
+      { rates: { type: 'snapshot', version: 1, default: '50/s' }, env: {} },
+    ).config
   }
 
   /** deliverOne starts a worker with `redis`, queues one webhook through `producer` and waits until the merchant has it. */
@@ -338,17 +339,11 @@ describe('Redis with a password, an ACL user and TLS (a private redis-server on 
   })
 
   it('the worker process (main.ts) exits 1 on a wrong password and says where and as whom, not the password', async () => {
-    const configFile = join(dir, 'wrong-password.json')
-    writeFileSync(
-      configFile,
-      JSON.stringify({
-        http: { port: 0 },
-        redis: { password: 'env:MT_TEST_REDIS_WRONG' },
-        control: { source: 'file', file: join(dir, 'rates.json') },
-        sources: [{ kind: 'bullmq', queue: uniqueName('sec-redis'), handler: 'webhook' }],
-        webhook: { client: { allowHosts: ['127.0.0.1'] }, defaultSecret: SECRET },
-      }),
-    )
+    const { configFile } = writeWorkerConfig({
+      redis: { password: 'env:MT_TEST_REDIS_WRONG' },
+      sources: [{ kind: 'bullmq', queue: uniqueName('sec-redis'), handler: 'webhook' }],
+      webhook: { defaultSecret: SECRET },
+    })
     const worker = startWorkerProcess(configFile, {
       REDIS_URL: `redis://127.0.0.1:${port}`,
       MT_TEST_REDIS_WRONG: WRONG_PASSWORD,

@@ -1,16 +1,13 @@
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import type { Admin, Producer } from 'kafkajs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { publishControlChange } from '../../src/control/index.js'
 import { parseRate } from '../../src/limiter/index.js'
-import { loadConfig } from '../../src/service/config.js'
 import { type RunningService, type StatusSnapshot, startService } from '../../src/service/service.js'
 import { createTopics, kafkaClient, testLogger } from '../adapters/kafka/support/kafka.js'
 import { startServer, type TestServer } from '../handlers/support.js'
 import { kafkaBrokers, uniqueName } from '../support/services.js'
 import { waitFor } from '../support/wait-for.js'
+import { loadWorkerConfig } from '../support/worker-config.js'
 
 // A hanging merchant on a Kafka source whose messages are spread over 6 partitions (keyed
 // by event, merchant from the payload), so it has up to 6 lanes: its cap, set on the
@@ -28,11 +25,8 @@ async function startKafkaService(options: {
   attempts: number
   merchantLabels?: string[]
 }): Promise<RunningService> {
-  const dir = mkdtempSync(join(tmpdir(), 'mt-slow-kafka-'))
-  writeFileSync(
-    join(dir, 'config.json'),
-    JSON.stringify({
-      http: { port: 0 },
+  const { config } = loadWorkerConfig(
+    {
       kafka: { brokers: kafkaBrokers() },
       control: { topic: options.controlTopic },
       limiter: { defaultRate: '1000/s' },
@@ -48,12 +42,13 @@ async function startKafkaService(options: {
           attempts: options.attempts,
         },
       ],
-      webhook: { client: { allowHosts: ['127.0.0.1'], timeoutMs: 2_000 }, defaultSecret: SECRET },
+      webhook: { client: { timeoutMs: 2_000 }, defaultSecret: SECRET },
       metrics: { merchantLabels: options.merchantLabels ?? [] },
       shutdown: { deadlineMs: 3_000 },
-    }),
+    },
+    { env: {} },
   )
-  return startService(loadConfig({ file: join(dir, 'config.json'), env: {} }), testLogger)
+  return startService(config, testLogger)
 }
 
 describe('a hanging merchant on a Kafka source held to its in-flight cap', () => {
