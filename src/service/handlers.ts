@@ -44,7 +44,7 @@ export interface HandlerSet {
  * HTTP client of its own behind the SSRF guard, and loads module handlers on demand.
  */
 export function createHandlers(
-  config: Config,
+  config: Pick<Config, 'webhook' | 'psp'>,
   logger: Logger,
   env: NodeJS.ProcessEnv = process.env,
 ): HandlerSet {

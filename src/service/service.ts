@@ -47,9 +47,9 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   const log = logger.child({ component: 'service' })
   const useKafkaControl =
     config.control.source === 'kafka' || (config.control.source === 'auto' && config.kafka.brokers.length > 0)
-  const handlers = createHandlers(config, logger)
+  const handlers = createHandlers({ webhook: config.webhook, psp: config.psp }, logger)
   const sourceHandlers = await loadSourceHandlers(handlers, config, useKafkaControl)
-  const connections = createConnections(config, logger)
+  const connections = createConnections({ kafka: config.kafka, redis: config.redis }, logger)
   await connections.check({
     kafka: useKafkaControl || config.sources.some((source) => source.kind === 'kafka'),
     redis: config.sources.some((source) => source.kind === 'bullmq'),
@@ -108,7 +108,9 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
 
   const wiring: SourceWiring = { limiter, inFlight, breakers, metrics, activity, logger }
   for (const [i, sourceConfig] of config.sources.entries()) {
-    sources.push(await startSource(sourceConfig, sourceHandlers[i]!, wiring, connections, config))
+    sources.push(
+      await startSource(sourceConfig, sourceHandlers[i]!, wiring, connections, config.shutdown.deadlineMs),
+    )
   }
   log.info({ sources: sources.map((s) => `${s.kind}:${s.name}`), url: http.url }, 'worker started')
 
@@ -170,12 +172,12 @@ function startSource(
   handler: SourceHandler,
   wiring: SourceWiring,
   connections: Connections,
-  config: Config,
+  stopTimeoutMs: number,
 ): Promise<Source> | Source {
   if (sourceConfig.kind === 'bullmq')
     return startBullmqSource(sourceConfig, handler, wiring, connections.redis())
   // loadSourceHandlers refused a Kafka source without brokers, so the client is there.
-  return startKafkaSource(sourceConfig, handler, wiring, connections.kafka!, config.shutdown.deadlineMs)
+  return startKafkaSource(sourceConfig, handler, wiring, connections.kafka!, stopTimeoutMs)
 }
 
 /** reportBreakerChange counts a breaker's state change and logs it: an opening as a warning. */
