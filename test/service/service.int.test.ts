@@ -104,6 +104,13 @@ describe('worker service (real Redis, local merchants)', () => {
     const reasons = Object.fromEntries(failed.map((job) => [job.data.eventId, job.failedReason]))
     expect(reasons.evt_gone_0).toMatch(/^client-error: .*410/)
     expect(reasons.evt_broken_0).toMatch(/^gave up after 3 attempts: .*500/)
+    // BullMQ counted the attempts itself: the source's attempts and backoff, no field of ours in the job's data
+    const broken = failed.filter((job) => job.data.merchantId === 'broken')
+    expect(broken.map((job) => [job.attemptsMade, job.opts.attempts ?? 0])).toEqual([
+      [3, 0],
+      [3, 0],
+    ])
+    expect(failed.flatMap((job) => Object.keys(job.data)).filter((key) => key.startsWith('__'))).toEqual([])
     // 500: three attempts each; 410: one
     expect(receivedAtMs.get('broken')).toHaveLength(6)
     expect(receivedAtMs.get('gone')).toHaveLength(2)
