@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs'
-import { dirname, isAbsolute, resolve } from 'node:path'
+import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { z } from 'zod'
 import { ConfigError } from '../errors.js'
 import { parseRate } from '../limiter/index.js'
@@ -113,9 +113,9 @@ const httpClient = z
   .strict()
 
 /**
- * checkModuleHandler: handler 'module' needs `module`, a file that exists (relative paths
- * are resolved against the directory the worker was started in), and `module` means
- * nothing to the other handlers. Loading the module is start-up's first step.
+ * checkModuleHandler: handler 'module' needs `module`, a file that exists (see
+ * resolveModulePath), and `module` means nothing to the other handlers. Loading the
+ * module is start-up's first step.
  */
 function checkModuleHandler(
   source: { handler: string; module?: string | undefined },
@@ -146,7 +146,11 @@ function checkModuleHandler(
   }
 }
 
-/** resolveModulePath is where a `module` handler's file is: relative to the directory the worker was started in. */
+/**
+ * resolveModulePath is where a `module` handler's file is. loadConfig has already made a
+ * relative path from a config file absolute (anchorModulePaths); a path still relative
+ * here (a config built without loadConfig) is taken from the working directory.
+ */
 export function resolveModulePath(path: string): string {
   return isAbsolute(path) ? path : resolve(path)
 }
@@ -455,22 +459,26 @@ export const DEFAULT_CONFIG_DIR = resolve(dirname(new URL(import.meta.url).pathn
 /**
  * loadConfig reads config/default.json, overlays config/<NODE_ENV>.json when it exists,
  * then the --config file, then the environment variables, and validates the result.
- * Relative paths in it (control.file, module handlers) are resolved against the
- * directory the worker was started in. Throws one ConfigError listing every problem
- * found, each naming the field and the layer it came from.
+ * A relative module handler path is resolved against the directory of the config file
+ * that names it; control.file, against the directory the worker was started in. Throws
+ * one ConfigError listing every problem found, each naming the field and the layer it
+ * came from.
  */
 export function loadConfig(options: LoadOptions = {}): Config {
   const env = options.env ?? process.env
   const configDir = options.configDir ?? DEFAULT_CONFIG_DIR
   const problems: string[] = []
   const layers: Array<{ name: string; value: unknown }> = []
+  // A file's relative paths are anchored to its own directory before the layers merge,
+  // so the worker finds them from any working directory.
   const addFile = (path: string, required: boolean) => {
-    const value = readJson(path, required, problems)
+    const value = anchorModulePaths(readJson(path, required, problems), dirname(path))
     if (value !== undefined) layers.push({ name: path, value })
   }
-  addFile(`${configDir}/default.json`, true)
+  addFile(join(configDir, 'default.json'), true)
   const nodeEnv = env.NODE_ENV
-  if (nodeEnv !== undefined && /^[a-z0-9-]+$/i.test(nodeEnv)) addFile(`${configDir}/${nodeEnv}.json`, false)
+  if (nodeEnv !== undefined && /^[a-z0-9-]+$/i.test(nodeEnv))
+    addFile(join(configDir, `${nodeEnv}.json`), false)
   if (options.file !== undefined)
     addFile(isAbsolute(options.file) ? options.file : resolve(options.file), true)
   layers.push({ name: 'environment', value: envLayer(env, problems) })
@@ -484,6 +492,17 @@ export function loadConfig(options: LoadOptions = {}): Config {
   if (parsed.success && env.NODE_ENV === 'production') checkProduction(parsed.data, problems)
   if (!parsed.success || problems.length > 0) throw new ConfigError(problems)
   return parsed.data
+}
+
+/** anchorModulePaths makes a layer's relative `sources[].module` paths absolute against `dir`, in place. */
+function anchorModulePaths(layer: unknown, dir: string): unknown {
+  if (!isPlainObject(layer) || !Array.isArray(layer.sources)) return layer
+  for (const source of layer.sources) {
+    if (isPlainObject(source) && typeof source.module === 'string' && source.module !== '') {
+      if (!isAbsolute(source.module)) source.module = resolve(dir, source.module)
+    }
+  }
+  return layer
 }
 
 function checkProduction(config: Config, problems: string[]): void {

@@ -1,6 +1,6 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { ConfigError, DEFAULT_CONFIG_DIR, loadConfig } from '../../src/service/config.js'
 import { configReference } from '../../src/service/config-docs.js'
@@ -135,6 +135,37 @@ describe('loadConfig', () => {
         /^config field 'sources\.1\.module': handler module .*missing\.mjs does not exist/,
       ),
       expect.stringMatching(/^config field 'sources\.2\.module': only read with handler 'module'/),
+    ])
+  })
+
+  it('resolves a relative module handler path against the directory of the config file naming it, not the working directory', () => {
+    const dir = configDir({
+      'default.json': {
+        sources: [{ kind: 'bullmq', queue: 'q', handler: 'module', module: 'default-handler.mjs' }],
+      },
+      'default-handler.mjs': 'export default async () => {}',
+    })
+    const other = configDir({
+      'extra.json': {
+        sources: [{ kind: 'kafka', topic: 't', groupId: 'g', handler: 'module', module: './handlers/h.mjs' }],
+      },
+    })
+    mkdirSync(join(other, 'handlers'))
+    writeFileSync(join(other, 'handlers', 'h.mjs'), 'export default async () => {}')
+    // Neither file is in the working directory, so only anchoring to the config file finds them.
+    expect(existsSync(resolve('default-handler.mjs')) || existsSync(resolve('handlers/h.mjs'))).toBe(false)
+
+    expect(loadConfig({ configDir: dir, env: {} }).sources[0]?.module).toBe(join(dir, 'default-handler.mjs'))
+    const config = loadConfig({ configDir: dir, file: join(other, 'extra.json'), env: {} })
+    expect(config.sources.map((source) => source.module)).toEqual([join(other, 'handlers', 'h.mjs')])
+  })
+
+  it('names the anchored path of a relative module handler that does not exist', () => {
+    const dir = configDir({
+      'default.json': { sources: [{ kind: 'bullmq', queue: 'q', handler: 'module', module: 'gone.mjs' }] },
+    })
+    expect(catchConfigError(() => loadConfig({ configDir: dir, env: {} })).problems).toEqual([
+      `config field 'sources.0.module': handler module ${join(dir, 'gone.mjs')} does not exist (from ${join(dir, 'default.json')})`,
     ])
   })
 
