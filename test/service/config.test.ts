@@ -1,8 +1,9 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { isDeepStrictEqual } from 'node:util'
 import { describe, expect, it } from 'vitest'
-import { ConfigError, DEFAULT_CONFIG_DIR, loadConfig } from '../../src/service/config.js'
+import { ConfigError, configSchema, DEFAULT_CONFIG_DIR, loadConfig } from '../../src/service/config.js'
 import { configReference } from '../../src/service/config-docs.js'
 import { configSchemaJson } from '../../src/service/config-schema.js'
 
@@ -204,6 +205,65 @@ describe('loadConfig', () => {
     expect(config.webhook.client.allowHosts).toEqual([])
   })
 })
+
+describe('config/default.json', () => {
+  it("states no field the schema's default already gives (each default stated once)", () => {
+    const stated = JSON.parse(readFileSync(join(DEFAULT_CONFIG_DIR, 'default.json'), 'utf8')) as unknown
+    const repeats = leafPaths(stated).filter((path) => {
+      const parsed = configSchema.safeParse(withoutPath(stated, path))
+      return parsed.success && isDeepStrictEqual(valueAt(parsed.data, path), valueAt(stated, path))
+    })
+    expect(repeats.map((path) => path.join('.'))).toEqual([])
+  })
+
+  it('with config/production.json on top, loads for production once a real secret is given', () => {
+    const config = loadConfig({
+      env: { NODE_ENV: 'production', MT_WEBHOOK_DEFAULT_SECRET: 'env:MT_TEST_UNUSED' },
+    })
+    expect(config.log.pretty).toBe('never')
+    expect(config.psp.client).toMatchObject({ allowHosts: [], httpsOnly: true, timeoutMs: 10_000 })
+    expect(config.sources).toEqual([
+      {
+        kind: 'bullmq',
+        queue: 'webhooks',
+        handler: 'webhook',
+        concurrency: 50,
+        keyField: 'merchantId',
+        instances: 1,
+        attempts: 8,
+      },
+    ])
+  })
+})
+
+type Path = Array<string | number>
+
+function leafPaths(value: unknown, path: Path = []): Path[] {
+  // A list of values (allowHosts, brokers) is one field; a list of objects (sources) is looked into.
+  const isObject = (item: unknown): item is Record<string, unknown> =>
+    item !== null && typeof item === 'object' && !Array.isArray(item)
+  if (Array.isArray(value)) {
+    return value.some(isObject) ? value.flatMap((item, i) => leafPaths(item, [...path, i])) : [path]
+  }
+  if (isObject(value) && Object.keys(value).length > 0) {
+    return Object.entries(value).flatMap(([key, item]) => leafPaths(item, [...path, key]))
+  }
+  return [path]
+}
+
+function valueAt(value: unknown, path: Path): unknown {
+  return path.reduce<unknown>(
+    (node, key) => (node as Record<string | number, unknown> | undefined)?.[key],
+    value,
+  )
+}
+
+function withoutPath(value: unknown, path: Path): unknown {
+  const copy = structuredClone(value)
+  const parent = valueAt(copy, path.slice(0, -1)) as Record<string | number, unknown>
+  delete parent[path[path.length - 1] as string | number]
+  return copy
+}
 
 describe('config/schema.json', () => {
   it('is generated from the schema the worker validates with (npm run config:schema)', () => {
