@@ -118,3 +118,21 @@ export class ConnectionError extends MerchantThrottleError {
     this.reason = reason
   }
 }
+
+/**
+ * ConfigError: the configuration cannot be used. `problems` lists every problem found,
+ * each naming the field (and the layer it came from) or the file; the message holds them
+ * all, so one run shows everything to fix. Start-up stops on it.
+ */
+export class ConfigError extends MerchantThrottleError {
+  readonly problems: readonly string[]
+  constructor(problems: string | readonly string[]) {
+    const list = typeof problems === 'string' ? [problems] : [...problems]
+    if (list.length === 0) throw new TypeError('ConfigError: expected at least one problem, got none')
+    super(
+      'CONFIG_INVALID',
+      list.length === 1 ? list[0]! : `${list.length} problems in the configuration:\n- ${list.join('\n- ')}`,
+    )
+    this.problems = list
+  }
+}

@@ -77,6 +77,7 @@ export {
   tombstoneSignedBytes,
 } from './control/index.js'
 export {
+  ConfigError,
   InvalidMerchantKeyError,
   InvalidRatesFileError,
   MerchantThrottleError,

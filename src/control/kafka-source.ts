@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
-import type { Consumer, Kafka, KafkaMessage, Producer } from 'kafkajs'
+import type { Consumer, Kafka, KafkaMessage } from 'kafkajs'
 import { type Logger, pino } from 'pino'
 import { backoffMs } from '../limiter/backoff.js'
+import { CatchUp, type PartitionOffsets } from './catch-up.js'
+import { DeadLetterForwarder } from './dead-letter.js'
 import { logControlEvents } from './log.js'
 import { handleControlRecord, type RecordHandling } from './record.js'
 import { type ControlLimits, resolveLimits } from './schema.js'
@@ -16,9 +18,7 @@ import {
 } from './state.js'
 import { DEFAULT_CONTROL_TOPIC } from './topic.js'
 
-/** REJECT_REASON_HEADER and REJECT_ERROR_HEADER say why a record was copied to the dead-letter topic. */
-export const REJECT_REASON_HEADER = 'mt-reject-reason'
-export const REJECT_ERROR_HEADER = 'mt-reject-error'
+export { REJECT_ERROR_HEADER, REJECT_REASON_HEADER } from './dead-letter.js'
 
 /** KafkaControlSourceOptions configure createKafkaControlSource. */
 export interface KafkaControlSourceOptions {
@@ -98,33 +98,14 @@ export interface KafkaControlSource {
  * committed, so no commit can skip history, and every worker arrives at the same table.
  * Each record is applied in one synchronous step. A bad record is logged with its
  * reason, counted, optionally copied to a dead-letter topic, and never stops the source.
- *
- * kafkajs rides out short broker outages by retrying. When it crashes anyway, the source
- * replaces the consumer with a new one, under a new group, with backoff: kafkajs gives
- * some crashes up for good (a group coordinator not found while a broker restarts), and
- * the one it restarts rejoins a group whose old member the restarted broker remembers,
- * which holds the join for a session timeout. A new consumer reads the topic again from
- * the beginning; the replayed records are stale and change nothing.
+ * A crashed consumer is replaced (see RestartingConsumer).
  */
 export function createKafkaControlSource(options: KafkaControlSourceOptions): KafkaControlSource {
   const topic = options.topic ?? DEFAULT_CONTROL_TOPIC
-  const maxWaitTimeInMs = options.maxWaitTimeInMs ?? 100
-  if (!Number.isFinite(maxWaitTimeInMs) || maxWaitTimeInMs < 0) {
-    throw new TypeError(
-      `createKafkaControlSource: expected maxWaitTimeInMs to be a finite number >= 0, got ${maxWaitTimeInMs}`,
-    )
-  }
-  const maxRetryTimeMs = options.maxRetryTimeMs ?? 5_000
-  if (!Number.isFinite(maxRetryTimeMs) || maxRetryTimeMs < 300) {
-    throw new TypeError(
-      `createKafkaControlSource: expected maxRetryTimeMs to be a finite number >= 300, got ${maxRetryTimeMs}`,
-    )
-  }
-  const sessionTimeoutMs = options.sessionTimeoutMs ?? 10_000
-  if (!Number.isFinite(sessionTimeoutMs) || sessionTimeoutMs < 6_000) {
-    throw new TypeError(
-      `createKafkaControlSource: expected sessionTimeoutMs to be a finite number >= 6000, got ${sessionTimeoutMs}`,
-    )
+  const timing = {
+    maxWaitTimeInMs: durationOption('maxWaitTimeInMs', options.maxWaitTimeInMs, 100, 0),
+    maxRetryTimeMs: durationOption('maxRetryTimeMs', options.maxRetryTimeMs, 5_000, 300),
+    sessionTimeoutMs: durationOption('sessionTimeoutMs', options.sessionTimeoutMs, 10_000, 6_000),
   }
   const logger = (options.logger ?? pino({ level: 'silent' })).child({
     component: 'control',
@@ -133,100 +114,159 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
   })
   const state = new ControlState({ target: options.limiter, wallNow: options.wallNow, logger })
   logControlEvents(state, logger)
+  const deadLetters = new DeadLetterForwarder(options.kafka, topic, options.deadLetterTopic, logger)
   state.subscribe((event) => {
-    if (event.kind === 'rejected') deadLetter(event)
+    if (event.kind === 'rejected') deadLetters.forward(event)
   })
   const handling: RecordHandling = {
     limits: resolveLimits(options.limits),
     verify: createSignatureVerifier(options.signingKeys ?? []),
   }
-  const groupPrefix = `${options.groupIdPrefix ?? 'merchant-throttle-control'}-${hostname()}-${process.pid}`
-  const counters = { deadLettered: 0, deadLetterFailures: 0, crashes: 0, restarts: 0 }
-  /** Per partition: the offset to reach (the high-water mark at start) and the next offset to read. */
-  const progress = new Map<number, { targetOffset: bigint; nextOffset: bigint }>()
-  const deadLetters = new Set<Promise<void>>()
-  let consumer: Consumer | undefined
-  let deadLetterProducer: Producer | undefined
-  let started = false
-  let stopping = false
-  let restartTimer: NodeJS.Timeout | undefined
-  /** restartAttempt counts restarts since the last successful group join, which resets it. */
-  let restartAttempt = 0
-  let restartDelayMs = 0
-  let isCaughtUp = false
-  let resolveReady!: () => void
-  let rejectReady!: (error: Error) => void
-  const ready = new Promise<void>((resolve, reject) => {
-    resolveReady = resolve
-    rejectReady = reject
-  })
+  const catchUp = new CatchUp((partitions) =>
+    logger.info({ partitions, ...state.stats() }, 'control topic read up to its high-water marks: caught up'),
+  )
   // Whoever awaits `ready` sees a rejection; this keeps one nobody awaits from crashing the process.
-  ready.catch((error: Error) => logger.debug({ err: error }, 'control source stopped before it caught up'))
-
-  const advance = (partition: number, offset: string): void => {
-    const at = progress.get(partition)
-    if (at === undefined) return
-    const next = BigInt(offset) + 1n
-    if (next > at.nextOffset) at.nextOffset = next
-    checkCaughtUp()
-  }
-
-  const checkCaughtUp = (): void => {
-    if (isCaughtUp) return
-    for (const at of progress.values()) if (at.nextOffset < at.targetOffset) return
-    isCaughtUp = true
-    logger.info(
-      { partitions: progress.size, ...state.stats() },
-      'control topic read up to its high-water marks: caught up',
-    )
-    resolveReady()
-  }
-
-  /** current is the record being handled, so that a rejection of it can be copied whole. */
-  let current: { partition: number; message: KafkaMessage } | undefined
-
-  const deadLetter = (event: Extract<ControlEvent, { kind: 'rejected' }>): void => {
-    if (deadLetterProducer === undefined || options.deadLetterTopic === undefined || current === undefined) {
-      return
-    }
-    const { partition, message } = current
-    const offset = message.offset
-    const sent = deadLetterProducer
-      .send({
-        topic: options.deadLetterTopic,
-        messages: [
-          {
-            key: `${topic}:${partition}:${offset}`,
-            value: message.value,
-            headers: {
-              ...message.headers,
-              'mt-source-key': message.key ?? '',
-              [REJECT_REASON_HEADER]: event.reason,
-              [REJECT_ERROR_HEADER]: event.error.slice(0, 1_000),
-            },
-          },
-        ],
+  catchUp.ready.catch((error: Error) =>
+    logger.debug({ err: error }, 'control source stopped before it caught up'),
+  )
+  const consumer = new RestartingConsumer({
+    kafka: options.kafka,
+    topic,
+    groupPrefix: `${options.groupIdPrefix ?? 'merchant-throttle-control'}-${hostname()}-${process.pid}`,
+    ...timing,
+    logger,
+    onBatchEnd: (partition, lastOffset) => catchUp.advance(partition, lastOffset),
+    onMessage: (partition, message) => {
+      deadLetters.handling(partition, message, () => {
+        handleControlRecord(state, message, handling, { source: 'kafka', partition, offset: message.offset })
       })
-      .then(
-        () => {
-          counters.deadLettered++
-        },
-        (error: unknown) => {
-          counters.deadLetterFailures++
-          logger.error(
-            { err: error, partition, offset },
-            'copying a rejected control record to the dead-letter topic failed',
-          )
-        },
+      catchUp.advance(partition, message.offset)
+    },
+  })
+  let started = false
+
+  return {
+    state,
+    ready: catchUp.ready,
+    async start() {
+      if (started) {
+        throw new TypeError('KafkaControlSource.start: expected a new source, got one already started')
+      }
+      started = true
+      const offsets = await readHighWaterMarks(options.kafka, topic)
+      await deadLetters.start()
+      logger.info({ partitions: offsets.length }, 'reading the control topic from the beginning')
+      catchUp.target(offsets)
+      await consumer.start()
+    },
+    async stop() {
+      catchUp.abandon(new Error('control source stopped before it caught up'))
+      await consumer.stop()
+      await deadLetters.stop()
+    },
+    caughtUp: () => catchUp.caughtUp(),
+    stats: () => ({
+      ...state.stats(),
+      caughtUp: catchUp.caughtUp(),
+      ...deadLetters.stats(),
+      ...consumer.stats(),
+    }),
+    table: () => state.table(),
+    subscribe: (listener) => state.subscribe(listener),
+  }
+}
+
+/** durationOption is `value` (or `fallback` when absent), checked to be a finite number of ms >= `min`. */
+function durationOption(name: string, value: number | undefined, fallback: number, min: number): number {
+  const ms = value ?? fallback
+  if (!Number.isFinite(ms) || ms < min) {
+    throw new TypeError(
+      `createKafkaControlSource: expected ${name} to be a finite number >= ${min}, got ${ms}`,
+    )
+  }
+  return ms
+}
+
+/**
+ * readHighWaterMarks reads the offsets of every partition of `topic` as they are now; it
+ * rejects, saying how to create it, when the topic does not exist.
+ */
+async function readHighWaterMarks(kafka: Kafka, topic: string): Promise<PartitionOffsets[]> {
+  const admin = kafka.admin()
+  await admin.connect()
+  try {
+    // Listed first: fetching the offsets of a missing topic retries for seconds before it fails.
+    if (!(await admin.listTopics()).includes(topic)) {
+      throw new Error(
+        `control topic ${topic} does not exist; create it with ensureControlTopic or \`throttlectl create-topic\``,
       )
-      .finally(() => deadLetters.delete(sent))
-    deadLetters.add(sent)
+    }
+    return await admin.fetchTopicOffsets(topic)
+  } finally {
+    await admin.disconnect()
+  }
+}
+
+/** RestartingConsumerOptions configure RestartingConsumer: where to read, its timing, and what to call per record. */
+interface RestartingConsumerOptions {
+  kafka: Kafka
+  topic: string
+  /** groupPrefix starts every group id; each consumer adds a random suffix of its own. */
+  groupPrefix: string
+  maxWaitTimeInMs: number
+  maxRetryTimeMs: number
+  sessionTimeoutMs: number
+  logger: Logger
+  /** onMessage handles one record, synchronously; onBatchEnd gets a batch's last offset, which may be past the last record (compaction, transaction markers). */
+  onMessage: (partition: number, message: KafkaMessage) => void
+  onBatchEnd: (partition: number, lastOffset: string) => void
+}
+
+/**
+ * RestartingConsumer reads a topic from the beginning, with auto-commit off, under a group
+ * of its own. kafkajs rides out short broker outages by retrying. When it crashes anyway,
+ * the consumer is replaced by a new one, under a new group, after a backoff that doubles up
+ * to maxRetryTimeMs: kafkajs gives some crashes up for good (a group coordinator not found
+ * while a broker restarts), and the one it restarts rejoins a group whose old member the
+ * restarted broker remembers, which holds the join for a session timeout. A new consumer
+ * reads the topic again from the beginning; the replayed records are stale and change nothing.
+ */
+class RestartingConsumer {
+  readonly #options: RestartingConsumerOptions
+  readonly #stats = { crashes: 0, restarts: 0 }
+  #consumer: Consumer | undefined
+  #stopping = false
+  #restartTimer: NodeJS.Timeout | undefined
+  /** restartAttempt counts restarts since the last successful group join, which resets it. */
+  #restartAttempt = 0
+  #restartDelayMs = 0
+
+  constructor(options: RestartingConsumerOptions) {
+    this.#options = options
   }
 
-  /** runConsumer starts a consumer under a group of its own, reading from the beginning. */
-  const runConsumer = async (): Promise<void> => {
-    const groupId = `${groupPrefix}-${randomUUID().slice(0, 8)}`
-    const next = options.kafka.consumer({
+  /** start resolves once the first consumer runs; rejects if it cannot connect or subscribe. */
+  start(): Promise<void> {
+    return this.#run()
+  }
+
+  /** stop cancels a pending restart and disconnects the consumer. */
+  async stop(): Promise<void> {
+    this.#stopping = true
+    clearTimeout(this.#restartTimer)
+    await this.#consumer?.disconnect()
+    this.#consumer = undefined
+  }
+
+  /** stats: kafkajs consumer crashes, and the new consumers that replaced a crashed one. */
+  stats(): { crashes: number; restarts: number } {
+    return { ...this.#stats }
+  }
+
+  async #run(): Promise<void> {
+    const { kafka, topic, maxWaitTimeInMs, maxRetryTimeMs, sessionTimeoutMs, logger } = this.#options
+    const groupId = `${this.#options.groupPrefix}-${randomUUID().slice(0, 8)}`
+    const next = kafka.consumer({
       groupId,
       maxWaitTimeInMs,
       allowAutoTopicCreation: false,
@@ -235,111 +275,52 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
       heartbeatInterval: Math.floor(sessionTimeoutMs / 10),
       retry: { initialRetryTime: 300, maxRetryTime: maxRetryTimeMs, restartOnFailure: async () => false },
     })
-    consumer = next
-    next.on(next.events.END_BATCH_PROCESS, ({ payload }) => advance(payload.partition, payload.lastOffset))
+    this.#consumer = next
+    next.on(next.events.END_BATCH_PROCESS, ({ payload }) =>
+      this.#options.onBatchEnd(payload.partition, payload.lastOffset),
+    )
     next.on(next.events.GROUP_JOIN, () => {
-      restartAttempt = 0
+      this.#restartAttempt = 0
     })
     next.on(next.events.CRASH, ({ payload }) => {
-      counters.crashes++
+      this.#stats.crashes++
       logger.error({ err: payload.error, groupId }, 'control consumer crashed; a new one replaces it')
-      if (consumer === next) scheduleRestart()
+      if (this.#consumer === next) this.#scheduleRestart()
     })
     await next.connect()
     await next.subscribe({ topic, fromBeginning: true })
     logger.debug({ groupId }, 'control consumer running')
     await next.run({
       autoCommit: false,
-      eachMessage: async ({ partition, message }) => {
-        current = { partition, message }
-        try {
-          handleControlRecord(state, message, handling, {
-            source: 'kafka',
-            partition,
-            offset: message.offset,
-          })
-        } finally {
-          current = undefined
-        }
-        advance(partition, message.offset)
-      },
+      eachMessage: async ({ partition, message }) => this.#options.onMessage(partition, message),
     })
   }
 
-  /** scheduleRestart replaces the consumer after a backoff that doubles up to maxRetryTimeMs. */
-  const scheduleRestart = (): void => {
-    if (stopping || restartTimer !== undefined) return
-    restartAttempt++
-    restartDelayMs = backoffMs(restartAttempt, { baseMs: 300, maxMs: maxRetryTimeMs, jitter: 0 })
-    restartTimer = setTimeout(async () => {
-      restartTimer = undefined
-      const crashed = consumer
-      consumer = undefined
+  #scheduleRestart(): void {
+    if (this.#stopping || this.#restartTimer !== undefined) return
+    const { maxRetryTimeMs, logger } = this.#options
+    this.#restartAttempt++
+    this.#restartDelayMs = backoffMs(this.#restartAttempt, { baseMs: 300, maxMs: maxRetryTimeMs, jitter: 0 })
+    this.#restartTimer = setTimeout(async () => {
+      this.#restartTimer = undefined
+      const crashed = this.#consumer
+      this.#consumer = undefined
       await crashed
         ?.disconnect()
         .catch((error: unknown) =>
           logger.warn({ err: error }, 'disconnecting the crashed control consumer failed'),
         )
-      if (stopping) return
-      counters.restarts++
+      if (this.#stopping) return
+      this.#stats.restarts++
       try {
-        await runConsumer()
+        await this.#run()
       } catch (error) {
         logger.warn(
-          { err: error, retryInMs: restartDelayMs },
+          { err: error, retryInMs: this.#restartDelayMs },
           'control consumer could not start; trying again',
         )
-        scheduleRestart()
+        this.#scheduleRestart()
       }
-    }, restartDelayMs)
-  }
-
-  return {
-    state,
-    ready,
-    async start() {
-      if (started) {
-        throw new TypeError('KafkaControlSource.start: expected a new source, got one already started')
-      }
-      started = true
-      const admin = options.kafka.admin()
-      await admin.connect()
-      try {
-        // Listed first: fetching the offsets of a missing topic retries for seconds before it fails.
-        if (!(await admin.listTopics()).includes(topic)) {
-          throw new Error(
-            `control topic ${topic} does not exist; create it with ensureControlTopic or \`throttlectl create-topic\``,
-          )
-        }
-        const offsets = await admin.fetchTopicOffsets(topic)
-        // A partition is read up to the high-water mark of now; an empty one (high == low) has nothing to read.
-        for (const { partition, high, low } of offsets) {
-          progress.set(partition, { targetOffset: BigInt(high), nextOffset: BigInt(low) })
-        }
-      } finally {
-        await admin.disconnect()
-      }
-      if (options.deadLetterTopic !== undefined) {
-        deadLetterProducer = options.kafka.producer({ allowAutoTopicCreation: false })
-        await deadLetterProducer.connect()
-      }
-      logger.info({ partitions: progress.size }, 'reading the control topic from the beginning')
-      checkCaughtUp()
-      await runConsumer()
-    },
-    async stop() {
-      stopping = true
-      clearTimeout(restartTimer)
-      rejectReady(new Error('control source stopped before it caught up'))
-      await consumer?.disconnect()
-      consumer = undefined
-      await Promise.all(deadLetters)
-      await deadLetterProducer?.disconnect()
-      deadLetterProducer = undefined
-    },
-    caughtUp: () => isCaughtUp,
-    stats: () => ({ ...state.stats(), caughtUp: isCaughtUp, ...counters }),
-    table: () => state.table(),
-    subscribe: (listener) => state.subscribe(listener),
+    }, this.#restartDelayMs)
   }
 }

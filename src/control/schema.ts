@@ -239,10 +239,55 @@ function schemaFor(limits: ControlLimits): ReturnType<typeof buildSchema> {
   return schema
 }
 
+/** buildSchema is the control message schema under `limits`: a union of the three change types on `type`. */
 function buildSchema(limits: ControlLimits) {
   const version = z.number().int().min(0)
   const inheritance = z.enum(INHERITANCE).optional()
-  const rate = z.unknown().transform((value, ctx): Rate => {
+  const rate = rateSchema(limits)
+  const maxInFlight = maxInFlightSchema(limits)
+  return z.discriminatedUnion('type', [
+    z
+      .strictObject({
+        type: z.literal('set'),
+        merchant: merchantSchema(limits, true),
+        rate,
+        maxInFlight,
+        version,
+        inheritance,
+      })
+      .transform(
+        ({ maxInFlight: cap, ...rest }): SetChange =>
+          cap === undefined ? rest : { ...rest, maxInFlight: cap },
+      ),
+    z.strictObject({
+      type: z.literal('clear'),
+      merchant: merchantSchema(limits, false),
+      version,
+      inheritance,
+    }),
+    z
+      .strictObject({
+        type: z.literal('snapshot'),
+        version,
+        default: rate,
+        maxInFlight,
+        overrides: overridesSchema(limits).optional(),
+        inheritance,
+      })
+      .transform(({ overrides: entries, maxInFlight: cap, ...rest }): SnapshotChange => {
+        const change: SnapshotChange = { ...rest, overrides: entries?.rates ?? new Map<string, Rate>() }
+        return {
+          ...change,
+          ...(cap === undefined ? {} : { maxInFlight: cap }),
+          ...(entries === undefined || entries.caps.size === 0 ? {} : { caps: entries.caps }),
+        }
+      }),
+  ])
+}
+
+/** rateSchema reads a rate as checkRateValue does, reporting the field it refused. */
+function rateSchema(limits: ControlLimits) {
+  return z.unknown().transform((value, ctx): Rate => {
     const checked = checkRateValue(value, limits)
     if (checked.ok) return checked.rate
     ctx.addIssue({
@@ -252,15 +297,22 @@ function buildSchema(limits: ControlLimits) {
     })
     return z.NEVER
   })
-  const merchant = (allowDefault: boolean) =>
-    z.unknown().transform((value, ctx): string => {
-      if (allowDefault && value === DEFAULT_RATE_KEY) return DEFAULT_RATE_KEY
-      const checked = checkMerchantKey(value, limits.maxMerchantKeyLength)
-      if (checked.ok) return checked.key
-      ctx.addIssue({ code: 'custom', message: checked.reason })
-      return z.NEVER
-    })
-  const maxInFlight = z
+}
+
+/** merchantSchema reads a merchant key; `allowDefault` also lets `*` (the default rate) through. */
+function merchantSchema(limits: ControlLimits, allowDefault: boolean) {
+  return z.unknown().transform((value, ctx): string => {
+    if (allowDefault && value === DEFAULT_RATE_KEY) return DEFAULT_RATE_KEY
+    const checked = checkMerchantKey(value, limits.maxMerchantKeyLength)
+    if (checked.ok) return checked.key
+    ctx.addIssue({ code: 'custom', message: checked.reason })
+    return z.NEVER
+  })
+}
+
+/** maxInFlightSchema reads an optional in-flight cap: a whole number in [1, limits.maxInFlight]. */
+function maxInFlightSchema(limits: ControlLimits) {
+  return z
     .number({
       error: (issue) =>
         `expected a whole number in [1, ${limits.maxInFlight}], got ${describeValue(issue.input)}`,
@@ -270,7 +322,14 @@ function buildSchema(limits: ControlLimits) {
         `expected a whole number in [1, ${limits.maxInFlight}], got ${describeValue(issue.input)}`,
     })
     .optional()
-  const overrides = z.unknown().transform((value, ctx): OverrideEntries => {
+}
+
+/**
+ * overridesSchema reads a snapshot's `overrides`, an object of merchant: rate or
+ * merchant: { rate, maxInFlight }, and stops at the first entry it refuses.
+ */
+function overridesSchema(limits: ControlLimits) {
+  return z.unknown().transform((value, ctx): OverrideEntries => {
     if (!isPlainObject(value)) {
       ctx.addIssue({
         code: 'custom',
@@ -289,83 +348,63 @@ function buildSchema(limits: ControlLimits) {
     }
     const result: OverrideEntries = { rates: new Map<string, Rate>(), caps: new Map<string, number>() }
     for (const key of keys) {
-      const checkedKey = checkMerchantKey(key, limits.maxMerchantKeyLength)
-      if (!checkedKey.ok) {
-        ctx.addIssue({
-          code: 'custom',
-          message: `merchant key ${describeValue(key)}: ${checkedKey.reason}`,
-          path: [key],
-        })
+      const entry = readOverride(key, value[key], limits)
+      if (!entry.ok) {
+        ctx.addIssue({ code: 'custom', message: entry.message, path: entry.path })
         return z.NEVER
       }
-      const entry = value[key]
-      const withCap = isPlainObject(entry) && 'rate' in entry
-      if (withCap) {
-        const unknown = Object.keys(entry).find((field) => field !== 'rate' && field !== 'maxInFlight')
-        if (unknown !== undefined) {
-          ctx.addIssue({ code: 'custom', message: 'unknown field', path: [key, unknown] })
-          return z.NEVER
-        }
-        const cap = entry.maxInFlight
-        if (cap !== undefined) {
-          if (!(typeof cap === 'number' && Number.isInteger(cap) && cap >= 1 && cap <= limits.maxInFlight)) {
-            ctx.addIssue({
-              code: 'custom',
-              message: `expected a whole number in [1, ${limits.maxInFlight}], got ${describeValue(cap)}`,
-              path: [key, 'maxInFlight'],
-            })
-            return z.NEVER
-          }
-          result.caps.set(key, cap)
-        }
-      }
-      const checked = checkRateValue(withCap ? entry.rate : entry, limits)
-      if (!checked.ok) {
-        const at = withCap ? [key, 'rate'] : [key]
-        ctx.addIssue({
-          code: 'custom',
-          message: checked.error,
-          path: checked.field === undefined ? at : [...at, checked.field],
-        })
-        return z.NEVER
-      }
-      result.rates.set(key, checked.rate)
+      result.rates.set(key, entry.rate)
+      if (entry.cap !== undefined) result.caps.set(key, entry.cap)
     }
     return result
   })
-  return z.discriminatedUnion('type', [
-    z
-      .strictObject({
-        type: z.literal('set'),
-        merchant: merchant(true),
-        rate,
-        maxInFlight,
-        version,
-        inheritance,
-      })
-      .transform(
-        ({ maxInFlight: cap, ...rest }): SetChange =>
-          cap === undefined ? rest : { ...rest, maxInFlight: cap },
-      ),
-    z.strictObject({ type: z.literal('clear'), merchant: merchant(false), version, inheritance }),
-    z
-      .strictObject({
-        type: z.literal('snapshot'),
-        version,
-        default: rate,
-        maxInFlight,
-        overrides: overrides.optional(),
-        inheritance,
-      })
-      .transform(({ overrides: entries, maxInFlight: cap, ...rest }): SnapshotChange => {
-        const change: SnapshotChange = { ...rest, overrides: entries?.rates ?? new Map<string, Rate>() }
+}
+
+/** OverrideEntry is one override read by readOverride, or the first thing wrong with it and where. */
+type OverrideEntry =
+  | { ok: true; rate: Rate; cap?: number }
+  | { ok: false; message: string; path: PropertyKey[] }
+
+/** readOverride checks one override: its merchant key, then its cap (when written with one), then its rate. */
+function readOverride(key: string, entry: unknown, limits: ControlLimits): OverrideEntry {
+  const checkedKey = checkMerchantKey(key, limits.maxMerchantKeyLength)
+  if (!checkedKey.ok) {
+    return { ok: false, message: `merchant key ${describeValue(key)}: ${checkedKey.reason}`, path: [key] }
+  }
+  const withCap = isPlainObject(entry) && 'rate' in entry
+  let cap: number | undefined
+  if (withCap) {
+    const unknown = Object.keys(entry).find((field) => field !== 'rate' && field !== 'maxInFlight')
+    if (unknown !== undefined) return { ok: false, message: 'unknown field', path: [key, unknown] }
+    const written = entry.maxInFlight
+    if (written !== undefined) {
+      if (
+        !(
+          typeof written === 'number' &&
+          Number.isInteger(written) &&
+          written >= 1 &&
+          written <= limits.maxInFlight
+        )
+      ) {
         return {
-          ...change,
-          ...(cap === undefined ? {} : { maxInFlight: cap }),
-          ...(entries === undefined || entries.caps.size === 0 ? {} : { caps: entries.caps }),
+          ok: false,
+          message: `expected a whole number in [1, ${limits.maxInFlight}], got ${describeValue(written)}`,
+          path: [key, 'maxInFlight'],
         }
-      }),
-  ])
+      }
+      cap = written
+    }
+  }
+  const checked = checkRateValue(withCap ? entry.rate : entry, limits)
+  if (!checked.ok) {
+    const at = withCap ? [key, 'rate'] : [key]
+    return {
+      ok: false,
+      message: checked.error,
+      path: checked.field === undefined ? at : [...at, checked.field],
+    }
+  }
+  return cap === undefined ? { ok: true, rate: checked.rate } : { ok: true, rate: checked.rate, cap }
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {

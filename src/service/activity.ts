@@ -10,14 +10,33 @@ export interface MerchantActivity {
   deliveredLastMinute: number
   /** deliveredPerSec holds the last 60 one-second buckets, oldest first. */
   deliveredPerSec: number[]
+  /** failedLastMinute counts failed attempts (dead-lettered or to be retried) in the last 60 s. */
+  failedLastMinute: number
+  /** failures counts failed attempts since the worker started, with the last one's reason. */
+  failures: FailureCount
+  /** deadLetters counts jobs given up (dead-lettered, or the failed set on BullMQ) since the worker started. */
+  deadLetters: FailureCount
   lastSeenMs: number
 }
+
+/** FailureCount is how many, and why the last one happened (null: none yet). */
+export interface FailureCount {
+  count: number
+  lastReason: string | null
+}
+
+/** MAX_REASON_LENGTH bounds a reason kept for the status page. */
+export const MAX_REASON_LENGTH = 200
 
 interface Track {
   /** buckets[i] counts completions in second `baseS + i` modulo the window. */
   buckets: Uint32Array
+  /** failedBuckets counts failed attempts, second by second as `buckets`. */
+  failedBuckets: Uint32Array
   latestS: number
   lastSeenMs: number
+  failures: FailureCount
+  deadLetters: FailureCount
 }
 
 /**
@@ -39,6 +58,22 @@ export class ActivityTracker {
     track.buckets[slotOf(this.second())]! += 1
   }
 
+  /**
+   * failed counts one failed attempt for `merchantKey`; `deadLettered` says the job was
+   * given up with it (no attempt left, or a failure retrying cannot help).
+   */
+  failed(merchantKey: string, reason: string, deadLettered: boolean): void {
+    const track = this.touch(merchantKey)
+    track.failedBuckets[slotOf(this.second())]! += 1
+    const bounded = reason.length > MAX_REASON_LENGTH ? `${reason.slice(0, MAX_REASON_LENGTH - 1)}…` : reason
+    track.failures.count++
+    track.failures.lastReason = bounded
+    if (deadLettered) {
+      track.deadLetters.count++
+      track.deadLetters.lastReason = bounded
+    }
+  }
+
   /** seen notes a decision for `merchantKey`, so a merchant that only waits is listed too. */
   seen(merchantKey: string): void {
     this.touch(merchantKey)
@@ -52,11 +87,13 @@ export class ActivityTracker {
       this.roll(track, nowS)
       const perSec: number[] = []
       for (let s = nowS - ACTIVITY_WINDOW_S + 1; s <= nowS; s++) perSec.push(track.buckets[slotOf(s)]!)
-      const total = perSec.reduce((sum, n) => sum + n, 0)
       rows.push({
         merchantKey,
-        deliveredLastMinute: total,
+        deliveredLastMinute: sum(perSec),
         deliveredPerSec: perSec,
+        failedLastMinute: sum(track.failedBuckets),
+        failures: { ...track.failures },
+        deadLetters: { ...track.deadLetters },
         lastSeenMs: track.lastSeenMs,
       })
     }
@@ -69,7 +106,14 @@ export class ActivityTracker {
     let track = this.tracks.get(merchantKey)
     if (track === undefined) {
       if (this.tracks.size >= this.maxMerchants) this.dropOldest()
-      track = { buckets: new Uint32Array(ACTIVITY_WINDOW_S), latestS: nowS, lastSeenMs: 0 }
+      track = {
+        buckets: new Uint32Array(ACTIVITY_WINDOW_S),
+        failedBuckets: new Uint32Array(ACTIVITY_WINDOW_S),
+        latestS: nowS,
+        lastSeenMs: 0,
+        failures: { count: 0, lastReason: null },
+        deadLetters: { count: 0, lastReason: null },
+      }
     } else {
       this.tracks.delete(merchantKey)
       this.roll(track, nowS)
@@ -82,7 +126,10 @@ export class ActivityTracker {
   /** roll clears the buckets of the seconds that passed since the track was last written. */
   private roll(track: Track, nowS: number): void {
     const passed = Math.min(nowS - track.latestS, ACTIVITY_WINDOW_S)
-    for (let i = 1; i <= passed; i++) track.buckets[slotOf(track.latestS + i)] = 0
+    for (let i = 1; i <= passed; i++) {
+      track.buckets[slotOf(track.latestS + i)] = 0
+      track.failedBuckets[slotOf(track.latestS + i)] = 0
+    }
     if (nowS > track.latestS) track.latestS = nowS
   }
 
@@ -95,6 +142,12 @@ export class ActivityTracker {
   private second(): number {
     return Math.floor(this.clock.now() / 1_000)
   }
+}
+
+function sum(values: ArrayLike<number>): number {
+  let total = 0
+  for (let i = 0; i < values.length; i++) total += values[i]!
+  return total
 }
 
 /** slotOf maps a second, negative ones too, to its bucket. */

@@ -1,17 +1,12 @@
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { z } from 'zod'
+import { ConfigError } from '../errors.js'
 import { parseRate } from '../limiter/index.js'
 
-/** ConfigError says which field of which layer is wrong; start-up stops on it. */
-export class ConfigError extends Error {
-  readonly code = 'CONFIG_INVALID'
-  constructor(message: string) {
-    super(message)
-    this.name = 'ConfigError'
-  }
-}
+// Re-exported for the worker's entry point and throttlectl, which read the config through this module.
+export { ConfigError }
 
 const rateString = z.string().refine(
   (text) => {
@@ -118,6 +113,49 @@ const httpClient = z
   })
   .strict()
 
+/**
+ * checkModuleHandler: handler 'module' needs `module`, a file that exists (see
+ * resolveModulePath), and `module` means nothing to the other handlers. Loading the
+ * module is start-up's first step.
+ */
+function checkModuleHandler(
+  source: { handler: string; module?: string | undefined },
+  context: z.RefinementCtx,
+) {
+  if (source.handler !== 'module') {
+    if (source.module !== undefined) {
+      context.addIssue({
+        code: 'custom',
+        path: ['module'],
+        message: `only read with handler 'module', got handler '${source.handler}'`,
+      })
+    }
+    return
+  }
+  if (source.module === undefined) {
+    context.addIssue({
+      code: 'custom',
+      path: ['module'],
+      message: "handler 'module' needs 'module', a module path",
+    })
+  } else if (!existsSync(resolveModulePath(source.module))) {
+    context.addIssue({
+      code: 'custom',
+      path: ['module'],
+      message: `handler module ${resolveModulePath(source.module)} does not exist`,
+    })
+  }
+}
+
+/**
+ * resolveModulePath is where a `module` handler's file is. loadConfig has already made a
+ * relative path from a config file absolute (anchorModulePaths); a path still relative
+ * here (a config built without loadConfig) is taken from the working directory.
+ */
+export function resolveModulePath(path: string): string {
+  return isAbsolute(path) ? path : resolve(path)
+}
+
 const source = z.discriminatedUnion('kind', [
   z
     .object({
@@ -146,7 +184,8 @@ const source = z.discriminatedUnion('kind', [
         .default(8)
         .describe('Attempts before a job is dead-lettered (failed set).'),
     })
-    .strict(),
+    .strict()
+    .superRefine(checkModuleHandler),
   z
     .object({
       kind: z.literal('kafka'),
@@ -171,7 +210,8 @@ const source = z.discriminatedUnion('kind', [
         .default(8)
         .describe('Handler calls per message before it is dead-lettered.'),
     })
-    .strict(),
+    .strict()
+    .superRefine(checkModuleHandler),
 ])
 
 /** configSchema is the worker's configuration; config/schema.json is generated from it. */
@@ -193,7 +233,7 @@ export const configSchema = z
           .describe('Bearer token required by /metrics, /status.json and the page.'),
       })
       .strict()
-      .default({ host: '127.0.0.1', port: 8080 }),
+      .prefault({}),
     log: z
       .object({
         level: z
@@ -206,7 +246,7 @@ export const configSchema = z
           .describe('auto: pretty in a terminal outside production.'),
       })
       .strict()
-      .default({ level: 'info', pretty: 'auto' }),
+      .prefault({}),
     redis: z
       .object({
         url: redisUrl
@@ -226,7 +266,7 @@ export const configSchema = z
           .describe('Time to open a connection (TCP and TLS), ms; also bounds the start-up check.'),
       })
       .strict()
-      .default({ url: 'redis://127.0.0.1:6379', connectTimeoutMs: 10_000 }),
+      .prefault({}),
     kafka: z
       .object({
         brokers: z.array(z.string().min(1)).default([]).describe('Bootstrap brokers; empty means no Kafka.'),
@@ -252,13 +292,7 @@ export const configSchema = z
         authenticationTimeoutMs: positiveMs.default(10_000).describe('Time for the SASL exchange, ms.'),
       })
       .strict()
-      .default({
-        brokers: [],
-        clientId: 'merchant-throttle',
-        ssl: false,
-        connectionTimeoutMs: 5_000,
-        authenticationTimeoutMs: 10_000,
-      }),
+      .prefault({}),
     limiter: z
       .object({
         defaultRate: rateString
@@ -286,7 +320,7 @@ export const configSchema = z
           ),
       })
       .strict()
-      .default({ defaultRate: '1000/min', clockSkewToleranceMs: 100, maxKeys: 1_000_000, horizonMs: 60_000 }),
+      .prefault({}),
     breaker: z
       .object({
         failureThreshold: z
@@ -304,7 +338,7 @@ export const configSchema = z
         maxCoolDownMs: positiveMs.default(300_000).describe('Longest cool-down, ms.'),
       })
       .strict()
-      .default({ failureThreshold: 5, windowMs: 30_000, coolDownMs: 5_000, maxCoolDownMs: 300_000 }),
+      .prefault({}),
     control: z
       .object({
         source: z
@@ -326,21 +360,11 @@ export const configSchema = z
         deadLetterTopic: z.string().min(1).optional().describe('Where rejected control messages are copied.'),
       })
       .strict()
-      .default({
-        source: 'auto',
-        file: 'config/rates.json',
-        topic: 'merchant-throttle.control',
-        signingKeys: {},
-      }),
+      .prefault({}),
     sources: z.array(source).default([]),
     webhook: z
       .object({
-        client: httpClient.default({
-          connectTimeoutMs: 5_000,
-          timeoutMs: 10_000,
-          maxResponseBytes: 65_536,
-          allowHosts: [],
-        }),
+        client: httpClient.prefault({}),
         defaultSecret: secretRef
           .optional()
           .describe('Signing secret for merchants without one (whsec_ base64).'),
@@ -352,18 +376,10 @@ export const configSchema = z
           ),
       })
       .strict()
-      .default({
-        client: { connectTimeoutMs: 5_000, timeoutMs: 10_000, maxResponseBytes: 65_536, allowHosts: [] },
-        secrets: {},
-      }),
+      .prefault({}),
     psp: z
       .object({
-        client: httpClient.default({
-          connectTimeoutMs: 5_000,
-          timeoutMs: 10_000,
-          maxResponseBytes: 65_536,
-          allowHosts: [],
-        }),
+        client: httpClient.prefault({}),
         endpoints: z
           .record(
             z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/),
@@ -380,10 +396,7 @@ export const configSchema = z
           .describe('PSP endpoints by PSP id.'),
       })
       .strict()
-      .default({
-        client: { connectTimeoutMs: 5_000, timeoutMs: 10_000, maxResponseBytes: 65_536, allowHosts: [] },
-        endpoints: {},
-      }),
+      .prefault({}),
     metrics: z
       .object({
         merchantLabels: z
@@ -395,13 +408,13 @@ export const configSchema = z
           ),
       })
       .strict()
-      .default({ merchantLabels: [] }),
+      .prefault({}),
     shutdown: z
       .object({
         deadlineMs: positiveMs.default(15_000).describe('Time in-flight work gets to finish on SIGTERM.'),
       })
       .strict()
-      .default({ deadlineMs: 15_000 }),
+      .prefault({}),
   })
   .strict()
 
@@ -455,52 +468,42 @@ export const DEFAULT_CONFIG_DIR = join(PACKAGE_DIR, 'config')
 /**
  * loadConfig reads config/default.json, overlays config/<NODE_ENV>.json when it exists,
  * then the --config file, then the environment variables, and validates the result.
- * A relative control.file is resolved against the directory of the file that names it
- * (MT_CONTROL_FILE: the working directory; the schema's default: the package root), so
- * the worker starts from any directory; module handler paths are resolved against the
- * working directory. Throws a ConfigError naming the field and the layer it came from.
+ * A relative path (control.file, a module handler's) is resolved against the directory
+ * of the file that names it (MT_CONTROL_FILE: the working directory; the schema's
+ * default control.file: the package root), so the worker starts from any directory.
+ * Throws one ConfigError listing every problem found, each naming the field and the
+ * layer it came from.
  */
 export function loadConfig(options: LoadOptions = {}): Config {
   const env = options.env ?? process.env
   const configDir = options.configDir ?? DEFAULT_CONFIG_DIR
-  const defaultPath = join(configDir, 'default.json')
-  const layers: Array<{ name: string; value: unknown }> = [
-    { name: defaultPath, value: anchorControlFile(readJson(defaultPath, true), configDir) },
-  ]
+  const problems: string[] = []
+  const layers: Array<{ name: string; value: unknown }> = []
+  // A file's relative paths are anchored to its own directory before the layers merge,
+  // so the worker finds them from any working directory.
+  const addFile = (path: string, required: boolean) => {
+    const value = anchorControlFile(anchorModulePaths(readJson(path, required, problems), dirname(path)), dirname(path))
+    if (value !== undefined) layers.push({ name: path, value })
+  }
+  addFile(join(configDir, 'default.json'), true)
   const nodeEnv = env.NODE_ENV
-  if (nodeEnv !== undefined && /^[a-z0-9-]+$/i.test(nodeEnv)) {
-    const path = join(configDir, `${nodeEnv}.json`)
-    const value = readJson(path, false)
-    if (value !== undefined) layers.push({ name: path, value: anchorControlFile(value, configDir) })
-  }
-  if (options.file !== undefined) {
-    const path = isAbsolute(options.file) ? options.file : resolve(options.file)
-    layers.push({ name: path, value: anchorControlFile(readJson(path, true), dirname(path)) })
-  }
-  layers.push({ name: 'environment', value: anchorControlFile(envLayer(env), process.cwd()) })
+  if (nodeEnv !== undefined && /^[a-z0-9-]+$/i.test(nodeEnv))
+    addFile(join(configDir, `${nodeEnv}.json`), false)
+  if (options.file !== undefined)
+    addFile(isAbsolute(options.file) ? options.file : resolve(options.file), true)
+  layers.push({ name: 'environment', value: anchorControlFile(envLayer(env, problems), process.cwd()) })
 
   let merged: unknown = {}
   for (const layer of layers) {
-    checkLayer(layer.name, layer.value)
-    merged = deepMerge(merged, layer.value)
+    if (checkLayer(layer.name, layer.value, problems)) merged = deepMerge(merged, layer.value)
   }
   const parsed = configSchema.safeParse(merged)
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!
-    const path = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]!] : issue.path
-    const field = path.join('.') || '(root)'
-    const from = layers
-      .slice()
-      .reverse()
-      .find((layer) => hasPath(layer.value, path))
-    throw new ConfigError(
-      `config field '${field}': ${describeIssue(issue)}${from ? ` (from ${from.name})` : ''}`,
-    )
-  }
+  if (!parsed.success) problems.push(...parsed.error.issues.flatMap((issue) => describeIssue(issue, layers)))
+  if (parsed.success && env.NODE_ENV === 'production') checkProduction(parsed.data, problems)
+  if (!parsed.success || problems.length > 0) throw new ConfigError(problems)
   const config = parsed.data
   // Still relative only when no layer named it: the schema's default, inside the package.
   config.control.file = resolve(PACKAGE_DIR, config.control.file)
-  if (env.NODE_ENV === 'production') checkProduction(config)
   return config
 }
 
@@ -513,10 +516,21 @@ function anchorControlFile(layer: unknown, dir: string): unknown {
   return layer
 }
 
-function checkProduction(config: Config): void {
+/** anchorModulePaths makes a layer's relative `sources[].module` paths absolute against `dir`, in place. */
+function anchorModulePaths(layer: unknown, dir: string): unknown {
+  if (!isPlainObject(layer) || !Array.isArray(layer.sources)) return layer
+  for (const source of layer.sources) {
+    if (isPlainObject(source) && typeof source.module === 'string' && source.module !== '') {
+      if (!isAbsolute(source.module)) source.module = resolve(dir, source.module)
+    }
+  }
+  return layer
+}
+
+function checkProduction(config: Config, problems: string[]): void {
   const secret = config.webhook.defaultSecret
   if (secret !== undefined && secret === DEVELOPMENT_SECRET) {
-    throw new ConfigError(
+    problems.push(
       "config field 'webhook.defaultSecret': the development secret from config/default.json cannot be used with NODE_ENV=production; set MT_WEBHOOK_DEFAULT_SECRET",
     )
   }
@@ -525,27 +539,42 @@ function checkProduction(config: Config): void {
 /** DEVELOPMENT_SECRET is config/default.json's webhook secret, refused in production. */
 export const DEVELOPMENT_SECRET = 'whsec_ZGV2ZWxvcG1lbnQtb25seS1kby1ub3QtdXNlLWluLXByb2R1Y3Rpb24='
 
-function describeIssue(issue: z.core.$ZodIssue): string {
-  if (issue.code === 'unrecognized_keys') return 'unknown field: not in config/schema.json'
-  return issue.message
+/** describeIssue names the field (each one, for unknown fields), what is wrong, and the last layer that set it. */
+function describeIssue(
+  issue: z.core.$ZodIssue,
+  layers: ReadonlyArray<{ name: string; value: unknown }>,
+): string[] {
+  const paths =
+    issue.code === 'unrecognized_keys' ? issue.keys.map((key) => [...issue.path, key]) : [issue.path]
+  const what = issue.code === 'unrecognized_keys' ? 'unknown field: not in config/schema.json' : issue.message
+  return paths.map((path) => {
+    const field = path.join('.') || '(root)'
+    const from = layers
+      .slice()
+      .reverse()
+      .find((layer) => hasPath(layer.value, path))
+    return `config field '${field}': ${what}${from ? ` (from ${from.name})` : ''}`
+  })
 }
 
-function readJson(path: string, required: boolean): unknown {
+function readJson(path: string, required: boolean, problems: string[]): unknown {
   let text: string
   try {
     text = readFileSync(path, 'utf8')
   } catch (error) {
     if (!required && (error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw new ConfigError(`cannot read config file ${path}: ${(error as Error).message}`)
+    problems.push(`cannot read config file ${path}: ${(error as Error).message}`)
+    return undefined
   }
   try {
     return JSON.parse(text)
   } catch (error) {
-    throw new ConfigError(`config file ${path} is not valid JSON: ${(error as Error).message}`)
+    problems.push(`config file ${path} is not valid JSON: ${(error as Error).message}`)
+    return undefined
   }
 }
 
-function envLayer(env: NodeJS.ProcessEnv): Record<string, unknown> {
+function envLayer(env: NodeJS.ProcessEnv, problems: string[]): Record<string, unknown> {
   const layer: Record<string, unknown> = {}
   for (const variable of ENV_VARIABLES) {
     const raw = env[variable.name]
@@ -554,9 +583,8 @@ function envLayer(env: NodeJS.ProcessEnv): Record<string, unknown> {
     if (variable.type === 'number') {
       value = Number(raw)
       if (!Number.isFinite(value)) {
-        throw new ConfigError(
-          `environment variable ${variable.name}: expected a number, got ${JSON.stringify(raw)}`,
-        )
+        problems.push(`environment variable ${variable.name}: expected a number, got ${JSON.stringify(raw)}`)
+        continue
       }
     } else if (variable.type === 'list') {
       value = raw
@@ -569,12 +597,10 @@ function envLayer(env: NodeJS.ProcessEnv): Record<string, unknown> {
   return layer
 }
 
-function checkLayer(name: string, value: unknown): void {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    throw new ConfigError(
-      `config file ${name}: expected a JSON object at the top, got ${JSON.stringify(value)}`,
-    )
-  }
+function checkLayer(name: string, value: unknown, problems: string[]): boolean {
+  if (isPlainObject(value)) return true
+  problems.push(`config file ${name}: expected a JSON object at the top, got ${JSON.stringify(value)}`)
+  return false
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {

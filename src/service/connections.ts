@@ -1,11 +1,18 @@
 import { readFileSync } from 'node:fs'
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls'
 import { Redis, type RedisOptions } from 'ioredis'
-import { Kafka, type KafkaConfig, type LogEntry, logLevel, type SASLOptions } from 'kafkajs'
+import kafkajs, {
+  Kafka,
+  type KafkaConfig,
+  type KafkaJSConnectionError,
+  type LogEntry,
+  logLevel,
+  type SASLOptions,
+} from 'kafkajs'
 import type { Logger } from 'pino'
-import { ConnectionError } from '../errors.js'
+import { ConfigError, ConnectionError } from '../errors.js'
 import { backoffMs } from '../limiter/backoff.js'
-import { type Config, ConfigError } from './config.js'
+import type { Config } from './config.js'
 import { resolveSecret } from './secrets.js'
 
 type TlsConfig = Exclude<Config['kafka']['ssl'], boolean>
@@ -202,6 +209,14 @@ async function checkRedis(options: RedisOptions, address: string, timeoutMs: num
   }
 }
 
+// kafkajs is CommonJS and spreads its error classes into its exports, which Node cannot
+// name for an ES module import: they are reached through the default export.
+const { KafkaJSNumberOfRetriesExceeded, KafkaJSSASLAuthenticationError } = kafkajs
+/** KafkaJSConnectionClosedError is exported by kafkajs 2.2.4 but missing from its types. */
+const { KafkaJSConnectionClosedError } = kafkajs as unknown as {
+  KafkaJSConnectionClosedError: typeof KafkaJSConnectionError
+}
+
 const TLS_ERROR_CODES = /^(CERT_|DEPTH_ZERO|SELF_SIGNED|UNABLE_TO_|ERR_TLS_|ERR_SSL_|HOSTNAME_MISMATCH)/
 
 function isTlsError(error: { code?: unknown; message: string }): boolean {
@@ -317,13 +332,13 @@ interface KafkaJsError extends Error {
 function kafkaError(error: KafkaJsError, fallbackBroker: string, config: Config['kafka']): ConnectionError {
   // KafkaJSNumberOfRetriesExceeded wraps the last attempt's error.
   const root =
-    error.name === 'KafkaJSNumberOfRetriesExceeded' && error.cause !== undefined ? error.cause : error
+    error instanceof KafkaJSNumberOfRetriesExceeded && error.cause !== undefined ? error.cause : error
   const broker =
     root.broker ??
     (root.host !== undefined && root.port !== undefined ? `${root.host}:${root.port}` : fallbackBroker)
   const mechanism = config.sasl?.mechanism.toUpperCase()
   const login = config.sasl === undefined ? 'no SASL' : `SASL ${mechanism} as user '${config.sasl.username}'`
-  if (root.name === 'KafkaJSSASLAuthenticationError') {
+  if (root instanceof KafkaJSSASLAuthenticationError) {
     return new ConnectionError(
       'kafka',
       broker,
@@ -355,7 +370,7 @@ function kafkaError(error: KafkaJsError, fallbackBroker: string, config: Config[
       `TLS to Kafka broker ${broker} failed (check kafka.ssl and kafka.ssl.ca, and that the listener speaks TLS): ${root.message}`,
     )
   }
-  if (root.name === 'KafkaJSConnectionClosedError') {
+  if (root instanceof KafkaJSConnectionClosedError) {
     return new ConnectionError(
       'kafka',
       broker,

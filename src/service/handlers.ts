@@ -1,6 +1,6 @@
-import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { Logger } from 'pino'
+import { ConfigError } from '../errors.js'
 import {
   createPspHandler,
   createWebhookHandler,
@@ -12,7 +12,7 @@ import {
   type SigningSecrets,
   settleOutcome,
 } from '../handlers/index.js'
-import { type Config, ConfigError } from './config.js'
+import { type Config, resolveModulePath } from './config.js'
 import { resolveSecret } from './secrets.js'
 
 type SourceConfig = Config['sources'][number]
@@ -44,7 +44,7 @@ export interface HandlerSet {
  * HTTP client of its own behind the SSRF guard, and loads module handlers on demand.
  */
 export function createHandlers(
-  config: Config,
+  config: Pick<Config, 'webhook' | 'psp'>,
   logger: Logger,
   env: NodeJS.ProcessEnv = process.env,
 ): HandlerSet {
@@ -150,9 +150,10 @@ function resolveSigningSecrets(
 
 async function loadModuleHandler(source: SourceConfig): Promise<JobHandler> {
   const where = `config field 'sources' (${source.kind === 'bullmq' ? source.queue : source.topic})`
+  // loadConfig has checked that the path is given and exists; a config built by hand may not be.
   if (source.module === undefined)
     throw new ConfigError(`${where}: handler 'module' needs 'module', a module path`)
-  const path = isAbsolute(source.module) ? source.module : resolve(source.module)
+  const path = resolveModulePath(source.module)
   let loaded: { default?: unknown }
   try {
     loaded = (await import(pathToFileURL(path).href)) as { default?: unknown }

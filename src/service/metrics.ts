@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import {
   type BreakerChange,
   type CircuitBreakers,
@@ -23,9 +23,10 @@ export const OTHER_MERCHANTS = 'other'
 export type DepthReader = () => Promise<Array<{ source: string; state: string; value: number }>>
 
 /**
- * ServiceMetrics are the worker's Prometheus metrics, in a registry of their own. Merchant
- * labels are given only to the configured `merchantLabels`; every other merchant is
- * counted as `other`, so cardinality stays bounded whatever the traffic.
+ * ServiceMetrics are the worker's Prometheus metrics, in a registry of their own, with
+ * prom-client's process metrics (CPU, memory, event loop lag, GC; `process_` and
+ * `nodejs_`). Merchant labels are given only to the configured `merchantLabels`; every
+ * other merchant is counted as `other`, so cardinality stays bounded whatever the traffic.
  */
 export class ServiceMetrics {
   readonly registry = new Registry()
@@ -37,9 +38,10 @@ export class ServiceMetrics {
   private readonly breakerTransitions: Counter<'from' | 'to' | 'merchant'>
   private readonly depthReaders: DepthReader[] = []
 
-  constructor(limiter: KeyedLimiter, merchantLabels: readonly string[], guards?: SlowMerchantGuards) {
+  constructor(limiter: KeyedLimiter, merchantLabels: readonly string[]) {
     this.labelled = new Set(merchantLabels)
     const registers = [this.registry]
+    collectDefaultMetrics({ register: this.registry })
     this.decisions = new Counter({
       name: 'mt_decisions_total',
       help: 'Limiter decisions on jobs: granted now, delayed to a reservation, run on a carried reservation, deferred.',
@@ -121,48 +123,6 @@ export class ServiceMetrics {
       labelNames: ['from', 'to', 'merchant'],
       registers,
     })
-    if (guards !== undefined) {
-      const { inFlight, breakers } = guards
-      new Gauge({
-        name: 'mt_in_flight',
-        help: 'Jobs in flight: in total (merchant "*") and for each labelled merchant.',
-        labelNames: ['merchant'],
-        registers,
-        collect() {
-          this.reset()
-          this.set({ merchant: '*' }, inFlight.size)
-          for (const merchant of labelled) this.set({ merchant }, inFlight.count(merchant))
-        },
-      })
-      new Gauge({
-        name: 'mt_breaker_state',
-        help: 'Circuit breaker state of each labelled merchant: 0 closed, 1 half-open, 2 open.',
-        labelNames: ['merchant'],
-        registers,
-        collect() {
-          this.reset()
-          for (const merchant of labelled)
-            this.set({ merchant }, BREAKER_STATE_VALUES[breakers.view(merchant).state])
-        },
-      })
-      new Gauge({
-        name: 'mt_breakers',
-        help: 'Merchants whose circuit breaker is open or half-open, by state.',
-        labelNames: ['state'],
-        registers,
-        collect() {
-          const stats = breakers.stats()
-          this.set({ state: 'open' }, stats.open)
-          this.set({ state: 'half-open' }, stats.halfOpen)
-        },
-      })
-      mirroredCounter(
-        this.registry,
-        'mt_breaker_refused_total',
-        "Jobs delayed without an attempt because their merchant's breaker was open.",
-        () => breakers.stats().refused,
-      )
-    }
     const readers = this.depthReaders
     new Gauge({
       name: 'mt_backlog',
@@ -176,6 +136,55 @@ export class ServiceMetrics {
         }
       },
     })
+  }
+
+  /**
+   * watchSlowMerchants exports the in-flight counts and the circuit breakers' states, read
+   * at each scrape. Apart from the constructor because the breakers report their changes
+   * to breakerChange, so they are made after the metrics.
+   */
+  watchSlowMerchants(guards: SlowMerchantGuards): void {
+    const { inFlight, breakers } = guards
+    const labelled = this.labelled
+    new Gauge({
+      name: 'mt_in_flight',
+      help: 'Jobs in flight: in total (merchant "*") and for each labelled merchant.',
+      labelNames: ['merchant'],
+      registers: [this.registry],
+      collect() {
+        this.reset()
+        this.set({ merchant: '*' }, inFlight.size)
+        for (const merchant of labelled) this.set({ merchant }, inFlight.count(merchant))
+      },
+    })
+    new Gauge({
+      name: 'mt_breaker_state',
+      help: 'Circuit breaker state of each labelled merchant: 0 closed, 1 half-open, 2 open.',
+      labelNames: ['merchant'],
+      registers: [this.registry],
+      collect() {
+        this.reset()
+        for (const merchant of labelled)
+          this.set({ merchant }, BREAKER_STATE_VALUES[breakers.view(merchant).state])
+      },
+    })
+    new Gauge({
+      name: 'mt_breakers',
+      help: 'Merchants whose circuit breaker is open or half-open, by state.',
+      labelNames: ['state'],
+      registers: [this.registry],
+      collect() {
+        const stats = breakers.stats()
+        this.set({ state: 'open' }, stats.open)
+        this.set({ state: 'half-open' }, stats.halfOpen)
+      },
+    })
+    mirroredCounter(
+      this.registry,
+      'mt_breaker_refused_total',
+      "Jobs delayed without an attempt because their merchant's breaker was open.",
+      () => breakers.stats().refused,
+    )
   }
 
   /** merchantLabel is `merchantKey` when it is configured for labels, else `other`. */
@@ -201,8 +210,9 @@ export class ServiceMetrics {
     })
   }
 
-  controlMessage(result: 'applied' | 'stale' | 'rejected', reason = ''): void {
-    this.controlMessages.inc({ result, reason })
+  /** controlMessage counts one control message; only a rejection has a `reason` label. */
+  controlMessage(result: 'applied' | 'stale' | 'rejected', reason?: string): void {
+    this.controlMessages.inc(reason === undefined ? { result } : { result, reason })
   }
 
   /** addDepthReader registers a function read at each scrape for queue depth or lag. */

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import { ConfigError } from './config.js'
+import { ConfigError } from '../errors.js'
 
 /**
  * resolveSecret reads a secret reference from the config: `env:NAME` is the environment

@@ -292,6 +292,32 @@ describe('parseControlMessage rejects, naming the field and what was wrong', () 
       'invalid-message',
       'overrides.m.intervalMs: expected a number of ms in [1, 86400000], got 0',
     ],
+    // an override written with its cap: { rate, maxInFlight }, each checked at its own path
+    [
+      { type: 'snapshot', version: 1, default: '1/s', overrides: { m: { rate: '1/s', maxInFlight: 0 } } },
+      'invalid-message',
+      'overrides.m.maxInFlight: expected a whole number in [1, 1000000], got 0',
+    ],
+    [
+      { type: 'snapshot', version: 1, default: '1/s', overrides: { m: { rate: '1/s', cap: 2 } } },
+      'invalid-message',
+      'overrides.m.cap: unknown field',
+    ],
+    [
+      {
+        type: 'snapshot',
+        version: 1,
+        default: '1/s',
+        overrides: { m: { rate: { limit: -1, intervalMs: 1000 } } },
+      },
+      'invalid-message',
+      'overrides.m.rate.limit: expected a number > 0 and <= 1000000, got -1',
+    ],
+    [
+      { type: 'snapshot', version: 1, default: '1/s', overrides: { m: { rate: 'fast', maxInFlight: 2 } } },
+      'invalid-message',
+      /^overrides\.m\.rate: /,
+    ],
   ])('%j -> %s: %s', (message, reason, error) => {
     const result = parse(message)
     expect(result.ok).toBe(false)

@@ -16,7 +16,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { kafkaBrokers, redisUrl, uniqueName } from '../support/services.js'
-import { waitFor } from '../support/worker-process.js'
+import { waitFor } from '../support/wait-for.js'
 import { packagesLoaded } from './support.js'
 
 // Issue 16, as a new user meets the package: `npm pack` of a checkout without dist/, installed
@@ -78,6 +78,7 @@ async function startInTerminal(command: string, env: Record<string, string>) {
   const exited = once(child, 'exit').then(([code]) => code as number | null)
   let url: string | undefined
   await waitFor(
+    'the worker to listen',
     () => {
       url = /"msg":"http server listening"/.test(output)
         ? /"url":"(http:[^"]+)"/.exec(output)?.[1]
@@ -85,17 +86,16 @@ async function startInTerminal(command: string, env: Record<string, string>) {
       return url !== undefined || child.exitCode !== null
     },
     30_000,
-    'the worker to listen',
   )
   expect(url, output).toBeDefined()
   let readyz: Response | undefined
   await waitFor(
+    `200 from ${url}/readyz`,
     async () => {
       readyz = await fetch(`${url}/readyz`).catch(() => undefined)
       return readyz?.status === 200
     },
     30_000,
-    `200 from ${url}/readyz`,
   )
   const body = await readyz!.text()
   transcript.push(`(while it runs) GET ${url}/readyz → ${readyz!.status} ${body}`)

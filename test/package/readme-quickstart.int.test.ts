@@ -9,7 +9,7 @@ import { Kafka, logLevel } from 'kafkajs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ensureControlTopic } from '../../src/control/topic.js'
 import { kafkaBrokers, redisUrl, uniqueName } from '../support/services.js'
-import { waitFor } from '../support/worker-process.js'
+import { waitFor } from '../support/wait-for.js'
 import { readmeTsBlocks, repoRoot } from './readme-support.js'
 
 // The README's two quick starts, run as written against the real Redis and broker: only the
@@ -105,9 +105,9 @@ describe('README quick starts', () => {
         })),
       )
       await waitFor(
+        'every job delivered',
         () => (worker.output().match(/^delivered /gm) ?? []).length === JOBS.length,
         30_000,
-        'every job delivered',
       )
       expect(received.map(({ body }) => body).sort()).toEqual(
         JOBS.map(({ merchantId, n }) => `${merchantId} ${n}`).sort(),
@@ -141,12 +141,12 @@ describe('README quick starts', () => {
       const worker = start(join(dir, 'kafka.ts'), runnable(kafkaBlock!.code, name, controlTopic))
       try {
         await waitFor(
+          'the consumer group to be stable',
           async () => {
             const groups = await admin.describeGroups([name])
             return groups.groups[0]?.state === 'Stable' || worker.child.exitCode !== null
           },
           45_000,
-          'the consumer group to be stable',
         )
         expect(worker.child.exitCode, worker.output()).toBeNull()
         await producer.send({
@@ -157,9 +157,9 @@ describe('README quick starts', () => {
           })),
         })
         await waitFor(
+          'every message delivered',
           () => (worker.output().match(/^delivered for /gm) ?? []).length === JOBS.length,
           30_000,
-          'every message delivered',
         )
         expect(received.map(({ body }) => body).sort()).toEqual(
           JOBS.map(({ merchantId, n }) => `${merchantId} ${n}`).sort(),

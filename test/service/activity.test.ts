@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { FakeClock } from '../../src/limiter/clock.js'
-import { ActivityTracker } from '../../src/service/activity.js'
+import { ActivityTracker, MAX_REASON_LENGTH } from '../../src/service/activity.js'
 
 describe('ActivityTracker', () => {
   it('counts deliveries per second over the last minute, busiest first', () => {
@@ -48,5 +48,32 @@ describe('ActivityTracker', () => {
         .map((row) => row.merchantKey)
         .sort(),
     ).toEqual(['a', 'c', 'd'])
+  })
+
+  it('counts failures and dead letters per merchant with the last reason, failures over the last minute', () => {
+    const clock = new FakeClock(0)
+    const activity = new ActivityTracker(clock)
+    activity.failed('gone', 'client-error (HTTP 410)', true)
+    activity.failed('broken', 'server-error (HTTP 500)', false)
+    activity.failed('broken', 'timeout', true)
+    expect(activity.snapshot().find((row) => row.merchantKey === 'broken')).toMatchObject({
+      deliveredLastMinute: 0,
+      failedLastMinute: 2,
+      failures: { count: 2, lastReason: 'timeout' },
+      deadLetters: { count: 1, lastReason: 'timeout' },
+    })
+    clock.advance(61_000)
+    // the minute's failures roll off; the totals and reasons stay
+    expect(activity.snapshot().find((row) => row.merchantKey === 'gone')).toMatchObject({
+      failedLastMinute: 0,
+      failures: { count: 1, lastReason: 'client-error (HTTP 410)' },
+      deadLetters: { count: 1, lastReason: 'client-error (HTTP 410)' },
+    })
+  })
+
+  it('bounds a kept reason to MAX_REASON_LENGTH characters', () => {
+    const activity = new ActivityTracker(new FakeClock(0))
+    activity.failed('m', 'x'.repeat(1_000), false)
+    expect(activity.snapshot()[0]!.failures.lastReason).toHaveLength(MAX_REASON_LENGTH)
   })
 })

@@ -1,8 +1,9 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
+import { isDeepStrictEqual } from 'node:util'
 import { describe, expect, it } from 'vitest'
-import { ConfigError, DEFAULT_CONFIG_DIR, loadConfig } from '../../src/service/config.js'
+import { ConfigError, configSchema, DEFAULT_CONFIG_DIR, loadConfig } from '../../src/service/config.js'
 import { configReference } from '../../src/service/config-docs.js'
 import { configSchemaJson } from '../../src/service/config-schema.js'
 
@@ -12,6 +13,16 @@ function configDir(files: Record<string, unknown>): string {
     writeFileSync(join(dir, name), typeof value === 'string' ? value : JSON.stringify(value))
   }
   return dir
+}
+
+function catchConfigError(load: () => unknown): ConfigError {
+  try {
+    load()
+  } catch (error) {
+    if (error instanceof ConfigError) return error
+    throw error
+  }
+  throw new Error('expected a ConfigError, got a config')
 }
 
 describe('loadConfig', () => {
@@ -29,6 +40,28 @@ describe('loadConfig', () => {
         keyField: 'merchantId',
       }),
     ])
+  })
+
+  it("fills an empty config from the schema's field defaults, each stated once", () => {
+    const config = loadConfig({ configDir: configDir({ 'default.json': {} }), env: {} })
+    const client = { connectTimeoutMs: 5_000, timeoutMs: 10_000, maxResponseBytes: 65_536, allowHosts: [] }
+    expect(config.webhook).toEqual({ client, secrets: {} })
+    expect(config.psp).toEqual({ client, endpoints: {} })
+    expect(config.http).toEqual({ host: '127.0.0.1', port: 8080 })
+    expect(config.kafka).toEqual({
+      brokers: [],
+      clientId: 'merchant-throttle',
+      ssl: false,
+      connectionTimeoutMs: 5_000,
+      authenticationTimeoutMs: 10_000,
+    })
+    expect(config.breaker).toEqual({
+      failureThreshold: 5,
+      windowMs: 30_000,
+      coolDownMs: 5_000,
+      maxCoolDownMs: 300_000,
+    })
+    expect(config.shutdown).toEqual({ deadlineMs: 15_000 })
   })
 
   it('overlays NODE_ENV, then --config, then the environment', () => {
@@ -69,6 +102,74 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ configDir: dir, file: join(dir, 'bad.json'), env: {} })).toThrow(message)
   })
 
+  it('reports every problem at once, each with its field and layer', () => {
+    const dir = configDir({
+      'default.json': {},
+      'bad.json': { http: { port: 'eighty', prot: 1 }, log: { level: 'loud' }, surprise: true },
+    })
+    const error = catchConfigError(() =>
+      loadConfig({ configDir: dir, file: join(dir, 'bad.json'), env: { MT_MAX_KEYS: 'many' } }),
+    )
+    expect(error.problems).toEqual([
+      'environment variable MT_MAX_KEYS: expected a number, got "many"',
+      expect.stringMatching(/^config field 'http\.port': .*\(from .*bad\.json\)$/),
+      expect.stringMatching(/^config field 'http\.prot': unknown field/),
+      expect.stringMatching(/^config field 'log\.level': /),
+      expect.stringMatching(/^config field 'surprise': unknown field/),
+    ])
+    expect(error.message).toMatch(/^5 problems in the configuration:\n- environment variable MT_MAX_KEYS/)
+  })
+
+  it('checks module handlers with the rest: the path is given, exists, and only with handler module', () => {
+    const dir = configDir({ 'default.json': {}, 'handler.mjs': 'export default async () => {}' })
+    const sources = [
+      { kind: 'bullmq', queue: 'no-path', handler: 'module' },
+      { kind: 'kafka', topic: 't', groupId: 'g', handler: 'module', module: join(dir, 'missing.mjs') },
+      { kind: 'bullmq', queue: 'stray', handler: 'webhook', module: join(dir, 'handler.mjs') },
+      { kind: 'bullmq', queue: 'fine', handler: 'module', module: join(dir, 'handler.mjs') },
+    ]
+    writeFileSync(join(dir, 'bad.json'), JSON.stringify({ sources }))
+    const error = catchConfigError(() => loadConfig({ configDir: dir, file: join(dir, 'bad.json'), env: {} }))
+    expect(error.problems).toEqual([
+      expect.stringMatching(/^config field 'sources\.0\.module': handler 'module' needs 'module'/),
+      expect.stringMatching(
+        /^config field 'sources\.1\.module': handler module .*missing\.mjs does not exist/,
+      ),
+      expect.stringMatching(/^config field 'sources\.2\.module': only read with handler 'module'/),
+    ])
+  })
+
+  it('resolves a relative module handler path against the directory of the config file naming it, not the working directory', () => {
+    const dir = configDir({
+      'default.json': {
+        sources: [{ kind: 'bullmq', queue: 'q', handler: 'module', module: 'default-handler.mjs' }],
+      },
+      'default-handler.mjs': 'export default async () => {}',
+    })
+    const other = configDir({
+      'extra.json': {
+        sources: [{ kind: 'kafka', topic: 't', groupId: 'g', handler: 'module', module: './handlers/h.mjs' }],
+      },
+    })
+    mkdirSync(join(other, 'handlers'))
+    writeFileSync(join(other, 'handlers', 'h.mjs'), 'export default async () => {}')
+    // Neither file is in the working directory, so only anchoring to the config file finds them.
+    expect(existsSync(resolve('default-handler.mjs')) || existsSync(resolve('handlers/h.mjs'))).toBe(false)
+
+    expect(loadConfig({ configDir: dir, env: {} }).sources[0]?.module).toBe(join(dir, 'default-handler.mjs'))
+    const config = loadConfig({ configDir: dir, file: join(other, 'extra.json'), env: {} })
+    expect(config.sources.map((source) => source.module)).toEqual([join(other, 'handlers', 'h.mjs')])
+  })
+
+  it('names the anchored path of a relative module handler that does not exist', () => {
+    const dir = configDir({
+      'default.json': { sources: [{ kind: 'bullmq', queue: 'q', handler: 'module', module: 'gone.mjs' }] },
+    })
+    expect(catchConfigError(() => loadConfig({ configDir: dir, env: {} })).problems).toEqual([
+      `config field 'sources.0.module': handler module ${join(dir, 'gone.mjs')} does not exist (from ${join(dir, 'default.json')})`,
+    ])
+  })
+
   it('says which layer a bad field came from', () => {
     const dir = configDir({ 'default.json': {} })
     expect(() => loadConfig({ configDir: dir, env: { MT_HTTP_PORT: '99999' } })).toThrow('(from environment)')
@@ -104,6 +205,65 @@ describe('loadConfig', () => {
     expect(config.webhook.client.allowHosts).toEqual([])
   })
 })
+
+describe('config/default.json', () => {
+  it("states no field the schema's default already gives (each default stated once)", () => {
+    const stated = JSON.parse(readFileSync(join(DEFAULT_CONFIG_DIR, 'default.json'), 'utf8')) as unknown
+    const repeats = leafPaths(stated).filter((path) => {
+      const parsed = configSchema.safeParse(withoutPath(stated, path))
+      return parsed.success && isDeepStrictEqual(valueAt(parsed.data, path), valueAt(stated, path))
+    })
+    expect(repeats.map((path) => path.join('.'))).toEqual([])
+  })
+
+  it('with config/production.json on top, loads for production once a real secret is given', () => {
+    const config = loadConfig({
+      env: { NODE_ENV: 'production', MT_WEBHOOK_DEFAULT_SECRET: 'env:MT_TEST_UNUSED' },
+    })
+    expect(config.log.pretty).toBe('never')
+    expect(config.psp.client).toMatchObject({ allowHosts: [], httpsOnly: true, timeoutMs: 10_000 })
+    expect(config.sources).toEqual([
+      {
+        kind: 'bullmq',
+        queue: 'webhooks',
+        handler: 'webhook',
+        concurrency: 50,
+        keyField: 'merchantId',
+        instances: 1,
+        attempts: 8,
+      },
+    ])
+  })
+})
+
+type Path = Array<string | number>
+
+function leafPaths(value: unknown, path: Path = []): Path[] {
+  // A list of values (allowHosts, brokers) is one field; a list of objects (sources) is looked into.
+  const isObject = (item: unknown): item is Record<string, unknown> =>
+    item !== null && typeof item === 'object' && !Array.isArray(item)
+  if (Array.isArray(value)) {
+    return value.some(isObject) ? value.flatMap((item, i) => leafPaths(item, [...path, i])) : [path]
+  }
+  if (isObject(value) && Object.keys(value).length > 0) {
+    return Object.entries(value).flatMap(([key, item]) => leafPaths(item, [...path, key]))
+  }
+  return [path]
+}
+
+function valueAt(value: unknown, path: Path): unknown {
+  return path.reduce<unknown>(
+    (node, key) => (node as Record<string | number, unknown> | undefined)?.[key],
+    value,
+  )
+}
+
+function withoutPath(value: unknown, path: Path): unknown {
+  const copy = structuredClone(value)
+  const parent = valueAt(copy, path.slice(0, -1)) as Record<string | number, unknown>
+  delete parent[path[path.length - 1] as string | number]
+  return copy
+}
 
 describe('config/schema.json', () => {
   it('is generated from the schema the worker validates with (npm run config:schema)', () => {

@@ -1,13 +1,14 @@
 import type { ChildProcess } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startServer, type TestServer } from '../handlers/support.js'
 import { redisUrl, uniqueName } from '../support/services.js'
-import { startWorkerProcess, waitFor } from '../support/worker-process.js'
+import { waitFor } from '../support/wait-for.js'
+import { type WorkerConfigFiles, writeWorkerConfig } from '../support/worker-config.js'
+import { startWorkerProcess } from '../support/worker-process.js'
 
 const SECRET = 'whsec_bWFpbi10ZXN0LXNlY3JldC0zMi1ieXRlcy1sb25nISEhIQ=='
 
@@ -23,7 +24,7 @@ describe('worker process (main.ts)', () => {
   let merchants: TestServer
   let connection: Redis
   let queue: Queue
-  let dir: string
+  let files: WorkerConfigFiles
   const queueName = uniqueName('main-webhooks')
   const children: ChildProcess[] = []
 
@@ -31,17 +32,13 @@ describe('worker process (main.ts)', () => {
     merchants = await startServer('127.0.0.1', (_request, response) => {
       setTimeout(() => response.end('ok'), 200)
     })
-    dir = mkdtempSync(join(tmpdir(), 'mt-main-'))
-    writeFileSync(join(dir, 'rates.json'), JSON.stringify({ type: 'snapshot', version: 1, default: '40/s' }))
-    writeFileSync(
-      join(dir, 'config.json'),
-      JSON.stringify({
-        http: { port: 0 },
-        control: { source: 'file', file: join(dir, 'rates.json') },
+    files = writeWorkerConfig(
+      {
         sources: [{ kind: 'bullmq', queue: queueName, handler: 'webhook', concurrency: 20 }],
-        webhook: { client: { allowHosts: ['127.0.0.1'] }, defaultSecret: SECRET },
+        webhook: { defaultSecret: SECRET },
         shutdown: { deadlineMs: 5_000 },
-      }),
+      },
+      { rates: { type: 'snapshot', version: 1, default: '40/s' } },
     )
     connection = new Redis(redisUrl(), { maxRetriesPerRequest: null })
     queue = new Queue(queueName, { connection })
@@ -68,9 +65,9 @@ describe('worker process (main.ts)', () => {
         },
       })),
     )
-    const first = startWorker(join(dir, 'config.json'))
+    const first = startWorker(files.configFile)
     children.push(first.child)
-    await waitFor(() => merchants.requests.length >= 30, 60_000, 'the first deliveries')
+    await waitFor('the first deliveries', () => merchants.requests.length >= 30, 60_000)
     const signalledAt = Date.now()
     first.child.kill('SIGTERM')
     const code = await first.exited()
@@ -92,12 +89,12 @@ describe('worker process (main.ts)', () => {
     expect(Object.values(afterStop).reduce((sum, n) => sum + n, 0)).toBe(total)
     expect(afterStop.completed).toBeLessThan(total)
 
-    const second = startWorker(join(dir, 'config.json'))
+    const second = startWorker(files.configFile)
     children.push(second.child)
     await waitFor(
+      'every job completed',
       async () => (await queue.getJobCounts('completed')).completed === total,
       60_000,
-      'every job completed',
     )
     second.child.kill('SIGTERM')
     expect(await second.exited()).toBe(0)
@@ -109,8 +106,8 @@ describe('worker process (main.ts)', () => {
   })
 
   it('exits 78 with a message naming the field when the config is wrong', async () => {
-    writeFileSync(join(dir, 'bad.json'), JSON.stringify({ http: { port: 'eighty' } }))
-    const worker = startWorker(join(dir, 'bad.json'))
+    writeFileSync(join(files.dir, 'bad.json'), JSON.stringify({ http: { port: 'eighty' } }))
+    const worker = startWorker(join(files.dir, 'bad.json'))
     children.push(worker.child)
     const code = await worker.exited()
     expect(code).toBe(78)

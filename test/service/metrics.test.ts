@@ -45,4 +45,21 @@ describe('ServiceMetrics', () => {
       'mt_backlog{source="bullmq:webhooks",state="delayed"} 7',
     )
   })
+
+  it('gives a control message a reason label only when it was rejected: no empty reason=""', async () => {
+    const metrics = new ServiceMetrics(new KeyedLimiter({ rate: '1/s' }), [])
+    metrics.controlMessage('applied')
+    metrics.controlMessage('rejected', 'unsigned')
+    const text = await metrics.registry.metrics()
+    expect(text).toContain('mt_control_messages_total{result="applied"} 1')
+    expect(text).toContain('mt_control_messages_total{result="rejected",reason="unsigned"} 1')
+    expect(text).not.toContain('=""')
+  })
+
+  it("serves the process's metrics beside its own: CPU, memory, event loop lag", async () => {
+    const text = await new ServiceMetrics(new KeyedLimiter({ rate: '1/s' }), []).registry.metrics()
+    expect(text).toMatch(/^process_cpu_user_seconds_total \d/m)
+    expect(text).toMatch(/^process_resident_memory_bytes \d/m)
+    expect(text).toMatch(/^nodejs_eventloop_lag_seconds \d/m)
+  })
 })

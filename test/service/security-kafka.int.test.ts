@@ -3,14 +3,16 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
+import { fileURLToPath } from 'node:url'
 import { Kafka, type KafkaConfig, logLevel } from 'kafkajs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ConnectionError } from '../../src/errors.js'
-import { configSchema } from '../../src/service/config.js'
 import { createLogger } from '../../src/service/logger.js'
 import { type RunningService, startService } from '../../src/service/service.js'
 import { startServer, type TestServer } from '../handlers/support.js'
 import { uniqueName } from '../support/services.js'
+import { waitFor } from '../support/wait-for.js'
+import { loadWorkerConfig } from '../support/worker-config.js'
 import { startWorkerProcess } from '../support/worker-process.js'
 
 // Kafka as production runs it: SASL/SCRAM logins, and TLS with a private CA. A broker of this
@@ -19,7 +21,7 @@ import { startWorkerProcess } from '../support/worker-process.js'
 // CA in <run>/tls/ca.pem), stopped in afterAll. The shared broker of the other tests is never
 // touched. Only 127.0.0.1.
 
-const KAFKA_LOCAL = new URL('../../scripts/kafka-local', import.meta.url).pathname
+const KAFKA_LOCAL = fileURLToPath(new URL('../../scripts/kafka-local', import.meta.url))
 const SASL_USER = 'mt'
 const SASL_PASSWORD = 'mt-secret'
 const WRONG_PASSWORD = 'not-the-scram-Jw82Qe'
@@ -57,14 +59,6 @@ function startLoggerCapture() {
   return { logger: createLogger({ level: 'trace', pretty: 'never' }, stream), text: () => lines.join('') }
 }
 
-async function waitFor(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
-
 describe('Kafka with SASL/SCRAM and TLS (a private kafka-local broker on loopback)', () => {
   let dir: string
   let runDir: string
@@ -97,14 +91,16 @@ describe('Kafka with SASL/SCRAM and TLS (a private kafka-local broker on loopbac
   })
 
   function workerConfig(kafka: Record<string, unknown>, sources: unknown[] = []) {
-    return configSchema.parse({
-      http: { port: 0 },
-      kafka: { clientId: uniqueName('sec-kafka'), ...kafka },
-      control: { source: 'kafka', topic: uniqueName('sec-control') },
-      sources,
-      webhook: { client: { allowHosts: ['127.0.0.1'] }, defaultSecret: SECRET },
-      shutdown: { deadlineMs: 2_000 },
-    })
+    return loadWorkerConfig(
+      {
+        kafka: { clientId: uniqueName('sec-kafka'), ...kafka },
+        control: { source: 'kafka', topic: uniqueName('sec-control') },
+        sources,
+        webhook: { defaultSecret: SECRET },
+        shutdown: { deadlineMs: 2_000 },
+      },
+      { env: {} },
+    ).config
   }
 
   /** deliverOne starts a worker with a Kafka control source and a Kafka source, produces one webhook and waits for it. */
@@ -142,7 +138,7 @@ describe('Kafka with SASL/SCRAM and TLS (a private kafka-local broker on loopbac
     } finally {
       await producer.disconnect()
     }
-    await waitFor(() => merchants.requests.some((r) => r.path === path), 30_000, `delivery to ${path}`)
+    await waitFor(`delivery to ${path}`, () => merchants.requests.some((r) => r.path === path), 30_000)
   }
 
   it('SASL_PLAINTEXT with SCRAM-SHA-512: the worker reads its control topic and delivers from a Kafka source', async () => {

@@ -8,11 +8,12 @@ import { Queue } from 'bullmq'
 import { Redis, type RedisOptions } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { ConnectionError } from '../../src/errors.js'
-import { configSchema } from '../../src/service/config.js'
 import { createLogger } from '../../src/service/logger.js'
 import { type RunningService, startService } from '../../src/service/service.js'
 import { closedPort, startServer, type TestServer } from '../handlers/support.js'
 import { uniqueName } from '../support/services.js'
+import { waitFor } from '../support/wait-for.js'
+import { loadWorkerConfig, writeWorkerConfig } from '../support/worker-config.js'
 import { startWorkerProcess } from '../support/worker-process.js'
 
 // Redis as production runs it: a password (requirepass), an ACL user limited to BullMQ's
@@ -91,14 +92,6 @@ function makeCertificates(dir: string): void {
   )
 }
 
-async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
-
 describe('Redis with a password, an ACL user and TLS (a private redis-server on loopback)', () => {
   let dir: string
   let redisServer: ChildProcess
@@ -153,6 +146,7 @@ describe('Redis with a password, an ACL user and TLS (a private redis-server on 
     admin = new Redis({ host: '127.0.0.1', port, password: DEFAULT_PASSWORD, lazyConnect: true })
     admin.on('error', () => undefined) // refused until the server listens; waitFor below retries
     await waitFor(
+      'the private redis-server',
       async () => {
         if (spawnError !== undefined) {
           throw new Error(`these tests run redis-server (7+, built with TLS): ${spawnError.message}`)
@@ -161,7 +155,6 @@ describe('Redis with a password, an ACL user and TLS (a private redis-server on 
         return (await admin.ping().catch(() => 'not yet')) === 'PONG'
       },
       10_000,
-      'the private redis-server',
     )
     // The worker's user: BullMQ's keys only, no dangerous commands except INFO (BullMQ reads the version).
     await admin.call(
@@ -177,7 +170,6 @@ describe('Redis with a password, an ACL user and TLS (a private redis-server on 
       '+info',
     )
     writeFileSync(join(dir, 'worker-password'), `${WORKER_PASSWORD}\n`)
-    writeFileSync(join(dir, 'rates.json'), JSON.stringify({ type: 'snapshot', version: 1, default: '50/s' }))
     merchants = await startServer('127.0.0.1')
     process.env[PASSWORD_ENV] = DEFAULT_PASSWORD
     process.env[TOKEN_ENV] = STATUS_TOKEN
@@ -197,14 +189,16 @@ describe('Redis with a password, an ACL user and TLS (a private redis-server on 
   })
 
   function workerConfig(redis: Record<string, unknown>, queueName: string) {
-    return configSchema.parse({
-      http: { port: 0, authToken: `env:${TOKEN_ENV}` },
-      redis,
-      control: { source: 'file', file: join(dir, 'rates.json') },
-      sources: [{ kind: 'bullmq', queue: queueName, handler: 'webhook', concurrency: 5, attempts: 2 }],
-      webhook: { client: { allowHosts: ['127.0.0.1'] }, defaultSecret: SECRET },
-      shutdown: { deadlineMs: 2_000 },
-    })
+    return loadWorkerConfig(
+      {
+        http: { authToken: `env:${TOKEN_ENV}` },
+        redis,
+        sources: [{ kind: 'bullmq', queue: queueName, handler: 'webhook', concurrency: 5, attempts: 2 }],
+        webhook: { defaultSecret: SECRET },
+        shutdown: { deadlineMs: 2_000 },
+      },
+      { rates: { type: 'snapshot', version: 1, default: '50/s' }, env: {} },
+    ).config
   }
 
   /** deliverOne starts a worker with `redis`, queues one webhook through `producer` and waits until the merchant has it. */
@@ -223,11 +217,11 @@ describe('Redis with a password, an ACL user and TLS (a private redis-server on 
         payload: { type: 'payment.succeeded' },
       })
       await waitFor(
+        `delivery to ${path}`,
         async () => merchants.requests.some((r) => r.path === path),
         20_000,
-        `delivery to ${path}`,
       )
-      await waitFor(async () => (await queue.getJobCounts('completed')).completed === 1, 5_000, 'completion')
+      await waitFor('completion', async () => (await queue.getJobCounts('completed')).completed === 1, 5_000)
       expect(service.readiness().ready).toBe(true)
       await queue.obliterate({ force: true })
     } finally {
@@ -345,17 +339,11 @@ describe('Redis with a password, an ACL user and TLS (a private redis-server on 
   })
 
   it('the worker process (main.ts) exits 1 on a wrong password and says where and as whom, not the password', async () => {
-    const configFile = join(dir, 'wrong-password.json')
-    writeFileSync(
-      configFile,
-      JSON.stringify({
-        http: { port: 0 },
-        redis: { password: 'env:MT_TEST_REDIS_WRONG' },
-        control: { source: 'file', file: join(dir, 'rates.json') },
-        sources: [{ kind: 'bullmq', queue: uniqueName('sec-redis'), handler: 'webhook' }],
-        webhook: { client: { allowHosts: ['127.0.0.1'] }, defaultSecret: SECRET },
-      }),
-    )
+    const { configFile } = writeWorkerConfig({
+      redis: { password: 'env:MT_TEST_REDIS_WRONG' },
+      sources: [{ kind: 'bullmq', queue: uniqueName('sec-redis'), handler: 'webhook' }],
+      webhook: { defaultSecret: SECRET },
+    })
     const worker = startWorkerProcess(configFile, {
       REDIS_URL: `redis://127.0.0.1:${port}`,
       MT_TEST_REDIS_WRONG: WRONG_PASSWORD,
@@ -390,9 +378,9 @@ describe('Redis with a password, an ACL user and TLS (a private redis-server on 
     try {
       // ioredis sends AUTH with the old password again and again; each refusal reaches the log.
       await waitFor(
+        'a logged WRONGPASS',
         async () => captured.text().slice(before).includes('WRONGPASS'),
         10_000,
-        'a logged WRONGPASS',
       )
       const logged = captured.text().slice(before)
       expect(logged).not.toContain(WORKER_PASSWORD)
@@ -407,7 +395,7 @@ describe('Redis with a password, an ACL user and TLS (a private redis-server on 
       printed.mockRestore()
       await admin.call('ACL', 'SETUSER', 'mt-worker', 'resetpass', `>${WORKER_PASSWORD}`)
     }
-    await waitFor(async () => service.readiness().ready, 15_000, 'the worker to reconnect')
+    await waitFor('the worker to reconnect', async () => service.readiness().ready, 15_000)
   })
 
   it('logs of every start above, failed or not, hold no password', () => {

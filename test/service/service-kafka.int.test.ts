@@ -1,16 +1,13 @@
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import type { Admin, Consumer, Producer } from 'kafkajs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { publishControlChange } from '../../src/control/index.js'
 import { parseRate } from '../../src/limiter/index.js'
-import { loadConfig } from '../../src/service/config.js'
 import { type RunningService, startService } from '../../src/service/service.js'
 import { createTopics, kafkaClient, testLogger } from '../adapters/kafka/support/kafka.js'
 import { startServer, type TestServer } from '../handlers/support.js'
 import { kafkaBrokers, uniqueName } from '../support/services.js'
-import { waitFor } from '../support/worker-process.js'
+import { waitFor } from '../support/wait-for.js'
+import { loadWorkerConfig } from '../support/worker-config.js'
 
 // The worker with Kafka everywhere: rates from the control topic, webhook jobs from a
 // topic keyed by merchant, bad messages to the dead-letter topic.
@@ -34,11 +31,8 @@ describe('worker service with a Kafka source and the Kafka control topic', () =>
     producer = kafka.producer()
     await producer.connect()
     merchants = await startServer('127.0.0.1', (_request, response) => response.end('ok'))
-    const dir = mkdtempSync(join(tmpdir(), 'mt-svc-kafka-'))
-    writeFileSync(
-      join(dir, 'config.json'),
-      JSON.stringify({
-        http: { port: 0 },
+    const { config } = loadWorkerConfig(
+      {
         kafka: { brokers: kafkaBrokers() },
         control: { topic: controlTopic },
         limiter: { defaultRate: '50/s' },
@@ -51,10 +45,11 @@ describe('worker service with a Kafka source and the Kafka control topic', () =>
             attempts: 2,
           },
         ],
-        webhook: { client: { allowHosts: ['127.0.0.1'] }, defaultSecret: SECRET },
-      }),
+        webhook: { defaultSecret: SECRET },
+      },
+      { env: {} },
     )
-    service = await startService(loadConfig({ file: join(dir, 'config.json'), env: {} }), testLogger)
+    service = await startService(config, testLogger)
   })
 
   afterAll(async () => {
@@ -86,7 +81,7 @@ describe('worker service with a Kafka source and the Kafka control topic', () =>
       }
     })
     await producer.send({ topic: jobsTopic, messages })
-    await waitFor(() => merchants.requests.length >= 60, 60_000, '60 deliveries')
+    await waitFor('60 deliveries', () => merchants.requests.length >= 60, 60_000)
     const delivered = merchants.requests.map((r) => String(r.headers['webhook-id']))
     expect(new Set(delivered).size).toBe(60)
   })
@@ -97,7 +92,7 @@ describe('worker service with a Kafka source and the Kafka control topic', () =>
       { type: 'set', merchant: 'shop-1', rate: parseRate('7/s'), version: Date.now() * 1_000 },
       { topic: controlTopic },
     )
-    await waitFor(() => service.limiter.rateOf('shop-1').limit === 7, 10_000, 'the new rate')
+    await waitFor('the new rate', () => service.limiter.rateOf('shop-1').limit === 7, 10_000)
     expect(service.limiter.rateOf('shop-0').limit).toBe(50)
   })
 
@@ -141,11 +136,11 @@ describe('worker service with a Kafka source and the Kafka control topic', () =>
         reasons.push(JSON.stringify(headers))
       },
     })
-    await waitFor(() => reasons.length >= 2, 30_000, 'two dead letters')
+    await waitFor('two dead letters', () => reasons.length >= 2, 30_000)
     await waitFor(
+      'the message after them',
       () => merchants.requests.some((r) => r.headers['webhook-id'] === 'evt_after'),
       30_000,
-      'the message after them',
     )
     expect(reasons.join('\n')).toMatch(/invalid-key/)
     expect(reasons.join('\n')).toMatch(/ssrf-blocked/)

@@ -1,16 +1,13 @@
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { idempotencyKeyOf } from '../../src/handlers/index.js'
-import { loadConfig } from '../../src/service/config.js'
 import { type RunningService, startService } from '../../src/service/service.js'
 import { startServer, type TestServer } from '../handlers/support.js'
 import { redisUrl, uniqueName } from '../support/services.js'
-import { waitFor } from '../support/worker-process.js'
+import { waitFor } from '../support/wait-for.js'
+import { loadWorkerConfig } from '../support/worker-config.js'
 
 // PSP calls through the worker: paced per `psp:merchant` with that key's own rate, sent with
 // the PSP's credential and an Idempotency-Key that a retried call repeats.
@@ -42,30 +39,24 @@ describe('worker service with a PSP source (real Redis, a local PSP)', () => {
       }
       response.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"captured"}')
     })
-    const dir = mkdtempSync(join(tmpdir(), 'mt-svc-psp-'))
-    writeFileSync(
-      join(dir, 'rates.json'),
-      JSON.stringify({
-        type: 'snapshot',
-        version: 1,
-        default: '100/s',
-        overrides: { 'acme:m_slow': '5/s burst 1' },
-      }),
-    )
-    writeFileSync(
-      join(dir, 'config.json'),
-      JSON.stringify({
-        http: { port: 0 },
-        control: { source: 'file', file: join(dir, 'rates.json') },
+    process.env.TEST_PSP_CREDENTIAL = CREDENTIAL
+    const { config } = loadWorkerConfig(
+      {
         sources: [{ kind: 'bullmq', queue: queueName, handler: 'psp', concurrency: 20, attempts: 3 }],
         psp: {
           client: { allowHosts: ['127.0.0.1'] },
           endpoints: { acme: { baseUrl: `${psp.origin}/v1/`, authorization: 'env:TEST_PSP_CREDENTIAL' } },
         },
-      }),
+      },
+      {
+        rates: {
+          type: 'snapshot',
+          version: 1,
+          default: '100/s',
+          overrides: { 'acme:m_slow': '5/s burst 1' },
+        },
+      },
     )
-    process.env.TEST_PSP_CREDENTIAL = CREDENTIAL
-    const config = loadConfig({ file: join(dir, 'config.json'), env: { REDIS_URL: redisUrl() } })
     service = await startService(config, pino({ level: 'silent' }))
     connection = new Redis(redisUrl(), { maxRetriesPerRequest: null })
     queue = new Queue(queueName, { connection })
@@ -96,9 +87,9 @@ describe('worker service with a PSP source (real Redis, a local PSP)', () => {
     )
     await queue.addBulk(jobs)
     await waitFor(
+      '20 PSP calls',
       async () => (await queue.getJobCounts('completed')).completed === 20,
       60_000,
-      '20 PSP calls',
     )
 
     // one Idempotency-Key per job, derived from the job id, repeated by the retried call

@@ -1,16 +1,13 @@
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import type { Admin, Producer } from 'kafkajs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { publishControlChange } from '../../src/control/index.js'
 import { parseRate } from '../../src/limiter/index.js'
-import { loadConfig } from '../../src/service/config.js'
 import { type RunningService, type StatusSnapshot, startService } from '../../src/service/service.js'
 import { createTopics, kafkaClient, testLogger } from '../adapters/kafka/support/kafka.js'
 import { startServer, type TestServer } from '../handlers/support.js'
 import { kafkaBrokers, uniqueName } from '../support/services.js'
-import { waitFor } from '../support/worker-process.js'
+import { waitFor } from '../support/wait-for.js'
+import { loadWorkerConfig } from '../support/worker-config.js'
 
 // A hanging merchant on a Kafka source whose messages are spread over 6 partitions (keyed
 // by event, merchant from the payload), so it has up to 6 lanes: its cap, set on the
@@ -28,11 +25,8 @@ async function startKafkaService(options: {
   attempts: number
   merchantLabels?: string[]
 }): Promise<RunningService> {
-  const dir = mkdtempSync(join(tmpdir(), 'mt-slow-kafka-'))
-  writeFileSync(
-    join(dir, 'config.json'),
-    JSON.stringify({
-      http: { port: 0 },
+  const { config } = loadWorkerConfig(
+    {
       kafka: { brokers: kafkaBrokers() },
       control: { topic: options.controlTopic },
       limiter: { defaultRate: '1000/s' },
@@ -48,12 +42,13 @@ async function startKafkaService(options: {
           attempts: options.attempts,
         },
       ],
-      webhook: { client: { allowHosts: ['127.0.0.1'], timeoutMs: 2_000 }, defaultSecret: SECRET },
+      webhook: { client: { timeoutMs: 2_000 }, defaultSecret: SECRET },
       metrics: { merchantLabels: options.merchantLabels ?? [] },
       shutdown: { deadlineMs: 3_000 },
-    }),
+    },
+    { env: {} },
   )
-  return startService(loadConfig({ file: join(dir, 'config.json'), env: {} }), testLogger)
+  return startService(config, testLogger)
 }
 
 describe('a hanging merchant on a Kafka source held to its in-flight cap', () => {
@@ -114,7 +109,7 @@ describe('a hanging merchant on a Kafka source held to its in-flight cap', () =>
       },
       { topic: controlTopic },
     )
-    await waitFor(() => service.inFlight.capOf('hang') === 2, 10_000, 'the new cap')
+    await waitFor('the new cap', () => service.inFlight.capOf('hang') === 2, 10_000)
     const message = (merchantId: string, i: number) => ({
       key: `evt_${merchantId}_${i}`,
       value: JSON.stringify({
@@ -134,7 +129,7 @@ describe('a hanging merchant on a Kafka source held to its in-flight cap', () =>
       messages: Array.from({ length: 100 }, (_, i) => message(`quiet${i % 20}`, i)),
     })
     const quiet = () => merchants.requests.filter((r) => r.path.startsWith('/quiet')).length
-    await waitFor(() => quiet() >= 100, 20_000, '100 quiet deliveries')
+    await waitFor('100 quiet deliveries', () => quiet() >= 100, 20_000)
     const quietMs = performance.now() - startedAtMs
     console.info(
       `kafka: hanging max in flight ${hangingMax} (cap 2, 6 lanes); 100 quiet deliveries in ${Math.round(quietMs)} ms`,
@@ -250,7 +245,7 @@ describe('a merchant answering 500 for 10 s on a Kafka source trips its circuit 
         topic: jobsTopic,
         messages: Array.from({ length: FLAKY_MESSAGES }, (_, n) => message('flaky', n)),
       })
-      await waitFor(() => service.breakers.view('flaky').state === 'open', 10_000, 'the breaker to open')
+      await waitFor('the breaker to open', () => service.breakers.view('flaky').state === 'open', 10_000)
       const whileOpen = (await (await fetch(`${service.url}/status.json`)).json()) as StatusSnapshot
       // Quiet merchants on the same topic are not held by flaky's breaker.
       await producer.send({
@@ -258,10 +253,10 @@ describe('a merchant answering 500 for 10 s on a Kafka source trips its circuit 
         messages: Array.from({ length: QUIET_MESSAGES }, (_, n) => message(`quiet${n % 5}`, n)),
       })
       const quiet = () => merchants.requests.filter((r) => r.path.startsWith('/quiet')).length
-      await waitFor(() => quiet() >= QUIET_MESSAGES, 5_000, 'the quiet deliveries')
+      await waitFor('the quiet deliveries', () => quiet() >= QUIET_MESSAGES, 5_000)
       const quietDoneAtMs = performance.now()
       const delivered = () => arrivals.filter((a) => a.status === 200)
-      await waitFor(() => delivered().length >= FLAKY_MESSAGES, 30_000, 'every flaky message delivered')
+      await waitFor('every flaky message delivered', () => delivered().length >= FLAKY_MESSAGES, 30_000)
 
       const duringOutage = arrivals.filter((a) => a.atMs < outageEndsAtMs)
       const probes = duringOutage.filter((a) => a.breaker === 'half-open')
@@ -313,6 +308,7 @@ describe('a merchant answering 500 for 10 s on a Kafka source trips its circuit 
       expect(deadLetters.map((p) => Number(p.high))).toEqual(deadLetters.map(() => 0))
       const ends = await admin.fetchTopicOffsets(jobsTopic)
       await waitFor(
+        'the committed offsets to reach the end',
         async () => {
           const [committed] = await admin.fetchOffsets({ groupId, topics: [jobsTopic] })
           return ends.every(
@@ -320,7 +316,6 @@ describe('a merchant answering 500 for 10 s on a Kafka source trips its circuit 
           )
         },
         5_000,
-        'the committed offsets to reach the end',
       )
     } finally {
       clearInterval(poll)

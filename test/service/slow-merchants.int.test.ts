@@ -1,14 +1,12 @@
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { writeFileSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { loadConfig } from '../../src/service/config.js'
 import { type RunningService, type StatusSnapshot, startService } from '../../src/service/service.js'
 import { capturedLogger, startServer, type TestServer } from '../handlers/support.js'
 import { redisUrl, uniqueName } from '../support/services.js'
+import { loadWorkerConfig } from '../support/worker-config.js'
 
 // Slow and failing merchants through the whole worker (real Redis, BullMQ, merchants
 // played by a local HTTP server): a merchant whose endpoint hangs until the timeout is
@@ -32,29 +30,20 @@ async function startHarness(
   options: { rates: object; breaker?: object; attempts: number },
 ): Promise<Harness> {
   const queueName = uniqueName('svc-slow')
-  const dir = mkdtempSync(join(tmpdir(), 'mt-slow-'))
-  const ratesFile = join(dir, 'rates.json')
-  writeFileSync(ratesFile, JSON.stringify(options.rates))
-  writeFileSync(
-    join(dir, 'config.json'),
-    JSON.stringify({
-      http: { port: 0 },
-      control: { source: 'file', file: ratesFile },
+  const { config, ratesFile } = loadWorkerConfig(
+    {
       sources: [
         { kind: 'bullmq', queue: queueName, handler: 'webhook', concurrency: 50, attempts: options.attempts },
       ],
       webhook: {
-        client: { allowHosts: ['127.0.0.1'], timeoutMs: 2_000, connectTimeoutMs: 1_000 },
+        client: { timeoutMs: 2_000, connectTimeoutMs: 1_000 },
         defaultSecret: 'env:TEST_WEBHOOK_SECRET',
       },
       ...(options.breaker === undefined ? {} : { breaker: options.breaker }),
       shutdown: { deadlineMs: 3_000 },
-    }),
+    },
+    { rates: options.rates },
   )
-  const config = loadConfig({
-    file: join(dir, 'config.json'),
-    env: { REDIS_URL: redisUrl(), TEST_WEBHOOK_SECRET: SECRET },
-  })
   process.env.TEST_WEBHOOK_SECRET = SECRET
   const captured = capturedLogger()
   const service = await startService(config, captured.logger)

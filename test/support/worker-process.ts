@@ -1,7 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
 
-const MAIN = new URL('../../src/service/main.ts', import.meta.url).pathname
+const MAIN = fileURLToPath(new URL('../../src/service/main.ts', import.meta.url))
 
 /** WorkerProcess is the worker started as operators run it, with its output collected. */
 export interface WorkerProcess {
@@ -29,17 +30,4 @@ export function startWorkerProcess(configFile: string, env: Record<string, strin
   child.stderr!.on('data', collect)
   const exit = once(child, 'exit').then(([code]) => code as number | null)
   return { child, output: () => output, exited: () => exit }
-}
-
-/** waitFor polls `check` every 100 ms until it is true, or fails naming `what` after `timeoutMs`. */
-export async function waitFor(
-  check: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-  what: string,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
 }

@@ -280,6 +280,7 @@
     bar.title = 'share of the limit in force'
     delivered.append(bar, el('span', 'sub', `${count(m.deliveredLastMinute)} jobs`))
     row.append(delivered)
+    row.append(failuresCell(m))
 
     const tokens = cell('num', m.tokens === null ? '–' : Math.max(0, m.tokens).toFixed(1))
     if (m.capacity !== null) tokens.append(el('span', 'sub', `of ${rateText(m.capacity)}`))
@@ -317,11 +318,29 @@
     } else if (breaker === 'half-open') td.append(el('span', 'pill pill-warn', 'probing'))
     else if (m.penaltyFactor < 1) td.append(el('span', 'pill pill-bad', 'backing off'))
     else if (m.waiting > 0) td.append(el('span', 'pill pill-warn', 'throttled'))
+    // A merchant whose every job fails is not idle: its failures say why nothing is delivered.
+    else if (m.failedLastMinute > 0 && m.deliveredLastMinute === 0)
+      td.append(el('span', 'pill pill-bad', 'failing'))
     else if (m.deliveredLastMinute > 0) td.append(el('span', 'pill pill-ok', 'flowing'))
     else td.append(el('span', 'pill pill-muted', 'idle'))
     if (m.maxInFlight !== undefined && (m.maxInFlight !== null || m.inFlight > 0)) {
       const cap = m.maxInFlight === null ? '' : ` of ${count(m.maxInFlight)}`
       td.append(el('span', 'sub', `${count(m.inFlight)}${cap} in flight`))
+    }
+    return td
+  }
+
+  /** failuresCell: failed attempts and dead letters since the worker started, with the last reason. */
+  function failuresCell(m) {
+    const failures = m.failures ?? { count: 0, lastReason: null }
+    const deadLetters = m.deadLetters ?? { count: 0, lastReason: null }
+    const td = cell('num failures', `${count(failures.count)} · ${count(deadLetters.count)}`)
+    if (failures.count === 0) td.classList.add('muted')
+    const reason = deadLetters.lastReason ?? failures.lastReason
+    if (reason !== null) {
+      const sub = el('span', 'sub', reason)
+      sub.title = deadLetters.lastReason === null ? 'last failure' : 'last dead letter'
+      td.append(sub)
     }
     return td
   }

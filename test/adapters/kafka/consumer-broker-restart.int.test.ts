@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createThrottledConsumer, type ThrottledConsumer } from '../../../src/adapters/kafka/index.js'
 import { KeyedLimiter } from '../../../src/limiter/index.js'
 import { uniqueName } from '../../support/services.js'
+import { waitFor } from '../../support/wait-for.js'
 import {
   committedOffsets,
   createTopics,
@@ -17,7 +18,6 @@ import {
   type Payload,
   produce,
   testLogger,
-  waitFor,
 } from './support/kafka.js'
 
 const execFileAsync = promisify(execFile)

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import type { Admin, Kafka, Producer } from 'kafkajs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { kafkaBrokers, uniqueName } from '../../support/services.js'
+import { waitFor } from '../../support/wait-for.js'
 import { exited, readChildLines, startConsumerChild } from './support/child.js'
 import {
   committedOffsets,
@@ -13,7 +14,6 @@ import {
   kafkaClient,
   merchantSchedule,
   produce,
-  waitFor,
 } from './support/kafka.js'
 
 const PARTITIONS = 3

@@ -7,6 +7,7 @@ import {
 import { PermanentFailureError } from '../../../src/errors.js'
 import { KeyedLimiter } from '../../../src/limiter/index.js'
 import { uniqueName } from '../../support/services.js'
+import { waitFor } from '../../support/wait-for.js'
 import {
   committedOffsets,
   createTopics,
@@ -14,7 +15,6 @@ import {
   readTopic,
   testLogger,
   useKafkaFixture,
-  waitFor,
 } from './support/kafka.js'
 
 interface Order {

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { type AssignmentEvent, createThrottledConsumer } from '../../../src/adapters/kafka/index.js'
 import { KeyedLimiter } from '../../../src/limiter/index.js'
 import { uniqueName } from '../../support/services.js'
+import { waitFor } from '../../support/wait-for.js'
 import {
   committedOffsets,
   createTopics,
@@ -12,7 +13,6 @@ import {
   produce,
   testLogger,
   useKafkaFixture,
-  waitFor,
 } from './support/kafka.js'
 
 const MERCHANTS = 20

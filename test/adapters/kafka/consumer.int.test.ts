@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { createThrottledConsumer } from '../../../src/adapters/kafka/index.js'
 import { KeyedLimiter } from '../../../src/limiter/index.js'
 import { uniqueName } from '../../support/services.js'
+import { waitFor } from '../../support/wait-for.js'
 import {
   committedOffsets,
   createTopics,
@@ -11,7 +12,6 @@ import {
   produce,
   testLogger,
   useKafkaFixture,
-  waitFor,
 } from './support/kafka.js'
 
 // The short version runs in `npm test`; MT_FULL=1 runs the issue's full size (20,000 messages).

@@ -176,15 +176,6 @@ export async function readTopic(
   return messages
 }
 
-/** waitFor polls `condition` every 50 ms until it holds, or fails after `timeoutMs` saying `what`. */
-export async function waitFor(what: string, condition: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = performance.now() + timeoutMs
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
-
 function mulberry32(seed: number): () => number {
   let a = seed >>> 0
   return () => {
