@@ -482,7 +482,10 @@ export function loadConfig(options: LoadOptions = {}): Config {
   // A file's relative paths are anchored to its own directory before the layers merge,
   // so the worker finds them from any working directory.
   const addFile = (path: string, required: boolean) => {
-    const value = anchorControlFile(anchorModulePaths(readJson(path, required, problems), dirname(path)), dirname(path))
+    const value = anchorControlFile(
+      anchorModulePaths(readJson(path, required, problems), dirname(path)),
+      dirname(path),
+    )
     if (value !== undefined) layers.push({ name: path, value })
   }
   addFile(join(configDir, 'default.json'), true)
