@@ -22,6 +22,8 @@ export class BucketRate {
   tauMs = 0
   /** conformMs absorbs float rounding: a millionth of a unit, or the rounding of a time. */
   conformMs = 0
+  /** allowanceMs is tauMs + conformMs: how far ahead of now a bucket's arrival time may go for a grant now. */
+  allowanceMs = 0
 
   constructor(base: Rate, followsDefault: boolean, share: number) {
     this.base = base
@@ -37,6 +39,7 @@ export class BucketRate {
     this.emissionMs = this.base.intervalMs / this.limit
     this.tauMs = this.burst * this.emissionMs
     this.conformMs = Math.max(this.emissionMs * 1e-6, 2 ** -30)
+    this.allowanceMs = this.tauMs + this.conformMs
   }
 
   rate(): Rate {

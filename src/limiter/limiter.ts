@@ -128,11 +128,17 @@ export class KeyedLimiter {
   private penaltiesDropped = 0
   private rateChanges = 0
   private staleChanges = 0
-  // What the last GRANTED or TOO_SOON decision found, read by its caller.
-  private decidedNowMs = 0
+  /** defaultRate is the pool's rate 0, changed in place, never replaced. */
+  private readonly defaultRate: BucketRate
+  // The last clock reading and its time since the epoch: a batch of decisions shares one.
+  private lastRawMs = Number.NaN
+  private lastNowMs = 0
+  // What the last decision found, read by its caller (decide is on the hot path: no result objects).
   private decidedDelayMs = 0
   private decidedSpanMs = 0
   private decidedEndMs = 0
+  /** slotRate is the rate slotOf found. */
+  private slotRate: BucketRate
 
   constructor(options: KeyedLimiterOptions) {
     if (options === null || typeof options !== 'object') {
@@ -145,7 +151,9 @@ export class KeyedLimiter {
     this.maxKeyLength = checkPositiveInteger(options.maxKeyLength ?? MAX_MERCHANT_KEY_LENGTH, 'maxKeyLength')
     this.evictionScan = checkPositiveInteger(options.evictionScan ?? 64, 'evictionScan')
     this.penalty = new Penalties(options.penalty)
-    this.bucketRates = new BucketRates(new BucketRate(parseRate(options.rate), false, 1))
+    this.defaultRate = new BucketRate(parseRate(options.rate), false, 1)
+    this.slotRate = this.defaultRate
+    this.bucketRates = new BucketRates(this.defaultRate)
     this.refundBound = (reservation) => this.refund(reservation)
   }
 
@@ -156,7 +164,8 @@ export class KeyedLimiter {
 
   /** now is the limiter's time in ms: the clock read through the skew guard. */
   now(): number {
-    return this.guard.read(this.clock.now())
+    const now = this.relative(this.clock.now())
+    return this.epochMs + now
   }
 
   /**
@@ -167,12 +176,12 @@ export class KeyedLimiter {
    * is full, so it waits at most one refill.
    */
   tryAcquire(key: string, cost = 1): boolean {
-    return this.decide(key, cost, this.clock.now(), 0) === GRANTED
+    return this.decide(key, cost, this.clock.now(), 0, false) === GRANTED
   }
 
   /** tryAcquireAt is tryAcquire at time `nowMs` (a reading of the limiter's clock). */
   tryAcquireAt(key: string, cost: number, nowMs: number): boolean {
-    return this.decide(key, cost, nowMs, 0) === GRANTED
+    return this.decide(key, cost, nowMs, 0, false) === GRANTED
   }
 
   /**
@@ -189,14 +198,14 @@ export class KeyedLimiter {
 
   /** reserveAt is reserve at time `nowMs`. */
   reserveAt(key: string, cost: number, nowMs: number): Reservation {
-    const verdict = this.decide(key, cost, nowMs, this.horizonMs)
+    const verdict = this.decide(key, cost, nowMs, this.horizonMs, true)
     if (verdict === TABLE_FULL) {
       return { ok: false, delayMs: Math.max(1, this.table.refusedWaitMs), reason: 'table-full' }
     }
     const delayMs = this.decidedDelayMs
     if (verdict === TOO_SOON)
       return { ok: false, delayMs: delayMs - this.horizonMs, reason: 'beyond-horizon' }
-    const atMs = this.decidedNowMs + delayMs
+    const atMs = this.lastNowMs + delayMs
     let reservedAtMs = this.epochMs + atMs
     // far from 0 the clock's own rounding is coarser than a unit at a fast rate: never round the time early
     if (reservedAtMs - this.epochMs < atMs) reservedAtMs += Math.abs(reservedAtMs) * Number.EPSILON
@@ -408,40 +417,60 @@ export class KeyedLimiter {
 
   /**
    * decide is the one decision step of tryAcquire and reserve: it grants `cost` to `key`
-   * at the earliest time the tokens are there, if that is at most `maxDelayMs` from now,
-   * and leaves what it found in the `decided…` fields.
+   * at the earliest time the tokens are there, if that is at most `maxDelayMs` from now.
+   * It leaves the delay in `decidedDelayMs`, and for a reservation (`reserving`) what
+   * its Granted records in the other `decided…` fields: it is on the hot path, so it
+   * makes no result object and writes nothing a tryAcquire does not need.
    */
-  private decide(key: string, cost: number, nowMs: number, maxDelayMs: number): Verdict {
-    const now = this.relative(nowMs)
-    const table = this.table
-    let code = table.codeOf(key)
-    if (code === undefined) {
-      code = this.holdKey(key, now)
-      if (code < 0) return TABLE_FULL
-    }
+  private decide(key: string, cost: number, nowMs: number, maxDelayMs: number, reserving: boolean): Verdict {
+    const now = nowMs === this.lastRawMs ? this.lastNowMs : this.relative(nowMs)
+    const code = this.table.codeOf(key)
     let slot = code
-    let rate = this.bucketRates.default
-    if (code >= OWN_RATE) {
-      slot = slotOfCode(code)
-      rate = this.rateAt(key, code, now)
+    let rate = this.defaultRate
+    if (slot === undefined || slot >= OWN_RATE) {
+      slot = this.slotOf(key, code, now)
+      if (slot < 0) return TABLE_FULL
+      rate = this.slotRate
     }
     if (!(cost > 0 && cost <= rate.capacity)) this.badCost(cost, rate)
-    const tatMs = table.tatMs
+    const tatMs = this.table.tatMs
     const tat = tatMs[slot]!
     const start = tat > now ? tat : now
     const spanMs = cost * rate.emissionMs
-    // A cost above the (penalized) burst cannot fit under the tolerance: it goes once the bucket is full.
-    const overMs = spanMs - rate.tauMs
-    let delayMs = (overMs < 0 ? start + overMs : start) - now
-    if (delayMs <= rate.conformMs) delayMs = 0
-    this.decidedDelayMs = delayMs
-    if (delayMs > maxDelayMs) return TOO_SOON
     const next = start + spanMs
+    let delayMs = 0
+    if (next - now > rate.allowanceMs) {
+      delayMs = next - rate.tauMs - now
+      // a cost above the (penalized) burst cannot fit under the tolerance: it goes once the bucket is full
+      if (delayMs > start - now) delayMs = start - now
+      if (delayMs <= rate.conformMs) delayMs = 0
+      else if (delayMs > maxDelayMs) {
+        this.decidedDelayMs = delayMs
+        return TOO_SOON
+      }
+    }
     tatMs[slot] = next
-    this.decidedNowMs = now
-    this.decidedSpanMs = spanMs
-    this.decidedEndMs = next - rate.tauMs
+    this.decidedDelayMs = delayMs
+    if (reserving) {
+      this.decidedSpanMs = spanMs
+      this.decidedEndMs = next - rate.tauMs
+    }
     return GRANTED
+  }
+
+  /**
+   * slotOf is the slot of a key that is new (`code` undefined: it is placed, or -1 when
+   * the table is full) or has a rate of its own (then in `slotRate`, recovered to `now`).
+   */
+  private slotOf(key: string, code: number | undefined, now: number): number {
+    const held = code ?? this.holdKey(key, now)
+    if (held < 0) return -1
+    if (held < OWN_RATE) {
+      this.slotRate = this.defaultRate
+      return held
+    }
+    this.slotRate = this.rateAt(key, held, now)
+    return slotOfCode(held)
   }
 
   /** holdKey places a new `key` in the table and returns its code, or -1 when the table is full. */
@@ -530,8 +559,11 @@ export class KeyedLimiter {
   /** relative reads `nowMs` through the skew guard, as ms since the epoch (moved forward when far). */
   private relative(nowMs: number): number {
     const guarded = this.guard.read(nowMs)
-    const now = guarded - this.epochMs
-    return now < REBASE_AFTER_MS ? now : this.rebase(guarded)
+    let now = guarded - this.epochMs
+    if (!(now < REBASE_AFTER_MS)) now = this.rebase(guarded)
+    this.lastRawMs = nowMs
+    this.lastNowMs = now
+    return now
   }
 
   /** rebase moves the epoch to `guardedMs` and every held time with it; returns the new now, 0. */

@@ -249,3 +249,28 @@ describe('clock corrections grant nothing extra (issue 15, item 10)', () => {
     expect(skewed).toBeLessThanOrEqual(30)
   })
 })
+
+describe('the epoch moves without changing a decision (issue 15, item 6)', () => {
+  it('keeps buckets, reservations, cancels and a Retry-After across a move of the epoch (every 2^22 ms)', () => {
+    const { clock, limiter } = setup('10/s', { horizonMs: 10_000 })
+    expect(takeAll(limiter, 'busy')).toBe(10)
+    clock.set(2 ** 22 - 150)
+    limiter.penalize('blocked', 1_000)
+    expect(takeAll(limiter, 'busy')).toBe(10)
+    const first = granted(limiter.reserve('busy', 1))
+    const second = granted(limiter.reserve('busy', 1))
+    expect(second.reservedAtMs - first.reservedAtMs).toBeCloseTo(100, 9)
+    clock.set(2 ** 22 + 10) // past the move: the epoch is now here
+    expect(limiter.tryAcquire('busy')).toBe(false)
+    expect(second.cancel()).toBe(true) // the latest, still ahead: all of it back
+    expect(limiter.inspect('busy')?.tokens).toBeCloseTo(-(first.reservedAtMs - (2 ** 22 + 10)) / 100, 6)
+    expect(limiter.tryAcquire('blocked')).toBe(false)
+    clock.set(2 ** 22 - 150 + 999)
+    expect(limiter.tryAcquire('blocked')).toBe(false)
+    clock.set(2 ** 22 - 150 + 1_000)
+    expect(limiter.tryAcquire('blocked')).toBe(true)
+    expect(first.cancel()).toBe(true) // its time has passed: nothing back
+    // the bucket refills from the first reservation's end: full 100 ms from now, 9 tokens now
+    expect(limiter.inspect('busy')?.tokens).toBeCloseTo(9, 6)
+  })
+})
