@@ -423,8 +423,40 @@ export class KeyedLimiter {
    * makes no result object and writes nothing a tryAcquire does not need.
    */
   private decide(key: string, cost: number, nowMs: number, maxDelayMs: number, reserving: boolean): Verdict {
-    const now = nowMs === this.lastRawMs ? this.lastNowMs : this.relative(nowMs)
     const code = this.table.codeOf(key)
+    // The common case first, as few instructions as it takes (on 100,000 keys a decision
+    // costs what its instructions keep the CPU from overlapping of the next lookups):
+    // a held key at the default rate, at the clock reading of the decision before, granted now.
+    if (code !== undefined && code < OWN_RATE && nowMs === this.lastRawMs) {
+      const rate = this.defaultRate
+      const tatMs = this.table.tatMs
+      const now = this.lastNowMs
+      const tat = tatMs[code]!
+      const spanMs = cost * rate.emissionMs
+      const next = (tat > now ? tat : now) + spanMs
+      if (cost > 0 && cost <= rate.capacity && next - now <= rate.allowanceMs) {
+        tatMs[code] = next
+        if (reserving) {
+          this.decidedDelayMs = 0
+          this.decidedSpanMs = spanMs
+          this.decidedEndMs = next - rate.tauMs
+        }
+        return GRANTED
+      }
+    }
+    return this.decideAnyKey(key, code, cost, nowMs, maxDelayMs, reserving)
+  }
+
+  /** decideAnyKey is decide for every case: a new key, a key with its own rate, a new time, a wait. */
+  private decideAnyKey(
+    key: string,
+    code: number | undefined,
+    cost: number,
+    nowMs: number,
+    maxDelayMs: number,
+    reserving: boolean,
+  ): Verdict {
+    const now = nowMs === this.lastRawMs ? this.lastNowMs : this.relative(nowMs)
     let slot = code
     let rate = this.defaultRate
     if (slot === undefined || slot >= OWN_RATE) {
