@@ -14,7 +14,7 @@ import {
   type RateChange,
 } from './rate-change.js'
 import { GrantedReservation, type Reservation } from './reservation.js'
-import { KeyTable, OWN_RATE, rateIdOfCode, slotOfCode } from './table.js'
+import { KeyTable, rateIdOfCode, slotOfCode, OWN_RATE as TABLE_OWN_RATE } from './table.js'
 
 export type { ConfiguredRates, KeyedLimiterOptions, KeyInspection, LimiterStats } from './limiter-types.js'
 export type { PenaltyOptions } from './penalties.js'
@@ -27,6 +27,13 @@ export type { DeferReason, Deferred, Granted, Reservation } from './reservation.
  * 2^-30 ms) does not depend on where the clock started.
  */
 const REBASE_AFTER_MS = 2 ** 22
+
+/**
+ * OWN_RATE is the table's first code of a key with a rate of its own, copied into a
+ * binding of this module: the hot path compares with it on every decision, and a
+ * transpiled import can be a getter call.
+ */
+const OWN_RATE = TABLE_OWN_RATE
 
 /** Verdict is the outcome of the one decision step. */
 const GRANTED = 0
