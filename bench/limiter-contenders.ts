@@ -195,6 +195,24 @@ function plainMapBucket(): Contender {
   }
 }
 
+function mapLookupFloor(): Contender {
+  const keys = new Map<string, number>()
+  return {
+    label: '`Map<string, number>` lookup: the floor',
+    packageName: undefined,
+    call: '`map.get(key) !== undefined`',
+    peer: false,
+    prefills: true,
+    decide: (key) => {
+      const held = keys.get(key)
+      if (held !== undefined) return true
+      keys.set(key, 1)
+      return false
+    },
+    size: () => keys.size,
+  }
+}
+
 function keysAlone(): Contender {
   const keys = new Map<string, number>()
   return {
@@ -223,6 +241,7 @@ export const CONTENDERS: Readonly<Record<string, () => Contender>> = {
   'bottleneck-group-in-flight': () => bottleneckGroup(IN_FLIGHT),
   'plain-map-bucket': plainMapBucket,
   'keys-alone': keysAlone,
+  'map-lookup-floor': mapLookupFloor,
 }
 
 /** contender builds the contender called `name`, or throws naming the ones there are. */

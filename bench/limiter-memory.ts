@@ -88,10 +88,8 @@ const ROWS: Readonly<Record<string, Row>> = {
 }
 
 const RUNS = 3
-/** TARGET_BYTES_PER_KEY is the issue's bound at a million keys, key strings included. */
-const TARGET_BYTES_PER_KEY = 80
-/** TARGET_OVER_KEYS is the same bound as a multiple of the keys alone. */
-const TARGET_OVER_KEYS = 1.3
+/** TARGET_OVER_KEYS is issue 15's bound at a million keys: a multiple of the keys alone, key strings included. */
+const TARGET_OVER_KEYS = 1.2
 
 function heapBytes(): number {
   const usage = process.memoryUsage()
@@ -159,7 +157,7 @@ function section(summaries: Map<string, Summary>, versions: Map<string, string>)
       formatRatio(s.median / own),
     ]
   })
-  const met = own <= TARGET_BYTES_PER_KEY && own / keysAlone <= TARGET_OVER_KEYS
+  const met = own / keysAlone <= TARGET_OVER_KEYS
   return `## Limiter: heap bytes per key at 1,000,000 keys
 
 ${machineDescription()}.
@@ -170,7 +168,7 @@ Every row ran in a fresh process, ${RUNS} times, interleaved. A run collects gar
 
 ${markdownTable(HEADER, rows)}
 
-**Target: at most ${TARGET_BYTES_PER_KEY} bytes per key, key strings included (${TARGET_OVER_KEYS}× the keys alone).** merchant-throttle: ${own.toFixed(1)} bytes per key, ${(own / keysAlone).toFixed(2)}× the keys alone (${keysAlone.toFixed(1)}): **${met ? 'met' : 'not met'}**. Its state beside the key and the Map entry is a Float64 and a Uint32 per slot (12 bytes) in typed arrays that grow by doubling up to \`maxKeys\` (1,000,000 by default, reached exactly here).
+**Target: at most ${TARGET_OVER_KEYS}× the keys alone, key strings included.** merchant-throttle: ${own.toFixed(1)} bytes per key, ${(own / keysAlone).toFixed(2)}× the keys alone (${keysAlone.toFixed(1)}): **${met ? 'met' : 'not met'}**. Its state beside the key and the Map entry is one Float64 per slot (8 bytes, the bucket's arrival time) in a typed array that grows by doubling up to \`maxKeys\` (1,000,000 by default, reached exactly here); the id of a key's own rate, when it has one, rides in the Map value beside the slot.
 
 How the peers hold keys: \`limiter\` is one TokenBucket (or RateLimiter, which wraps a TokenBucket) object per key, each with its own request queue; rate-limiter-flexible keeps a record per key and a \`setTimeout\` that deletes it when its window ends (here with an empty key prefix; the default \`rlflx\` prefix stores a second, longer string per key); bottleneck keeps a whole limiter per key.`
 }

@@ -203,7 +203,12 @@ export function checkRateValue(
       error: `expected a number >= 1 and <= ${limits.maxBurst}, got ${rate.burst}`,
     }
   }
-  return { ok: true, rate }
+  // the limiter's own bounds on the rate as a whole (per second, not per field) apply too
+  try {
+    return { ok: true, rate: parseRate(rate) }
+  } catch (error) {
+    return { ok: false, error: (error as Error).message.replace(/^parseRate: /, '') }
+  }
 }
 
 /** resolveLimits fills the bounds not given from DEFAULT_CONTROL_LIMITS and checks them. */

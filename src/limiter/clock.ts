@@ -54,11 +54,22 @@ export interface SkewEvent {
  * shifts every later reading by the step, so time continues from where it was. Neither
  * case ever moves time forwards, so neither grants a token. Each step is reported once,
  * on the reading that first observes it.
+ *
+ * A clock stepped back is usually stepped forward again when it is corrected, and after
+ * a rebase that forward step would count as elapsed time on top of the time the guard
+ * already let pass. So while a rebase is outstanding, a forward jump of more than the
+ * tolerance between two readings is taken first as that correction: it undoes the
+ * rebase (up to the whole jump) and adds no time for the part it undoes (`corrected`
+ * counts these). The price, when the step back was right and the process simply read
+ * nothing for a while, is that up to the step's length of real time is not counted:
+ * fewer tokens, never more.
  */
 export class SkewGuard {
   readonly toleranceMs: number
   tolerated = 0
   rebased = 0
+  /** corrected counts forward jumps taken as the correction of an earlier rebase. */
+  corrected = 0
   private offsetMs = 0
   private latestMs = Number.NEGATIVE_INFINITY
   private previousRawMs = Number.NEGATIVE_INFINITY
@@ -74,6 +85,7 @@ export class SkewGuard {
 
   /** read maps a raw clock reading in ms to guarded time in ms. */
   read(rawMs: number): number {
+    if (this.offsetMs > 0 && rawMs - this.previousRawMs > this.toleranceMs) this.correct(rawMs)
     const t = rawMs + this.offsetMs
     if (t >= this.latestMs) {
       this.latestMs = t
@@ -84,6 +96,11 @@ export class SkewGuard {
     if (rawMs < this.previousRawMs) this.stepBack(t)
     this.previousRawMs = rawMs
     return this.latestMs
+  }
+
+  private correct(rawMs: number): void {
+    this.offsetMs -= Math.min(this.offsetMs, rawMs - this.previousRawMs)
+    this.corrected++
   }
 
   private stepBack(t: number): void {

@@ -33,4 +33,14 @@ export {
   type RateChange,
   type Reservation,
 } from './limiter.js'
-export { formatRate, parseRate, type Rate, type RateInput, ratePerSec } from './rate.js'
+export {
+  formatRate,
+  MAX_BURST,
+  MAX_INTERVAL_MS,
+  MAX_RATE_PER_SEC,
+  MIN_RATE_PER_SEC,
+  parseRate,
+  type Rate,
+  type RateInput,
+  ratePerSec,
+} from './rate.js'

@@ -1,199 +1,52 @@
-import { type Clock, monotonicClock, type SkewEvent, SkewGuard } from './clock.js'
+import { BucketRate, BucketRates, type Params, paramsOf } from './bucket-rates.js'
+import { type Clock, monotonicClock, SkewGuard } from './clock.js'
 import { MAX_MERCHANT_KEY_LENGTH } from './key.js'
+import type { ConfiguredRates, KeyedLimiterOptions, KeyInspection, LimiterStats } from './limiter-types.js'
+import { Penalties } from './penalties.js'
 import { parseRate, type Rate, type RateInput } from './rate.js'
-import { KeyTable } from './table.js'
+import {
+  type ApplyResult,
+  checkChange,
+  checkNonNegative,
+  checkPositiveInteger,
+  describeKey,
+  type Inheritance,
+  type RateChange,
+} from './rate-change.js'
+import { GrantedReservation, type Reservation } from './reservation.js'
+import { KeyTable, rateIdOfCode, slotOfCode, OWN_RATE as TABLE_OWN_RATE } from './table.js'
+
+export type { ConfiguredRates, KeyedLimiterOptions, KeyInspection, LimiterStats } from './limiter-types.js'
+export type { PenaltyOptions } from './penalties.js'
+export type { ApplyResult, Inheritance, RateChange } from './rate-change.js'
+export type { DeferReason, Deferred, Granted, Reservation } from './reservation.js'
 
 /**
- * Inheritance says what a bucket keeps when its rate changes. `proportional` (the
- * default) keeps the same fraction of the capacity; `as-is` keeps the token count,
- * capped at the new capacity; `reset` starts full. In every case a bucket in debt
- * (reservations handed out ahead of time) keeps its debt: the reservations stand, and
- * new work is scheduled after them at the new rate.
+ * REBASE_AFTER_MS is how far from its epoch the limiter lets time run before it moves
+ * the epoch to now: times are kept as ms since the epoch, so their rounding (below
+ * 2^-30 ms) does not depend on where the clock started.
  */
-export type Inheritance = 'proportional' | 'as-is' | 'reset'
-
-/** PenaltyOptions tune the additive-increase, multiplicative-decrease response to 429s. */
-export interface PenaltyOptions {
-  /** decreaseFactor multiplies the rate on each penalty. Default 0.5. */
-  decreaseFactor?: number
-  /** minFactor is the lowest fraction of the configured rate a penalty can reach. Default 0.05. */
-  minFactor?: number
-  /** increaseStep is added to the factor every `increaseEveryMs` until it is back at 1. Default 0.1. */
-  increaseStep?: number
-  /** increaseEveryMs is the recovery step, counted from the end of the Retry-After. Default 10 000. */
-  increaseEveryMs?: number
-  /** decreaseCooldownMs: penalties closer together than this lower the rate once. Default 1 000. */
-  decreaseCooldownMs?: number
-}
-
-/** KeyedLimiterOptions configure a KeyedLimiter. */
-export interface KeyedLimiterOptions {
-  /** rate is the default rate, for every key without an override. */
-  rate: RateInput
-  /** clock gives the time in ms. Default: monotonicClock. */
-  clock?: Clock
-  /** clockSkewToleranceMs: a backward clock step up to this is absorbed silently. Default 100. */
-  clockSkewToleranceMs?: number
-  /** maxKeys bounds the keys held; only full buckets are evicted. Default 1 000 000. */
-  maxKeys?: number
-  /** horizonMs is the furthest ahead a reservation commits tokens. Default 60 000. */
-  horizonMs?: number
-  /** maxKeyLength bounds a key, in UTF-16 code units. Default 128. */
-  maxKeyLength?: number
-  /** evictionScan is how many keys one admission may inspect for a full bucket. Default 64. */
-  evictionScan?: number
-  penalty?: PenaltyOptions
-  /** onClockSkew is told of each backward clock step, once. */
-  onClockSkew?: (event: SkewEvent) => void
-}
-
-/** Granted is a reservation that holds tokens: run the work after `delayMs`. */
-export interface Granted {
-  readonly ok: true
-  readonly key: string
-  readonly cost: number
-  /** delayMs is how long to wait before running, in ms; 0 means now. */
-  readonly delayMs: number
-  /** reservedAtMs is when the work may run, on the limiter's clock. */
-  readonly reservedAtMs: number
-  /**
-   * cancel gives the reservation up: it returns the tokens that no later reservation
-   * has been scheduled behind (all of them for the latest one), and returns true; later
-   * calls do nothing and return false. Cancel only work that has not run. The bucket
-   * never holds more than its capacity.
-   */
-  cancel(): boolean
-}
-
-/** DeferReason says why a reservation was not made. */
-export type DeferReason = 'beyond-horizon' | 'table-full'
-
-/** Deferred is a reservation that was not made: nothing is held; ask again after `delayMs`. */
-export interface Deferred {
-  readonly ok: false
-  readonly delayMs: number
-  readonly reason: DeferReason
-}
-
-/** Reservation is the answer of reserve. */
-export type Reservation = Granted | Deferred
+const REBASE_AFTER_MS = 2 ** 22
 
 /**
- * RateChange sets several rates in one synchronous step. `overrides` maps a key to its
- * rate, or to null to clear its override. `replace` makes the change a snapshot: every
- * override it does not list is cleared. A `version` at or below the last applied one
- * makes the whole change stale.
+ * OWN_RATE is the table's first code of a key with a rate of its own, copied into a
+ * binding of this module: the hot path compares with it on every decision, and a
+ * transpiled import can be a getter call.
  */
-export interface RateChange {
-  version?: number
-  default?: RateInput
-  overrides?: Readonly<Record<string, RateInput | null>>
-  replace?: boolean
-  inheritance?: Inheritance
-}
+const OWN_RATE = TABLE_OWN_RATE
 
-/** ApplyResult tells whether a RateChange took effect. */
-export type ApplyResult = { applied: true } | { applied: false; reason: 'stale-version' }
-
-/** KeyInspection is a key's bucket at one instant. */
-export interface KeyInspection {
-  /** tokens in the bucket; negative when reservations are handed out ahead of time. */
-  tokens: number
-  /** capacity is the bucket's size under the rate in force. */
-  capacity: number
-  /** rate in force: the configured rate scaled by the instance share and any penalty. */
-  rate: Rate
-  /** override is true when the key has a rate of its own. */
-  override: boolean
-  /** penaltyFactor is 1, or the fraction of the rate left after 429s. */
-  penaltyFactor: number
-  /** waitMs is how long until one unit can be granted, in ms. */
-  waitMs: number
-}
-
-/** LimiterStats are counters for metrics. */
-export interface LimiterStats {
-  keys: number
-  maxKeys: number
-  evictions: number
-  /** tableFull counts new keys refused because no full bucket could be evicted. */
-  tableFull: number
-  skewTolerated: number
-  skewRebased: number
-  overrides: number
-  penalized: number
-  /** penalties counts penalize calls. */
-  penalties: number
-  rateChanges: number
-  staleChanges: number
-}
-
-/** ConfiguredRates are the rates as set, before the instance share and penalties. */
-export interface ConfiguredRates {
-  default: Rate
-  overrides: Record<string, Rate>
-  version: number | undefined
-  share: number
-}
-
-/** EPSILON_MS absorbs float rounding, so that a full burst of fractional intervals conforms. */
-const EPSILON_MS = 1e-6
-
-const DEFAULT_PENALTY: Required<PenaltyOptions> = {
-  decreaseFactor: 0.5,
-  minFactor: 0.05,
-  increaseStep: 0.1,
-  increaseEveryMs: 10_000,
-  decreaseCooldownMs: 1_000,
-}
-
-/**
- * RateEntry is one rate keys are charged at: the default (id 0), or one key's own
- * (an override, a penalty, or both), with its GCRA parameters derived from it.
- */
-class RateEntry {
-  base: Rate
-  /** followsDefault: the entry exists for a penalty alone and tracks the default rate. */
-  followsDefault: boolean
-  penaltyFactor = 1
-  nextIncreaseAtMs = 0
-  lastDecreaseAtMs = Number.NEGATIVE_INFINITY
-  limit = 0
-  burst = 0
-  emissionMs = 0
-  tauMs = 0
-
-  constructor(base: Rate, followsDefault: boolean, share: number) {
-    this.base = base
-    this.followsDefault = followsDefault
-    this.derive(share)
-  }
-
-  derive(share: number): void {
-    const factor = share * this.penaltyFactor
-    this.limit = this.base.limit * factor
-    this.burst = Math.max(1, this.base.burst * factor)
-    this.emissionMs = this.base.intervalMs / this.limit
-    this.tauMs = this.burst * this.emissionMs
-  }
-
-  rate(): Rate {
-    return { limit: this.limit, intervalMs: this.base.intervalMs, burst: this.burst }
-  }
-}
-
-/** Params are the GCRA parameters of an entry before a change, to convert buckets from. */
-interface Params {
-  emissionMs: number
-  tauMs: number
-  burst: number
-}
+/** Verdict is the outcome of the one decision step. */
+const GRANTED = 0
+const TOO_SOON = 1
+const TABLE_FULL = 2
+type Verdict = typeof GRANTED | typeof TOO_SOON | typeof TABLE_FULL
 
 /**
  * KeyedLimiter is a token bucket per key, kept as GCRA: one theoretical arrival time per
  * key. Every decision is one synchronous call, so it is atomic on the event loop
  * however many jobs are in flight. Every method that reads the clock has a form ending
- * in `At` that takes the time in ms; the clock is read through a skew guard either way.
+ * in `At` that takes the time in ms; the clock is read through a skew guard either way,
+ * and kept inside as ms since the limiter's own epoch.
  */
 export class KeyedLimiter {
   private readonly clock: Clock
@@ -202,18 +55,29 @@ export class KeyedLimiter {
   private readonly horizonMs: number
   private readonly maxKeyLength: number
   private readonly evictionScan: number
-  private readonly penalty: Required<PenaltyOptions>
-  private readonly entries: Array<RateEntry | undefined>
-  private readonly freeEntryIds: number[] = []
-  /** entryOf maps a key with a rate entry of its own to that entry's id. */
-  private readonly entryOf = new Map<string, number>()
-  private readonly refundBound: (key: string, cost: number, reservedAtMs: number) => void
+  private readonly penalty: Penalties
+  private readonly bucketRates: BucketRates
+  private readonly refundBound: (reservation: GrantedReservation) => void
+  /** epochMs is the guarded time every internal time counts from; NaN until the first reading. */
+  private epochMs = Number.NaN
   private share = 1
   private version: number | undefined
   private tableFull = 0
   private penalties = 0
+  private penaltiesDropped = 0
   private rateChanges = 0
   private staleChanges = 0
+  /** defaultRate is the pool's rate 0, changed in place, never replaced. */
+  private readonly defaultRate: BucketRate
+  // The last clock reading and its time since the epoch: a batch of decisions shares one.
+  private lastRawMs = Number.NaN
+  private lastNowMs = 0
+  // What the last decision found, read by its caller (decide is on the hot path: no result objects).
+  private decidedDelayMs = 0
+  private decidedSpanMs = 0
+  private decidedEndMs = 0
+  /** slotRate is the rate slotOf found. */
+  private slotRate: BucketRate
 
   constructor(options: KeyedLimiterOptions) {
     if (options === null || typeof options !== 'object') {
@@ -225,9 +89,11 @@ export class KeyedLimiter {
     this.horizonMs = checkNonNegative(options.horizonMs ?? 60_000, 'horizonMs')
     this.maxKeyLength = checkPositiveInteger(options.maxKeyLength ?? MAX_MERCHANT_KEY_LENGTH, 'maxKeyLength')
     this.evictionScan = checkPositiveInteger(options.evictionScan ?? 64, 'evictionScan')
-    this.penalty = checkPenalty({ ...DEFAULT_PENALTY, ...options.penalty })
-    this.entries = [new RateEntry(parseRate(options.rate), false, 1)]
-    this.refundBound = (key, cost, reservedAtMs) => this.refund(key, cost, reservedAtMs)
+    this.penalty = new Penalties(options.penalty)
+    this.defaultRate = new BucketRate(parseRate(options.rate), false, 1)
+    this.slotRate = this.defaultRate
+    this.bucketRates = new BucketRates(this.defaultRate)
+    this.refundBound = (reservation) => this.refund(reservation)
   }
 
   /** size is the number of keys held. */
@@ -237,38 +103,33 @@ export class KeyedLimiter {
 
   /** now is the limiter's time in ms: the clock read through the skew guard. */
   now(): number {
-    return this.guard.read(this.clock.now())
+    const now = this.relative(this.clock.now())
+    return this.epochMs + now
   }
 
-  /** tryAcquire takes `cost` tokens from `key`'s bucket if they are there now. */
+  /**
+   * tryAcquire takes `cost` tokens from `key`'s bucket if they are there now. A cost
+   * above the bucket's capacity in this process (its burst, times the share set by
+   * setShare, at least 1) throws a RangeError: no wait would ever let it through. A cost
+   * above the capacity a penalty has lowered the bucket to is granted once the bucket
+   * is full, so it waits at most one refill.
+   */
   tryAcquire(key: string, cost = 1): boolean {
-    return this.tryAcquireAt(key, cost, this.clock.now())
+    return this.decide(key, cost, this.clock.now(), 0, false) === GRANTED
   }
 
   /** tryAcquireAt is tryAcquire at time `nowMs` (a reading of the limiter's clock). */
   tryAcquireAt(key: string, cost: number, nowMs: number): boolean {
-    const now = this.guard.read(nowMs)
-    const table = this.table
-    let slot = table.slotOf(key)
-    if (slot === undefined) {
-      slot = this.admit(key, now)
-      if (slot < 0) return false
-    }
-    let entry = this.entries[table.rateIds[slot]!]!
-    if (entry.penaltyFactor !== 1) entry = this.recover(key, slot, entry, now)
-    if (!(cost > 0 && cost <= entry.base.burst)) this.badCost(cost, entry)
-    const tatMs = table.tatMs[slot]!
-    const next = (tatMs > now ? tatMs : now) + cost * entry.emissionMs
-    if (next - now > entry.tauMs + EPSILON_MS) return false
-    table.tatMs[slot] = next
-    return true
+    return this.decide(key, cost, nowMs, 0, false) === GRANTED
   }
 
   /**
    * reserve commits `key` to `cost` tokens at the earliest time they are there: now
    * (delayMs 0) or later. Reservations are spaced at the key's rate, in call order. When
-   * that time is beyond the horizon, or the key cannot be admitted because the table is
-   * full, nothing is held and the answer says when to ask again.
+   * that time is beyond the horizon, or the key cannot be placed because the table is
+   * full, nothing is held and the answer says when to ask again. Costs are bounded as
+   * for tryAcquire, so every cost that does not throw is granted in bounded time: within
+   * one refill of the bucket plus the reservations ahead of it.
    */
   reserve(key: string, cost = 1): Reservation {
     return this.reserveAt(key, cost, this.clock.now())
@@ -276,25 +137,28 @@ export class KeyedLimiter {
 
   /** reserveAt is reserve at time `nowMs`. */
   reserveAt(key: string, cost: number, nowMs: number): Reservation {
-    const now = this.guard.read(nowMs)
-    const table = this.table
-    let slot = table.slotOf(key)
-    if (slot === undefined) {
-      slot = this.admit(key, now)
-      if (slot < 0) return { ok: false, delayMs: Math.max(1, table.refusedWaitMs), reason: 'table-full' }
+    const verdict = this.decide(key, cost, nowMs, this.horizonMs, true)
+    if (verdict === TABLE_FULL) {
+      return { ok: false, delayMs: Math.max(1, this.table.refusedWaitMs), reason: 'table-full' }
     }
-    let entry = this.entries[table.rateIds[slot]!]!
-    if (entry.penaltyFactor !== 1) entry = this.recover(key, slot, entry, now)
-    if (!(cost > 0 && cost <= entry.base.burst)) this.badCost(cost, entry)
-    const tatMs = table.tatMs[slot]!
-    const next = (tatMs > now ? tatMs : now) + cost * entry.emissionMs
-    let delayMs = next - entry.tauMs - now
-    if (delayMs <= EPSILON_MS) delayMs = 0
-    if (delayMs > this.horizonMs) {
+    const delayMs = this.decidedDelayMs
+    if (verdict === TOO_SOON)
       return { ok: false, delayMs: delayMs - this.horizonMs, reason: 'beyond-horizon' }
-    }
-    table.tatMs[slot] = next
-    return new GrantedReservation(key, cost, delayMs, now + delayMs, this.refundBound)
+    const atMs = this.lastNowMs + delayMs
+    let reservedAtMs = this.epochMs + atMs
+    // far from 0 the clock's own rounding is coarser than a unit at a fast rate: never round the time early
+    if (reservedAtMs - this.epochMs < atMs) reservedAtMs += Math.abs(reservedAtMs) * Number.EPSILON
+    return new GrantedReservation(
+      key,
+      cost,
+      delayMs,
+      reservedAtMs,
+      atMs,
+      this.decidedSpanMs,
+      this.decidedEndMs,
+      this.epochMs,
+      this.refundBound,
+    )
   }
 
   /**
@@ -328,17 +192,17 @@ export class KeyedLimiter {
 
   /** applyAt is apply at time `nowMs`. */
   applyAt(change: RateChange, nowMs: number): ApplyResult {
-    const checked = this.checkChange(change)
+    const checked = checkChange(change, this.maxKeyLength)
     if (change.version !== undefined && this.version !== undefined && change.version <= this.version) {
       this.staleChanges++
       return { applied: false, reason: 'stale-version' }
     }
-    const now = this.guard.read(nowMs)
+    const now = this.relative(nowMs)
     const inheritance = change.inheritance ?? 'proportional'
     if (checked.defaultRate !== undefined) this.changeDefault(checked.defaultRate, now, inheritance)
     if (change.replace) {
-      for (const [key, id] of [...this.entryOf]) {
-        if (!this.entries[id]!.followsDefault && !checked.overrides.has(key)) {
+      for (const [key, id] of [...this.bucketRates.own()]) {
+        if (!this.bucketRates.byId[id]!.followsDefault && !checked.overrides.has(key)) {
           this.changeOverride(key, null, now, inheritance)
         }
       }
@@ -351,7 +215,16 @@ export class KeyedLimiter {
 
   /**
    * setShare makes this process enforce 1/`instances` of every rate, for limits shared
-   * by several workers. Buckets keep their fill in proportion.
+   * by that many worker processes. Tokens carry over proportionally.
+   *
+   * The aggregate rate of `instances` processes is the configured rate exactly. Their
+   * aggregate burst is `instances × max(1, burst / instances)` tokens: the burst itself
+   * when it is at least `instances`, else `instances` units, because each process must
+   * be able to run one unit, so a merchant whose burst is below the number of processes
+   * can see one unit from each at once. In units of cost 1 each process's share rounds
+   * down, so at once they let through `instances × floor(max(1, burst / instances))`,
+   * never more than `max(burst, instances)`. A cost above a process's share of the
+   * burst throws (see tryAcquire).
    */
   setShare(instances: number): void {
     this.setShareAt(instances, this.clock.now())
@@ -364,15 +237,20 @@ export class KeyedLimiter {
     }
     const share = 1 / instances
     if (share === this.share) return
-    const now = this.guard.read(nowMs)
+    const now = this.relative(nowMs)
     this.share = share
-    this.retuneSlots(() => true, now, 'proportional')
+    this.retune(() => true, now, 'proportional')
   }
 
   /**
    * penalize answers a 429 or 503 from the far side: `key` gets no token for
-   * `retryAfterMs`, and its rate drops by `decreaseFactor` (at most once per cooldown),
-   * then climbs back by `increaseStep` every `increaseEveryMs`.
+   * `retryAfterMs` (a time, which no later rate change, share change or cancel moves),
+   * and its rate drops by `decreaseFactor` (at most once per cooldown), then climbs back
+   * by `increaseStep` every `increaseEveryMs`. A penalized key is held like any other,
+   * within `maxKeys`: when the table cannot hold it (full of buckets in use) and it has
+   * no rate of its own, the penalty is counted in `stats().penaltiesDropped` and not kept.
+   * Once evicted (its Retry-After over and its bucket full again), a key forgets its
+   * lowered rate.
    */
   penalize(key: string, retryAfterMs: number): void {
     this.penalizeAt(key, retryAfterMs, this.clock.now())
@@ -381,32 +259,25 @@ export class KeyedLimiter {
   /** penalizeAt is penalize at time `nowMs`. */
   penalizeAt(key: string, retryAfterMs: number, nowMs: number): void {
     checkNonNegative(retryAfterMs, 'penalize retryAfterMs')
-    const now = this.guard.read(nowMs)
-    let slot = this.table.slotOf(key)
-    if (slot === undefined) {
-      slot = this.admit(key, now)
-      if (slot < 0) slot = undefined
-    }
-    const existing = this.entryOf.get(key)
-    if (existing !== undefined) this.recover(key, slot, this.entries[existing]!, now)
-    const entry = this.entries[this.ownEntryId(key, slot)]!
+    const now = this.relative(nowMs)
     this.penalties++
-    if (now - entry.lastDecreaseAtMs >= this.penalty.decreaseCooldownMs) {
-      const before = paramsOf(entry)
-      entry.penaltyFactor = Math.max(
-        this.penalty.minFactor,
-        entry.penaltyFactor * this.penalty.decreaseFactor,
-      )
-      entry.lastDecreaseAtMs = now
-      entry.derive(this.share)
-      if (slot !== undefined) this.convert(slot, before, entry, now, 'proportional')
+    const code = this.table.codeOf(key) ?? this.holdKey(key, now)
+    const slot = code < 0 ? undefined : slotOfCode(code)
+    const existing = this.bucketRates.idOf(key)
+    if (existing !== undefined) this.recover(key, slot, this.bucketRates.byId[existing]!, now)
+    let id = this.bucketRates.idOf(key)
+    if (id === undefined) {
+      if (slot === undefined) {
+        this.penaltiesDropped++
+        return
+      }
+      id = this.bucketRates.add(key, new BucketRate(this.bucketRates.default.base, true, this.share))
+      this.table.setRateId(key, slot, id)
     }
-    entry.nextIncreaseAtMs = now + retryAfterMs + this.penalty.increaseEveryMs
-    if (slot !== undefined && retryAfterMs > 0) {
-      const tatMs = this.table.tatMs
-      const blockedUntil = now + retryAfterMs + entry.tauMs - entry.emissionMs
-      if (tatMs[slot]! < blockedUntil) tatMs[slot] = blockedUntil
-    }
+    const rate = this.bucketRates.byId[id]!
+    const before = paramsOf(rate)
+    if (this.penalty.lower(rate, now, retryAfterMs)) rate.derive(this.share)
+    if (slot !== undefined) this.convert(slot, before, rate, now, 'proportional')
   }
 
   /** inspect describes `key`'s bucket now, or returns undefined when the key is not held. */
@@ -416,40 +287,41 @@ export class KeyedLimiter {
 
   /** inspectAt is inspect at time `nowMs`. */
   inspectAt(key: string, nowMs: number): KeyInspection | undefined {
-    const now = this.guard.read(nowMs)
-    const slot = this.table.slotOf(key)
-    if (slot === undefined) return undefined
-    let entry = this.entries[this.table.rateIds[slot]!]!
-    if (entry.penaltyFactor !== 1) entry = this.recover(key, slot, entry, now)
+    const now = this.relative(nowMs)
+    const code = this.table.codeOf(key)
+    if (code === undefined) return undefined
+    const slot = slotOfCode(code)
+    const rate = this.rateAt(key, code, now)
     const tatMs = this.table.tatMs[slot]!
     const start = tatMs > now ? tatMs : now
     return {
-      tokens: (now + entry.tauMs - start) / entry.emissionMs,
-      capacity: entry.burst,
-      rate: entry.rate(),
-      override: this.entryOf.has(key) && !entry.followsDefault,
-      penaltyFactor: entry.penaltyFactor,
-      waitMs: Math.max(0, start + entry.emissionMs - entry.tauMs - now),
+      tokens: (now + rate.tauMs - start) / rate.emissionMs,
+      capacity: rate.burst,
+      rate: rate.rate(),
+      override: this.bucketRates.idOf(key) !== undefined && !rate.followsDefault,
+      penaltyFactor: rate.penaltyFactor,
+      waitMs: Math.max(0, start + rate.emissionMs - rate.tauMs - now),
     }
   }
 
   /** rateOf is the rate in force for `key`: its own or the default, after share and penalty. */
   rateOf(key: string): Rate {
-    const id = this.entryOf.get(key)
-    if (id === undefined) return this.entries[0]!.rate()
-    return this.recover(key, this.table.slotOf(key), this.entries[id]!, this.now()).rate()
+    const id = this.bucketRates.idOf(key)
+    if (id === undefined) return this.bucketRates.default.rate()
+    const now = this.relative(this.clock.now())
+    return this.recover(key, this.table.slotOf(key), this.bucketRates.byId[id]!, now).rate()
   }
 
   /** rates lists the configured rates, before the instance share and penalties. */
   rates(): ConfiguredRates {
     const overrides: Array<[string, Rate]> = []
-    for (const [key, id] of this.entryOf) {
-      const entry = this.entries[id]!
-      if (!entry.followsDefault) overrides.push([key, entry.base])
+    for (const [key, id] of this.bucketRates.own()) {
+      const rate = this.bucketRates.byId[id]!
+      if (!rate.followsDefault) overrides.push([key, rate.base])
     }
     // fromEntries defines own properties, so a merchant named `__proto__` is kept as one
     return {
-      default: this.entries[0]!.base,
+      default: this.bucketRates.default.base,
       overrides: Object.fromEntries(overrides),
       version: this.version,
       share: this.share,
@@ -460,10 +332,10 @@ export class KeyedLimiter {
   stats(): LimiterStats {
     let overrides = 0
     let penalized = 0
-    for (const id of this.entryOf.values()) {
-      const entry = this.entries[id]!
-      if (!entry.followsDefault) overrides++
-      if (entry.penaltyFactor !== 1) penalized++
+    for (const [, id] of this.bucketRates.own()) {
+      const rate = this.bucketRates.byId[id]!
+      if (!rate.followsDefault) overrides++
+      if (rate.penaltyFactor !== 1) penalized++
     }
     return {
       keys: this.table.size,
@@ -477,272 +349,315 @@ export class KeyedLimiter {
       penalties: this.penalties,
       rateChanges: this.rateChanges,
       staleChanges: this.staleChanges,
+      penaltiesDropped: this.penaltiesDropped,
+      skewCorrected: this.guard.corrected,
     }
   }
 
-  private admit(key: string, now: number): number {
+  /**
+   * decide is the one decision step of tryAcquire and reserve: it grants `cost` to `key`
+   * at the earliest time the tokens are there, if that is at most `maxDelayMs` from now.
+   * It leaves the delay in `decidedDelayMs`, and for a reservation (`reserving`) what
+   * its Granted records in the other `decided…` fields: it is on the hot path, so it
+   * makes no result object and writes nothing a tryAcquire does not need.
+   */
+  private decide(key: string, cost: number, nowMs: number, maxDelayMs: number, reserving: boolean): Verdict {
+    const code = this.table.codeOf(key)
+    // The common case first, as few instructions as it takes (on 100,000 keys a decision
+    // costs what its instructions keep the CPU from overlapping of the next lookups):
+    // a held key at the default rate, at the clock reading of the decision before, granted now.
+    if (code !== undefined && code < OWN_RATE && nowMs === this.lastRawMs) {
+      const rate = this.defaultRate
+      const tatMs = this.table.tatMs
+      const now = this.lastNowMs
+      const tat = tatMs[code]!
+      const spanMs = cost * rate.emissionMs
+      const next = (tat > now ? tat : now) + spanMs
+      if (cost > 0 && cost <= rate.capacity && next - now <= rate.allowanceMs) {
+        tatMs[code] = next
+        if (reserving) {
+          this.decidedDelayMs = 0
+          this.decidedSpanMs = spanMs
+          this.decidedEndMs = next - rate.tauMs
+        }
+        return GRANTED
+      }
+    }
+    return this.decideAnyKey(key, code, cost, nowMs, maxDelayMs, reserving)
+  }
+
+  /** decideAnyKey is decide for every case: a new key, a key with its own rate, a new time, a wait. */
+  private decideAnyKey(
+    key: string,
+    code: number | undefined,
+    cost: number,
+    nowMs: number,
+    maxDelayMs: number,
+    reserving: boolean,
+  ): Verdict {
+    const now = nowMs === this.lastRawMs ? this.lastNowMs : this.relative(nowMs)
+    let slot = code
+    let rate = this.defaultRate
+    if (slot === undefined || slot >= OWN_RATE) {
+      slot = this.slotOf(key, code, now)
+      if (slot < 0) return TABLE_FULL
+      rate = this.slotRate
+    }
+    if (!(cost > 0 && cost <= rate.capacity)) this.badCost(cost, rate)
+    const tatMs = this.table.tatMs
+    const tat = tatMs[slot]!
+    const start = tat > now ? tat : now
+    const spanMs = cost * rate.emissionMs
+    const next = start + spanMs
+    let delayMs = 0
+    if (next - now > rate.allowanceMs) {
+      delayMs = next - rate.tauMs - now
+      // a cost above the (penalized) burst cannot fit under the tolerance: it goes once the bucket is full
+      if (delayMs > start - now) delayMs = start - now
+      if (delayMs <= rate.conformMs) delayMs = 0
+      else if (delayMs > maxDelayMs) {
+        this.decidedDelayMs = delayMs
+        return TOO_SOON
+      }
+    }
+    tatMs[slot] = next
+    this.decidedDelayMs = delayMs
+    if (reserving) {
+      this.decidedSpanMs = spanMs
+      this.decidedEndMs = next - rate.tauMs
+    }
+    return GRANTED
+  }
+
+  /**
+   * slotOf is the slot of a key that is new (`code` undefined: it is placed, or -1 when
+   * the table is full) or has a rate of its own (then in `slotRate`, recovered to `now`).
+   */
+  private slotOf(key: string, code: number | undefined, now: number): number {
+    const held = code ?? this.holdKey(key, now)
+    if (held < 0) return -1
+    if (held < OWN_RATE) {
+      this.slotRate = this.defaultRate
+      return held
+    }
+    this.slotRate = this.rateAt(key, held, now)
+    return slotOfCode(held)
+  }
+
+  /** holdKey places a new `key` in the table and returns its code, or -1 when the table is full. */
+  private holdKey(key: string, now: number): number {
     if (typeof key !== 'string' || key.length === 0 || key.length > this.maxKeyLength) {
       throw new TypeError(
         `KeyedLimiter: expected a key of 1 to ${this.maxKeyLength} characters, got ${describeKey(key)}`,
       )
     }
-    const slot = this.table.admit(key, this.entryOf.get(key) ?? 0, now, this.evictionScan)
-    if (slot < 0) this.tableFull++
-    return slot
+    const id = this.bucketRates.idOf(key) ?? 0
+    const table = this.table
+    const slot = table.place(key, id, now, this.evictionScan)
+    if (slot < 0) {
+      this.tableFull++
+      return -1
+    }
+    const evicted = table.evictedKey
+    // a rate kept for a penalty alone lives as long as its key's bucket
+    if (
+      evicted !== undefined &&
+      table.evictedRateId !== 0 &&
+      this.bucketRates.byId[table.evictedRateId]!.followsDefault
+    ) {
+      this.bucketRates.remove(evicted)
+    }
+    if (id !== 0) {
+      const rate = this.bucketRates.byId[id]!
+      table.tatMs[slot] = Math.max(now, this.blockFloor(rate, now))
+    }
+    return slot + id * OWN_RATE
+  }
+
+  /** rateAt is the rate of a held key whose code names a rate of its own, recovered to `now`. */
+  private rateAt(key: string, code: number, now: number): BucketRate {
+    const rate = this.bucketRates.byId[rateIdOfCode(code)]!
+    if (rate.penaltyFactor === 1 || now < rate.nextIncreaseAtMs) return rate
+    return this.recover(key, slotOfCode(code), rate, now)
+  }
+
+  /** recover applies the additive increases a penalized rate has earned by `now`. */
+  private recover(key: string, slot: number | undefined, rate: BucketRate, now: number): BucketRate {
+    if (rate.penaltyFactor === 1 || now < rate.nextIncreaseAtMs) return rate
+    const before = paramsOf(rate)
+    this.penalty.raise(rate, now)
+    rate.derive(this.share)
+    if (slot !== undefined) this.convert(slot, before, rate, now, 'proportional')
+    if (rate.penaltyFactor === 1 && rate.followsDefault) {
+      this.bucketRates.remove(key)
+      if (slot !== undefined) this.table.setRateId(key, slot, 0)
+      return this.bucketRates.default
+    }
+    return rate
   }
 
   /**
-   * refund returns a cancelled reservation's tokens, less those reserved after it: as in
-   * Go's x/time/rate, the reservations behind it keep their times, so the gap it leaves
-   * is not handed out twice. The tail reservation gets its whole cost back. A key no
-   * longer held was evicted full and has nothing to take back.
+   * refund gives a cancelled reservation back what it still holds. As in Go's
+   * x/time/rate, nothing for one whose time has passed; else its span, less the part
+   * later reservations have been scheduled behind, so that the reservations behind it
+   * keep their times and the gap it leaves is not handed out twice. Never above the
+   * capacity, never inside a Retry-After. A key no longer held was evicted full and has
+   * nothing to take back.
    */
-  private refund(key: string, cost: number, reservedAtMs: number): void {
-    const slot = this.table.slotOf(key)
-    if (slot === undefined) return
-    const now = this.now()
-    const entry = this.entries[this.table.rateIds[slot]!]!
+  private refund(reservation: GrantedReservation): void {
+    const code = this.table.codeOf(reservation.key)
+    if (code === undefined) return
+    const now = this.relative(this.clock.now())
+    const shiftMs = reservation.epochMs - this.epochMs
+    if (reservation.atMs + shiftMs < now) return
+    const slot = slotOfCode(code)
+    const rate = code >= OWN_RATE ? this.rateAt(reservation.key, code, now) : this.bucketRates.default
     const tatMs = this.table.tatMs
-    const start = tatMs[slot]! > now ? tatMs[slot]! : now
-    const reservedAfter = (start - entry.tauMs - reservedAtMs) / entry.emissionMs
-    const restored = Math.min(cost, Math.max(0, cost - reservedAfter))
-    tatMs[slot] = Math.max(now, start - restored * entry.emissionMs)
+    const tat = tatMs[slot]!
+    const laterMs = tat - rate.tauMs - (reservation.endMs + shiftMs)
+    const restoredMs = reservation.spanMs - (laterMs > 0 ? laterMs : 0)
+    if (restoredMs <= 0) return
+    tatMs[slot] = Math.max(tat - restoredMs, now, this.blockFloor(rate, now))
   }
 
-  private badCost(cost: number, entry: RateEntry): never {
+  /** blockFloor is the lowest arrival time that grants nothing before `rate`'s Retry-After ends. */
+  private blockFloor(rate: BucketRate, now: number): number {
+    return rate.blockedUntilMs > now
+      ? rate.blockedUntilMs + rate.tauMs - rate.emissionMs
+      : Number.NEGATIVE_INFINITY
+  }
+
+  /** relative reads `nowMs` through the skew guard, as ms since the epoch (moved forward when far). */
+  private relative(nowMs: number): number {
+    const guarded = this.guard.read(nowMs)
+    let now = guarded - this.epochMs
+    if (!(now < REBASE_AFTER_MS)) now = this.rebase(guarded)
+    this.lastRawMs = nowMs
+    this.lastNowMs = now
+    return now
+  }
+
+  /** rebase moves the epoch to `guardedMs` and every held time with it; returns the new now, 0. */
+  private rebase(guardedMs: number): number {
+    const shiftMs = guardedMs - this.epochMs
+    this.epochMs = guardedMs
+    if (Number.isNaN(shiftMs)) return 0
+    this.table.shiftTimes(shiftMs, 0)
+    for (const rate of this.bucketRates.byId) rate?.shiftTimes(shiftMs)
+    return 0
+  }
+
+  private badCost(cost: number, rate: BucketRate): never {
     if (!(cost > 0)) throw new TypeError(`KeyedLimiter: expected a cost above 0, got ${cost}`)
-    throw new RangeError(`KeyedLimiter: cost ${cost} is above the bucket's capacity of ${entry.base.burst}`)
-  }
-
-  /** recover applies the additive increases a penalized entry has earned by `now`. */
-  private recover(key: string, slot: number | undefined, entry: RateEntry, now: number): RateEntry {
-    if (entry.penaltyFactor === 1 || now < entry.nextIncreaseAtMs) return entry
-    const { increaseEveryMs, increaseStep } = this.penalty
-    const steps = 1 + Math.floor((now - entry.nextIncreaseAtMs) / increaseEveryMs)
-    const before = paramsOf(entry)
-    entry.penaltyFactor = Math.min(1, entry.penaltyFactor + steps * increaseStep)
-    entry.nextIncreaseAtMs += steps * increaseEveryMs
-    entry.derive(this.share)
-    if (slot !== undefined) this.convert(slot, before, entry, now, 'proportional')
-    if (entry.penaltyFactor === 1 && entry.followsDefault) {
-      this.releaseEntry(key)
-      if (slot !== undefined) this.table.rateIds[slot] = 0
-      return this.entries[0]!
-    }
-    return entry
-  }
-
-  /** ownEntryId gives `key` a rate entry of its own (tracking the default) if it has none. */
-  private ownEntryId(key: string, slot: number | undefined): number {
-    const existing = this.entryOf.get(key)
-    if (existing !== undefined) return existing
-    const id = this.allocateEntry(new RateEntry(this.entries[0]!.base, true, this.share))
-    this.entryOf.set(key, id)
-    if (slot !== undefined) this.table.rateIds[slot] = id
-    return id
-  }
-
-  private allocateEntry(entry: RateEntry): number {
-    const id = this.freeEntryIds.pop() ?? this.entries.length
-    this.entries[id] = entry
-    return id
-  }
-
-  private releaseEntry(key: string): void {
-    const id = this.entryOf.get(key)
-    if (id === undefined) return
-    this.entryOf.delete(key)
-    this.entries[id] = undefined
-    this.freeEntryIds.push(id)
+    const shared =
+      this.share === 1
+        ? ''
+        : ` in this process (burst ${rate.base.burst} shared by ${1 / this.share} instances)`
+    throw new RangeError(
+      `KeyedLimiter: cost ${cost} is above the bucket's capacity of ${rate.capacity}${shared}`,
+    )
   }
 
   private changeDefault(rate: Rate, now: number, inheritance: Inheritance): void {
-    const entries = this.entries
-    this.retuneSlots(
-      (id) => id === 0 || entries[id]!.followsDefault,
+    const byId = this.bucketRates.byId
+    this.retune(
+      (id) => id === 0 || byId[id]!.followsDefault,
       now,
       inheritance,
-      (entry) => {
-        entry.base = rate
+      (bucketRate) => {
+        bucketRate.base = rate
       },
     )
   }
 
   private changeOverride(key: string, rate: Rate | null, now: number, inheritance: Inheritance): void {
     const slot = this.table.slotOf(key)
-    const id = this.entryOf.get(key)
-    const entry = this.entries[id ?? 0]!
-    const before = paramsOf(entry)
+    const id = this.bucketRates.idOf(key)
+    const current = this.bucketRates.byId[id ?? 0]!
+    const before = paramsOf(current)
     if (rate === null) {
-      if (id === undefined || entry.followsDefault) return
-      if (entry.penaltyFactor === 1) {
-        this.releaseEntry(key)
+      if (id === undefined || current.followsDefault) return
+      // a penalty outlives its override only on a key held: no bucket, nothing to keep it for
+      if (current.penaltyFactor === 1 || slot === undefined) {
+        this.bucketRates.remove(key)
         if (slot !== undefined) {
-          this.table.rateIds[slot] = 0
-          this.convert(slot, before, this.entries[0]!, now, inheritance)
+          this.table.setRateId(key, slot, 0)
+          this.convert(slot, before, this.bucketRates.default, now, inheritance)
         }
         return
       }
-      entry.base = this.entries[0]!.base
-      entry.followsDefault = true
+      current.base = this.bucketRates.default.base
+      current.followsDefault = true
     } else if (id === undefined) {
-      const own = this.allocateEntry(new RateEntry(rate, false, this.share))
-      this.entryOf.set(key, own)
+      const own = new BucketRate(rate, false, this.share)
+      const ownId = this.bucketRates.add(key, own)
       if (slot !== undefined) {
-        this.table.rateIds[slot] = own
-        this.convert(slot, before, this.entries[own]!, now, inheritance)
+        this.table.setRateId(key, slot, ownId)
+        this.convert(slot, before, own, now, inheritance)
       }
       return
     } else {
-      entry.base = rate
-      entry.followsDefault = false
+      current.base = rate
+      current.followsDefault = false
     }
-    entry.derive(this.share)
-    if (slot !== undefined) this.convert(slot, before, entry, now, inheritance)
+    current.derive(this.share)
+    if (slot !== undefined) this.convert(slot, before, current, now, inheritance)
   }
 
   /**
-   * retuneSlots changes the entries that `affects` selects (through `mutate`, or just by
+   * retune changes the rates that `affects` selects (through `mutate`, or just by
    * re-deriving them after a share change) and converts every bucket charged at one of
    * them. One pass over the table: O(keys), and rare.
    */
-  private retuneSlots(
+  private retune(
     affects: (id: number) => boolean,
     now: number,
     inheritance: Inheritance,
-    mutate?: (entry: RateEntry) => void,
+    mutate?: (rate: BucketRate) => void,
   ): void {
+    const byId = this.bucketRates.byId
     const before: Array<Params | undefined> = []
-    for (let id = 0; id < this.entries.length; id++) {
-      const entry = this.entries[id]
-      if (entry === undefined || !affects(id)) continue
-      before[id] = paramsOf(entry)
-      mutate?.(entry)
-      entry.derive(this.share)
+    for (let id = 0; id < byId.length; id++) {
+      const rate = byId[id]
+      if (rate === undefined || !affects(id)) continue
+      before[id] = paramsOf(rate)
+      mutate?.(rate)
+      rate.derive(this.share)
     }
-    const rateIds = this.table.rateIds
-    for (let slot = 0, end = this.table.slotCount; slot < end; slot++) {
-      const id = rateIds[slot]!
+    for (const [, code] of this.table.entries()) {
+      const id = rateIdOfCode(code)
       const from = before[id]
-      if (from !== undefined) this.convert(slot, from, this.entries[id]!, now, inheritance)
+      if (from !== undefined) this.convert(slotOfCode(code), from, byId[id]!, now, inheritance)
     }
   }
 
   /**
    * convert re-expresses one bucket, banked at `now` under `from`, under `to`. Positive
    * tokens carry over by `inheritance`; debt is kept in time, so that reservations
-   * already handed out stay valid and new work comes after them.
+   * already handed out stay valid and new work comes after them; a Retry-After is kept
+   * as the time it ends.
    */
-  private convert(slot: number, from: Params, to: RateEntry, now: number, inheritance: Inheritance): void {
+  private convert(slot: number, from: Params, to: BucketRate, now: number, inheritance: Inheritance): void {
     const tatMs = this.table.tatMs
     const tat = tatMs[slot]!
-    if (tat <= now && inheritance !== 'as-is') return
+    let converted = tat
     const start = tat > now ? tat : now
     const tokens = (now + from.tauMs - start) / from.emissionMs
     if (tokens < 0) {
-      tatMs[slot] = start - from.tauMs + to.tauMs
-      return
+      converted = start - from.tauMs + to.tauMs
+    } else if (tat > now || inheritance !== 'proportional') {
+      const carried =
+        inheritance === 'proportional'
+          ? (tokens * to.burst) / from.burst
+          : inheritance === 'as-is'
+            ? Math.min(tokens, to.burst)
+            : to.burst
+      converted = now + to.tauMs - carried * to.emissionMs
     }
-    const carried =
-      inheritance === 'proportional'
-        ? (tokens * to.burst) / from.burst
-        : inheritance === 'as-is'
-          ? Math.min(tokens, to.burst)
-          : to.burst
-    tatMs[slot] = now + to.tauMs - carried * to.emissionMs
+    tatMs[slot] = Math.max(converted, this.blockFloor(to, now))
   }
-
-  private checkChange(change: RateChange): {
-    defaultRate: Rate | undefined
-    overrides: Map<string, Rate | null>
-  } {
-    if (change === null || typeof change !== 'object') {
-      throw new TypeError(`apply: expected a rate change object, got ${String(change)}`)
-    }
-    if (change.version !== undefined && !Number.isFinite(change.version)) {
-      throw new TypeError(`apply: expected a finite version, got ${String(change.version)}`)
-    }
-    if (change.inheritance !== undefined && !INHERITANCES.includes(change.inheritance)) {
-      throw new TypeError(
-        `apply: expected inheritance 'proportional', 'as-is' or 'reset', got ${JSON.stringify(change.inheritance)}`,
-      )
-    }
-    const defaultRate = change.default === undefined ? undefined : parseRate(change.default)
-    const overrides = new Map<string, Rate | null>()
-    for (const [key, rate] of Object.entries(change.overrides ?? {})) {
-      if (key.length === 0 || key.length > this.maxKeyLength || key === '*') {
-        throw new TypeError(
-          `apply: expected override keys of 1 to ${this.maxKeyLength} characters other than '*', got ${describeKey(key)}`,
-        )
-      }
-      overrides.set(key, rate === null ? null : parseRate(rate))
-    }
-    return { defaultRate, overrides }
-  }
-}
-
-class GrantedReservation implements Granted {
-  readonly ok = true
-  private cancelled = false
-
-  constructor(
-    readonly key: string,
-    readonly cost: number,
-    readonly delayMs: number,
-    readonly reservedAtMs: number,
-    private readonly refund: (key: string, cost: number, reservedAtMs: number) => void,
-  ) {}
-
-  cancel(): boolean {
-    if (this.cancelled) return false
-    this.cancelled = true
-    this.refund(this.key, this.cost, this.reservedAtMs)
-    return true
-  }
-}
-
-const INHERITANCES: readonly Inheritance[] = ['proportional', 'as-is', 'reset']
-
-function paramsOf(entry: RateEntry): Params {
-  return { emissionMs: entry.emissionMs, tauMs: entry.tauMs, burst: entry.burst }
 }
 
 function badDefault(): never {
   throw new TypeError('setRate: the default rate (*) cannot be cleared, got null')
-}
-
-function describeKey(key: unknown): string {
-  if (typeof key !== 'string') return typeof key
-  if (key.length === 0) return 'an empty key'
-  return `a key of ${key.length} characters`
-}
-
-function checkNonNegative(value: number, what: string): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-    throw new TypeError(`${what}: expected a finite number >= 0, got ${String(value)}`)
-  }
-  return value
-}
-
-function checkPositiveInteger(value: number, what: string): number {
-  if (!Number.isInteger(value) || value < 1) {
-    throw new TypeError(`${what}: expected a whole number >= 1, got ${String(value)}`)
-  }
-  return value
-}
-
-function checkPenalty(penalty: Required<PenaltyOptions>): Required<PenaltyOptions> {
-  const { decreaseFactor, minFactor, increaseStep, increaseEveryMs, decreaseCooldownMs } = penalty
-  if (!(decreaseFactor > 0 && decreaseFactor < 1)) {
-    throw new TypeError(`penalty.decreaseFactor: expected a number between 0 and 1, got ${decreaseFactor}`)
-  }
-  if (!(minFactor > 0 && minFactor <= 1)) {
-    throw new TypeError(`penalty.minFactor: expected a number in (0, 1], got ${minFactor}`)
-  }
-  if (!(increaseStep > 0 && increaseStep <= 1)) {
-    throw new TypeError(`penalty.increaseStep: expected a number in (0, 1], got ${increaseStep}`)
-  }
-  checkPositiveInteger(increaseEveryMs, 'penalty.increaseEveryMs')
-  checkNonNegative(decreaseCooldownMs, 'penalty.decreaseCooldownMs')
-  return penalty
 }

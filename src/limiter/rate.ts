@@ -35,7 +35,9 @@ const RATE_PATTERN =
  * minute, h, hr, hour (plurals too), optionally `N/<k><unit>` (`100/10s`) and
  * `burst B`. The burst defaults to the limit: the bucket holds one interval's worth,
  * and never less than one unit. Throws a TypeError quoting the input when it is not a
- * rate, or when limit or interval are not finite and above zero, or burst is below 1.
+ * rate, or when it is outside the bounds below (limit and interval above zero, an
+ * interval of at most MAX_INTERVAL_MS, a rate from MIN_RATE_PER_SEC to MAX_RATE_PER_SEC,
+ * a burst from 1 to MAX_BURST); the message states the bound.
  */
 export function parseRate(input: RateInput): Rate {
   if (typeof input === 'string') return parseRateString(input)
@@ -58,6 +60,25 @@ function parseRateString(input: string): Rate {
   return checkRate(Number(match[1]), count * unitMs, burst, input)
 }
 
+/** MAX_INTERVAL_MS is the longest interval a rate may have: 366 days, in ms. */
+export const MAX_INTERVAL_MS = 366 * 86_400_000
+
+/**
+ * MIN_RATE_PER_SEC is the slowest rate: 0.001 units per day, one unit per 1,000 days
+ * (the slowest the control topic's bounds let through). At 1e-305 per day one unit's
+ * interval is Infinity.
+ */
+export const MIN_RATE_PER_SEC = 1 / 86_400_000
+
+/**
+ * MAX_RATE_PER_SEC is the fastest rate: 1e9 units per second, one every microsecond of
+ * a millisecond clock. Faster, one unit's interval drowns in the rounding of the time.
+ */
+export const MAX_RATE_PER_SEC = 1e9
+
+/** MAX_BURST is the largest bucket a rate may have, in units. */
+export const MAX_BURST = 1e9
+
 function checkRate(limit: unknown, intervalMs: unknown, burst: unknown, input: unknown): Rate {
   if (typeof limit !== 'number' || !Number.isFinite(limit) || limit <= 0) {
     throw new TypeError(`parseRate: expected a finite limit above 0, got ${quote(input)}`)
@@ -65,11 +86,24 @@ function checkRate(limit: unknown, intervalMs: unknown, burst: unknown, input: u
   if (typeof intervalMs !== 'number' || !Number.isFinite(intervalMs) || intervalMs <= 0) {
     throw new TypeError(`parseRate: expected a finite interval above 0 ms, got ${quote(input)}`)
   }
-  if (burst === undefined) return { limit, intervalMs, burst: Math.max(1, limit) }
-  if (typeof burst !== 'number' || !Number.isFinite(burst) || burst < 1) {
-    throw new TypeError(`parseRate: expected a finite burst of at least 1, got ${quote(input)}`)
+  if (intervalMs > MAX_INTERVAL_MS) {
+    throw new TypeError(
+      `parseRate: expected an interval of at most ${MAX_INTERVAL_MS} ms (366 days), got ${quote(input)}`,
+    )
   }
-  return { limit, intervalMs, burst }
+  const perSec = (limit * 1_000) / intervalMs
+  if (!(perSec >= MIN_RATE_PER_SEC && perSec <= MAX_RATE_PER_SEC)) {
+    throw new TypeError(
+      `parseRate: expected a rate from 0.001 per day to ${MAX_RATE_PER_SEC} per second, got ${quote(input)}`,
+    )
+  }
+  const bucket = burst ?? Math.max(1, limit)
+  if (typeof bucket !== 'number' || !Number.isFinite(bucket) || bucket < 1 || bucket > MAX_BURST) {
+    throw new TypeError(
+      `parseRate: expected a burst from 1 to ${MAX_BURST}${burst === undefined ? ' (the burst defaults to the limit)' : ''}, got ${quote(input)}`,
+    )
+  }
+  return { limit, intervalMs, burst: bucket }
 }
 
 const UNIT_NAMES: ReadonlyArray<[number, string]> = [

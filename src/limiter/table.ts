@@ -1,45 +1,74 @@
 /**
- * KeyTable holds the per-key state of the limiter, packed: a `Map` from key to slot,
- * and per slot one Float64 (the GCRA theoretical arrival time, `tatMs`) and one Uint32
- * (the id of the rate the key is charged at). About 12 bytes per key beside the key
- * string and its Map entry.
+ * OWN_RATE is the factor a bucket-rate id is multiplied by in a slot code: a code below
+ * it is a bare slot charged at the default rate (id 0).
+ */
+export const OWN_RATE = 2 ** 31
+
+/** slotOfCode is the slot a KeyTable code names. */
+export function slotOfCode(code: number): number {
+  return code < OWN_RATE ? code : code % OWN_RATE
+}
+
+/** rateIdOfCode is the bucket-rate id a KeyTable code names; 0 is the default rate. */
+export function rateIdOfCode(code: number): number {
+  return code < OWN_RATE ? 0 : Math.floor(code / OWN_RATE)
+}
+
+/**
+ * KeyTable holds the per-key state of the limiter, packed: a `Map` from key to a code,
+ * and per slot one Float64, the GCRA theoretical arrival time (`tatMs`). The code is
+ * the slot itself for a key charged at the default rate, a small integer the Map holds
+ * unboxed; a key with a rate of its own (an override or a penalty) has `slot + id ×
+ * 2^31` instead. So a decision reads the Map, then one Float64: 8 bytes per key beside
+ * the key string and its Map entry, one cache line touched after the lookup.
  *
  * A slot whose `tatMs` is at or before now is a full bucket: it is exactly what a new
  * key would get, so it may be evicted without handing out a token. A slot holding debt
  * or a partial fill is never evicted. When the table is at `maxKeys` and no full bucket
- * is found, `admit` refuses the new key.
+ * is found, `place` refuses the new key.
  */
 export class KeyTable {
   readonly maxKeys: number
-  /** tatMs[slot] is the key's theoretical arrival time in guarded-clock ms. */
+  /** tatMs[slot] is the key's theoretical arrival time, in ms since the limiter's epoch. */
   tatMs: Float64Array
-  /** rateIds[slot] is the id of the rate entry the key is charged at. */
-  rateIds: Uint32Array
   evictions = 0
-  /** refusedWaitMs is, after admit returned -1, how long until a scanned bucket is full. */
+  /** refusedWaitMs is, after place returned -1, how long until a scanned bucket is full. */
   refusedWaitMs = 0
-  private readonly slots = new Map<string, number>()
+  /** evictedRateId is, after place evicted a key, the bucket-rate id that key was charged at. */
+  evictedRateId = 0
+  /** evictedKey is, after place evicted a key, that key. */
+  evictedKey: string | undefined
+  private readonly codes = new Map<string, number>()
   private used = 0
   private sweep: MapIterator<[string, number]> | undefined
 
   constructor(maxKeys: number) {
-    if (!Number.isInteger(maxKeys) || maxKeys < 1 || maxKeys > 2 ** 31 - 1) {
+    if (!Number.isInteger(maxKeys) || maxKeys < 1 || maxKeys > OWN_RATE - 1) {
       throw new TypeError(`maxKeys: expected an integer from 1 to 2^31-1, got ${maxKeys}`)
     }
     this.maxKeys = maxKeys
-    const initial = Math.min(maxKeys, 1024)
-    this.tatMs = new Float64Array(initial)
-    this.rateIds = new Uint32Array(initial)
+    this.tatMs = new Float64Array(Math.min(maxKeys, 1024))
   }
 
   /** size is the number of keys held. */
   get size(): number {
-    return this.slots.size
+    return this.codes.size
+  }
+
+  /** codeOf returns the key's code (see slotOfCode, rateIdOfCode), or undefined when the key is not held. */
+  codeOf(key: string): number | undefined {
+    return this.codes.get(key)
   }
 
   /** slotOf returns the key's slot, or undefined when the key is not held. */
   slotOf(key: string): number | undefined {
-    return this.slots.get(key)
+    const code = this.codes.get(key)
+    return code === undefined ? undefined : slotOfCode(code)
+  }
+
+  /** setRateId charges the held `key` (at `slot`) at bucket-rate `rateId`. */
+  setRateId(key: string, slot: number, rateId: number): void {
+    this.codes.set(key, slot + rateId * OWN_RATE)
   }
 
   /** slotCount is one past the highest slot in use; slots below it are all live. */
@@ -48,13 +77,15 @@ export class KeyTable {
   }
 
   /**
-   * admit gives `key` a slot holding a full bucket (tatMs = nowMs) charged at `rateId`.
+   * place gives `key` a slot holding a full bucket (tatMs = nowMs) charged at `rateId`.
    * When the table is full it evicts a full bucket found within `scanLimit` entries of
-   * a sweep that resumes where the last one stopped; when none is found it returns -1
-   * and the key is not held.
+   * a sweep that resumes where the last one stopped (then `evictedKey` and
+   * `evictedRateId` name what went); when none is found it returns -1 and the key is
+   * not held.
    */
-  admit(key: string, rateId: number, nowMs: number, scanLimit: number): number {
+  place(key: string, rateId: number, nowMs: number, scanLimit: number): number {
     let slot: number
+    this.evictedKey = undefined
     if (this.used < this.maxKeys) {
       if (this.used === this.tatMs.length) this.grow()
       slot = this.used++
@@ -62,15 +93,26 @@ export class KeyTable {
       slot = this.evictOne(nowMs, scanLimit)
       if (slot < 0) return -1
     }
-    this.slots.set(key, slot)
+    this.codes.set(key, slot + rateId * OWN_RATE)
     this.tatMs[slot] = nowMs
-    this.rateIds[slot] = rateId
     return slot
   }
 
-  /** keys iterates the held keys with their slots, in admission order. */
+  /** entries iterates the held keys with their codes, in the order they were placed. */
   entries(): MapIterator<[string, number]> {
-    return this.slots.entries()
+    return this.codes.entries()
+  }
+
+  /**
+   * shiftTimes moves every time back by `shiftMs`, when the limiter moves its epoch
+   * forward; a full bucket stays full (at `floorMs`, the new now or earlier).
+   */
+  shiftTimes(shiftMs: number, floorMs: number): void {
+    const tatMs = this.tatMs
+    for (let slot = 0; slot < this.used; slot++) {
+      const shifted = tatMs[slot]! - shiftMs
+      tatMs[slot] = shifted > floorMs ? shifted : floorMs
+    }
   }
 
   private evictOne(nowMs: number, scanLimit: number): number {
@@ -78,18 +120,21 @@ export class KeyTable {
     for (let scanned = 0; scanned < scanLimit; scanned++) {
       let next = this.sweep?.next()
       if (next === undefined || next.done) {
-        this.sweep = this.slots.entries()
+        this.sweep = this.codes.entries()
         next = this.sweep.next()
         if (next.done) {
           this.refusedWaitMs = 0
           return -1
         }
       }
-      const [key, slot] = next.value
+      const [key, code] = next.value
+      const slot = slotOfCode(code)
       const tatMs = this.tatMs[slot]!
       if (tatMs <= nowMs) {
-        this.slots.delete(key)
+        this.codes.delete(key)
         this.evictions++
+        this.evictedKey = key
+        this.evictedRateId = rateIdOfCode(code)
         return slot
       }
       if (tatMs < soonestFullMs) soonestFullMs = tatMs
@@ -99,12 +144,8 @@ export class KeyTable {
   }
 
   private grow(): void {
-    const capacity = Math.min(this.maxKeys, this.tatMs.length * 2)
-    const tatMs = new Float64Array(capacity)
+    const tatMs = new Float64Array(Math.min(this.maxKeys, this.tatMs.length * 2))
     tatMs.set(this.tatMs)
-    const rateIds = new Uint32Array(capacity)
-    rateIds.set(this.rateIds)
     this.tatMs = tatMs
-    this.rateIds = rateIds
   }
 }

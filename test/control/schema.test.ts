@@ -159,6 +159,17 @@ describe('parseControlMessage rejects, naming the field and what was wrong', () 
       'invalid-message',
       /^rate: expected a finite limit above 0/,
     ],
+    // rates too slow to be finite or too long an interval are refused with the bound (issue 15, item 7)
+    [
+      { type: 'set', merchant: 'm', rate: { limit: 1e-305, intervalMs: 86_400_000 }, version: 1 },
+      'invalid-message',
+      /^rate: expected a rate from 0.001 per day to 1000000000 per second, got/,
+    ],
+    [
+      { type: 'set', merchant: 'm', rate: { limit: 1, intervalMs: 1e308, burst: 2 }, version: 1 },
+      'invalid-message',
+      'rate.intervalMs: expected a number of ms in [1, 86400000], got 1e+308',
+    ],
     // rate.limit: > 0, <= maxLimit, finite, a number
     [
       { type: 'set', merchant: 'm', rate: { limit: 0, intervalMs: 1000 }, version: 1 },

@@ -33,8 +33,10 @@ describe('SkewGuard', () => {
       [300, 300, 't3: caught up, time moves again'],
       [100, 300, 'back 200 ms: beyond tolerance, rebased to where it was'],
       [200, 400, 'after a rebase time moves at the clock rate from the old point'],
-      [400, 600, 't4 of the raw clock, shifted by the rebase'],
-      [395, 600, 'back 5 ms: tolerated'],
+      [300, 500, 'a step of the tolerance or less is time passing'],
+      [600, 600, 'a jump of 300 ms after the rebase: 200 undo it, only 100 pass'],
+      [595, 600, 'back 5 ms: tolerated'],
+      [700, 700, 'the rebase is undone: time moves with the raw clock again'],
     ]
     for (const [raw, guarded, comment] of rows) expect(guard.read(raw), comment).toBe(guarded)
     expect(events).toEqual([
@@ -44,6 +46,7 @@ describe('SkewGuard', () => {
     ])
     expect(guard.tolerated).toBe(2)
     expect(guard.rebased).toBe(1)
+    expect(guard.corrected).toBe(1)
   })
 
   it('treats a step of exactly the tolerance as tolerated', () => {

@@ -1,0 +1,73 @@
+import type { Clock, SkewEvent } from './clock.js'
+import type { PenaltyOptions } from './penalties.js'
+import type { Rate, RateInput } from './rate.js'
+
+/** KeyedLimiterOptions configure a KeyedLimiter. */
+export interface KeyedLimiterOptions {
+  /** rate is the default rate, for every key without an override. */
+  rate: RateInput
+  /** clock gives the time in ms. Default: monotonicClock. */
+  clock?: Clock
+  /** clockSkewToleranceMs: a backward clock step up to this is absorbed silently. Default 100. */
+  clockSkewToleranceMs?: number
+  /** maxKeys bounds the keys held; only full buckets are evicted. Default 1 000 000. */
+  maxKeys?: number
+  /** horizonMs is the furthest ahead a reservation commits tokens. Default 60 000. */
+  horizonMs?: number
+  /** maxKeyLength bounds a key, in UTF-16 code units. Default 128. */
+  maxKeyLength?: number
+  /** evictionScan is how many held keys placing a new one may inspect for a full bucket. Default 64. */
+  evictionScan?: number
+  penalty?: PenaltyOptions
+  /** onClockSkew is told of each backward clock step, once. */
+  onClockSkew?: (event: SkewEvent) => void
+}
+
+/** KeyInspection is a key's bucket at one instant. */
+export interface KeyInspection {
+  /** tokens in the bucket; negative when reservations are handed out ahead of time. */
+  tokens: number
+  /** capacity is the bucket's size under the rate in force. */
+  capacity: number
+  /** rate in force: the configured rate scaled by the instance share and any penalty. */
+  rate: Rate
+  /** override is true when the key has a rate of its own. */
+  override: boolean
+  /** penaltyFactor is 1, or the fraction of the rate left after 429s. */
+  penaltyFactor: number
+  /** waitMs is how long until one unit can be granted, in ms. */
+  waitMs: number
+}
+
+/** LimiterStats are counters for metrics. */
+export interface LimiterStats {
+  keys: number
+  maxKeys: number
+  evictions: number
+  /** tableFull counts new keys refused because no full bucket could be evicted. */
+  tableFull: number
+  skewTolerated: number
+  skewRebased: number
+  overrides: number
+  penalized: number
+  /** penalties counts penalize calls. */
+  penalties: number
+  rateChanges: number
+  staleChanges: number
+  /**
+   * penaltiesDropped counts penalties for keys the limiter could not hold (the table
+   * full of buckets in use, and no rate of their own): there was no bucket to block,
+   * and the key's next request waits for room in the table as any new key does.
+   */
+  penaltiesDropped: number
+  /** skewCorrected counts forward clock jumps taken as the correction of a rebase (no time added). */
+  skewCorrected: number
+}
+
+/** ConfiguredRates are the rates as set, before the instance share and penalties. */
+export interface ConfiguredRates {
+  default: Rate
+  overrides: Record<string, Rate>
+  version: number | undefined
+  share: number
+}
