@@ -105,6 +105,18 @@ export class ServiceMetrics {
       'Backward clock steps beyond the tolerance, rebased.',
       () => limiter.stats().skewRebased,
     )
+    mirroredCounter(
+      this.registry,
+      'mt_clock_skew_corrected_total',
+      'Forward jumps after a rebase taken as the clock correcting itself: no time counted for them.',
+      () => limiter.stats().skewCorrected,
+    )
+    mirroredCounter(
+      this.registry,
+      'mt_penalties_dropped_total',
+      'Penalties not kept because the key table could hold no slot for their key.',
+      () => limiter.stats().penaltiesDropped,
+    )
     const labelled = this.labelled
     new Gauge({
       name: 'mt_rate_limit_per_second',

@@ -23,7 +23,9 @@ export interface StatusSnapshot {
     tableFull: number
     skewTolerated: number
     skewRebased: number
+    skewCorrected: number
     penalties: number
+    penaltiesDropped: number
   }
   merchants: MerchantStatus[]
   control: {
@@ -124,7 +126,9 @@ export function buildStatus(parts: StatusParts): StatusSnapshot {
       tableFull: stats.tableFull,
       skewTolerated: stats.skewTolerated,
       skewRebased: stats.skewRebased,
+      skewCorrected: stats.skewCorrected,
       penalties: stats.penalties,
+      penaltiesDropped: stats.penaltiesDropped,
     },
     merchants: merchantRows(parts),
     control: {

@@ -27,15 +27,27 @@ describe('ServiceMetrics', () => {
     limiter.tryAcquire('a')
     clock.set(5_000)
     limiter.tryAcquire('a')
+    clock.set(10_000) // the clock corrected forward after the rebase: no time counted for it
+    limiter.tryAcquire('a')
     const metrics = new ServiceMetrics(limiter, ['vip'])
     metrics.controlMessage('rejected', 'invalid-json')
     const text = await metrics.registry.metrics()
     expect(text).toContain('mt_keys_held 1')
     expect(text).toContain('mt_clock_skew_tolerated_total 1')
     expect(text).toContain('mt_clock_skew_rebased_total 1')
+    expect(text).toContain('mt_clock_skew_corrected_total 1')
+    expect(text).toContain('mt_penalties_dropped_total 0')
     expect(text).toContain('mt_rate_limit_per_second{merchant="*"} 10')
     expect(text).toContain('mt_rate_limit_per_second{merchant="vip"} 60')
     expect(text).toContain('mt_control_messages_total{result="rejected",reason="invalid-json"} 1')
+  })
+
+  it('counts penalties dropped for keys the table could not hold', async () => {
+    const limiter = new KeyedLimiter({ rate: '1/s', maxKeys: 1, clock: new FakeClock(0) })
+    limiter.tryAcquire('held') // holds the only slot, its bucket not full: it cannot be evicted
+    limiter.penalize('other', 30_000)
+    const text = await new ServiceMetrics(limiter, []).registry.metrics()
+    expect(text).toContain('mt_penalties_dropped_total 1')
   })
 
   it('reads queue depth at scrape time', async () => {
