@@ -19,19 +19,21 @@ export interface QueueKeys {
 /**
  * The keys the store adds sit under the queue's own prefix, so that a hash tag in the
  * prefix (`{mt}`) puts them in the queue's slot on Redis Cluster:
- * `<prefix>:<queue>:mt:backlog:<merchant>` (a list of entries, oldest first) and
+ * `<prefix>:<queue>:mt:backlog:<merchant>` (a sorted set of entries scored by the time the
+ * job was added, ties in job-id order: a job parked again after coming back late takes
+ * its place by when it was added, not by when it came back) and
  * `<prefix>:<queue>:mt:backlogs` (the set of merchants with a backlog).
  */
 const BACKLOG_KEY = 'mt:backlog:'
 const MERCHANTS_KEY = 'mt:backlogs'
 
 const APPEND = `
-local length = redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[2])
-return length`
+return redis.call('ZCARD', KEYS[1])`
 
 const HEAD = `
-return {redis.call('LLEN', KEYS[1]), redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)}`
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)}`
 
 // KEYS: backlog, merchants, delayed, marker, meta, events.
 // ARGV: job key prefix, merchant key, now ms, then per promotion: entry, job id,
@@ -44,8 +46,8 @@ local promoted, dropped = 0, 0
 local now = tonumber(ARGV[3])
 local mark = '"${THROTTLE_FIELD}":{"parkedAtWallMs":[0-9.e+-]+}}$'
 for i = 4, #ARGV, 5 do
-  if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[i] then break end
-  redis.call('LPOP', KEYS[1])
+  if redis.call('ZRANGE', KEYS[1], 0, 0)[1] ~= ARGV[i] then break end
+  redis.call('ZREM', KEYS[1], ARGV[i])
   local jobId = ARGV[i + 1]
   local jobKey = ARGV[1] .. jobId
   local fields = redis.call('HMGET', jobKey, 'ats', 'data')
@@ -72,7 +74,7 @@ if promoted > 0 then
   local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
   if first[2] then redis.call('ZADD', KEYS[4], tonumber(first[2]) / 4096, '1') end
 end
-local length = redis.call('LLEN', KEYS[1])
+local length = redis.call('ZCARD', KEYS[1])
 if length == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
 return {promoted, dropped, length}`
 
@@ -86,7 +88,8 @@ export class RedisBacklogStore implements BacklogStore {
   async append(merchantKey: string, entry: BacklogEntry): Promise<number> {
     const client = await this.client()
     const keys = [this.backlogKey(merchantKey), this.queue.toKey(MERCHANTS_KEY)]
-    return Number(await client.eval(APPEND, 2, ...keys, encodeEntry(entry), merchantKey))
+    const score = Math.round(entry.addedAtWallMs)
+    return Number(await client.eval(APPEND, 2, ...keys, encodeEntry(entry), merchantKey, score))
   }
 
   async head(merchantKey: string, count: number): Promise<{ entries: BacklogEntry[]; length: number }> {
@@ -144,23 +147,20 @@ export class RedisBacklogStore implements BacklogStore {
   }
 }
 
+/**
+ * encodeEntry makes the set member of an entry: an order key, a space, the entry as JSON.
+ * The key is the job id zero-padded when it is a number (BullMQ's own ids), so that jobs
+ * added in the same ms sort in id order; other ids sort after, by their JSON.
+ */
 function encodeEntry(entry: BacklogEntry): string {
-  return JSON.stringify([
-    entry.jobId,
-    entry.attemptsMade,
-    entry.attemptsStarted,
-    entry.cost,
-    entry.addedAtWallMs,
-  ])
+  const { jobId } = entry
+  const order = /^[0-9]{1,20}$/.test(jobId) ? jobId.padStart(20, '0') : '~'
+  const fields = [jobId, entry.attemptsMade, entry.attemptsStarted, entry.cost, entry.addedAtWallMs]
+  return `${order} ${JSON.stringify(fields)}`
 }
 
-function decodeEntry(raw: string): BacklogEntry {
-  const [jobId, attemptsMade, attemptsStarted, cost, addedAtWallMs] = JSON.parse(raw) as [
-    string,
-    number,
-    number,
-    number,
-    number,
-  ]
+function decodeEntry(member: string): BacklogEntry {
+  const fields = JSON.parse(member.slice(member.indexOf(' ') + 1)) as [string, number, number, number, number]
+  const [jobId, attemptsMade, attemptsStarted, cost, addedAtWallMs] = fields
   return { jobId, attemptsMade, attemptsStarted, cost, addedAtWallMs }
 }

@@ -37,7 +37,11 @@ export interface PromoteResult {
 
 /** BacklogStore keeps each merchant's parked jobs in order, in Redis beside the queue. */
 export interface BacklogStore {
-  /** append adds `entry` at the back of `merchantKey`'s backlog and returns its length. */
+  /**
+   * append adds `entry` to `merchantKey`'s backlog in add order (by `addedAtWallMs`, then
+   * job id), so that a job parked again after coming back late takes its old place, and
+   * returns the backlog's length.
+   */
   append(merchantKey: string, entry: BacklogEntry): Promise<number>
   /** head reads up to `count` entries from the front of `merchantKey`'s backlog, and its length. */
   head(merchantKey: string, count: number): Promise<{ entries: BacklogEntry[]; length: number }>
@@ -114,14 +118,18 @@ export class Backlog {
   }
 
   /**
-   * add appends a parked job to `merchantKey`'s backlog, and makes the merchant due in
-   * `dueInMs` (when its tokens come within the horizon).
+   * add appends a parked job to `merchantKey`'s backlog (at the front when it was ahead of
+   * every parked job: back late from a reservation, or from its safety-net delay), and
+   * makes the merchant due in `dueInMs` (when its tokens come within the horizon).
    */
   async add(merchantKey: string, entry: BacklogEntry, dueInMs: number): Promise<void> {
     const state = this.hold(merchantKey)
     const length = await this.options.store.append(merchantKey, entry)
     state.parked = length
-    if (length === 1) state.oldestAddedAtWallMs = entry.addedAtWallMs
+    state.oldestAddedAtWallMs = Math.min(
+      state.oldestAddedAtWallMs ?? entry.addedAtWallMs,
+      entry.addedAtWallMs,
+    )
     this.due.schedule(merchantKey, this.options.wallClock.now() + Math.max(0, dueInMs))
   }
 

@@ -544,7 +544,7 @@ class Throttle<D, R, N extends string> {
         return this.delayJob(job, token, back.delayUntilWallMs, withCarried(job.data, again))
       }
       case 'none':
-        return this.charge(job, token, signal, merchantKey, attempt)
+        return this.charge(job, token, signal, merchantKey, back, attempt)
     }
   }
 
@@ -553,6 +553,7 @@ class Throttle<D, R, N extends string> {
     token: string,
     signal: AbortSignal | undefined,
     merchantKey: string,
+    back: CarriedDecision,
     attempt: Attempt,
   ): Promise<R> {
     const nowWallMs = this.clock.now()
@@ -560,10 +561,14 @@ class Throttle<D, R, N extends string> {
     const reservation = this.reserve(job, merchantKey, cost)
     const decision = decideReservation(reservation, nowWallMs, this.timing)
     const backlog = this.backlog ?? this.backlogOf(queueOf(job as Job))
-    // A job back from its safety-net delay is not put behind the jobs parked after it.
-    const returning = readParked(job.data) !== undefined
-    if (returning) backlog.wake(merchantKey)
-    if (decision.action !== 'defer' && !returning && backlog.holds(merchantKey)) {
+    // A job back late from its reservation, or from its safety-net delay, is older than the
+    // jobs parked now: it is reserved for at once, or parked in its place among them.
+    const fromSafetyNet = readParked(job.data) !== undefined
+    const late = back.action === 'none' && back.reason === 'late'
+    if (late) this.record('late', job, merchantKey)
+    const ahead = fromSafetyNet || late
+    if (fromSafetyNet) backlog.wake(merchantKey)
+    if (decision.action !== 'defer' && !ahead && backlog.holds(merchantKey)) {
       // Behind the merchant's parked jobs, whatever its tokens say: order within a merchant.
       if (reservation.ok) reservation.cancel()
       return this.park(job, token, merchantKey, cost, 0)
@@ -629,8 +634,8 @@ class Throttle<D, R, N extends string> {
   }
 
   /**
-   * park parks `job` in its merchant's backlog: delayed by the safety net, its place kept
-   * in Redis, due for promotion in `dueInMs`. A job whose data cannot carry the mark is
+   * park parks `job` in its merchant's backlog: delayed by the safety net, its place (by
+   * when it was added) kept in Redis, due for promotion in `dueInMs`. A job whose data cannot carry the mark is
    * deferred instead, to ask again when its tokens come within the horizon.
    */
   private async park(

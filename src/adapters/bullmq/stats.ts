@@ -5,6 +5,10 @@
  * - `delayed`: charged, moved to delayed carrying its reservation.
  * - `reused`: ran on the reservation it carried, not charged again.
  * - `redelayed`: came back far earlier than its reservation; delayed again, keeping it.
+ * - `late`: came back later than the late tolerance after its reservation (behind a long
+ *   wait list, or after a pause of the workers); its slot has passed, so it is charged
+ *   again and reported a second time with the outcome of that charge. It may start after
+ *   jobs of its merchant added after it.
  * - `deferred`: nothing reserved (table full, or the job's data cannot carry a
  *   reservation); moved to delayed to ask again later.
  * - `backlogged`: its tokens are further than the horizon, or its merchant has parked jobs
@@ -29,6 +33,7 @@ export type ThrottleOutcome =
   | 'delayed'
   | 'reused'
   | 'redelayed'
+  | 'late'
   | 'deferred'
   | 'backlogged'
   | 'promoted'
@@ -60,6 +65,7 @@ export class ThrottleCounters {
     delayed: 0,
     reused: 0,
     redelayed: 0,
+    late: 0,
     deferred: 0,
     backlogged: 0,
     promoted: 0,
