@@ -138,6 +138,14 @@ export interface ThrottleOptions<D = unknown, R = unknown, N extends string = st
   /** timers schedule promotions; a fake for tests. Default: Node's. */
   timers?: Timers
   /**
+   * sharedOrder says whether other processes take jobs of the same queue (the worker sets
+   * it from `instances`). Then a job whose tokens are further than the lead is parked in
+   * its merchant's backlog instead of delayed on this process's own reservation, so that
+   * the jobs every process fetches take their turns from the one ordered backlog. Default:
+   * never.
+   */
+  sharedOrder?: () => boolean
+  /**
    * breakers: per-merchant circuit breakers. An open breaker delays the merchant's jobs
    * to its retry time without attempting them; the processor reports each attempt's
    * outcome (see isEndpointFailure). Default: none.
@@ -571,6 +579,10 @@ class Throttle<D, R, N extends string> {
     if (decision.action !== 'defer' && !ahead && backlog.holds(merchantKey)) {
       // Behind the merchant's parked jobs, whatever its tokens say: order within a merchant.
       if (reservation.ok) reservation.cancel()
+      return this.park(job, token, merchantKey, cost, 0)
+    }
+    if (decision.action === 'delay' && !ahead && this.options.sharedOrder?.() === true) {
+      ;(reservation as Granted).cancel()
       return this.park(job, token, merchantKey, cost, 0)
     }
     switch (decision.action) {

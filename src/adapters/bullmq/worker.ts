@@ -101,6 +101,8 @@ export class ThrottledWorker<D = unknown, R = unknown, N extends string = string
       breakers,
       isEndpointFailure,
       concurrency: workerOptions.concurrency ?? 1,
+      // Called per job, after the share below is made.
+      sharedOrder: () => share.instances > 1,
     })
     if (typeof limiter.setShare !== 'function') {
       throw new TypeError(
