@@ -18,6 +18,19 @@ export interface Timing {
    * wall clocks) and still count as on time.
    */
   clockSkewToleranceMs: number
+  /**
+   * lateToleranceMs: a job that comes back more than this after its reserved time no longer
+   * runs on its reservation (unless it was held, see CarriedReservation.held): that slot
+   * has passed, and running every missed slot at once after a pause of the workers would
+   * burst at the merchant. It is charged again in the window in which it runs.
+   */
+  lateToleranceMs: number
+  /**
+   * horizonMs: the furthest ahead a job is given a reservation; past it the job is parked
+   * in its merchant's backlog. A carried reservation further ahead than this (plus the
+   * lead and the skew tolerance) was not made by a worker, and is ignored.
+   */
+  horizonMs: number
 }
 
 /** JobAttempts are the two counters of a BullMQ job that identify one run. */
@@ -32,13 +45,15 @@ export interface JobAttempts {
  * - `wait`: its reserved time is `waitMs` away, within the lead; wait in the process, then run it without charging.
  * - `redelay`: it came back far too early (promoted by hand, or read by a clock far
  *   behind); delay it again until `delayUntilWallMs`, keeping the reservation.
- * - `none`: it carries no reservation for this run; ask the limiter.
+ * - `none`: it carries no reservation for this run (`other-run`), came back later than the
+ *   tolerance (`late`), or carries a time no worker would have reserved (`implausible`);
+ *   ask the limiter.
  */
 export type CarriedDecision =
   | { action: 'run' }
   | { action: 'wait'; waitMs: number }
   | { action: 'redelay'; delayUntilWallMs: number }
-  | { action: 'none'; reason: 'absent' | 'other-run' }
+  | { action: 'none'; reason: 'absent' | 'other-run' | 'late' | 'implausible' }
 
 /** decideCarried decides for a job fetched at `nowWallMs` (wall clock, ms) that carries `carried` or nothing. */
 export function decideCarried(
@@ -52,6 +67,11 @@ export function decideCarried(
     return { action: 'none', reason: 'other-run' }
   }
   const remainingMs = carried.reservedAtWallMs - nowWallMs
+  if (remainingMs > timing.horizonMs + timing.leadMs + timing.clockSkewToleranceMs) {
+    return { action: 'none', reason: 'implausible' }
+  }
+  if (remainingMs < -timing.lateToleranceMs && carried.held !== true)
+    return { action: 'none', reason: 'late' }
   if (remainingMs < 1) return { action: 'run' }
   if (remainingMs <= timing.leadMs + timing.clockSkewToleranceMs)
     return { action: 'wait', waitMs: remainingMs }
@@ -59,7 +79,9 @@ export function decideCarried(
 }
 
 /** LimiterAnswer is the part of the limiter's Reservation the decision reads. */
-export type LimiterAnswer = { ok: true; delayMs: number } | { ok: false; delayMs: number }
+export type LimiterAnswer =
+  | { ok: true; delayMs: number }
+  | { ok: false; delayMs: number; reason: 'beyond-horizon' | 'table-full' }
 
 /**
  * ReservationDecision says what to do with the limiter's answer for a job:
@@ -67,13 +89,17 @@ export type LimiterAnswer = { ok: true; delayMs: number } | { ok: false; delayMs
  * - `wait`: tokens reserved `waitMs` from now, within the lead; wait in the process.
  * - `delay`: tokens reserved for `reservedAtWallMs`; store the reservation on the job
  *   and move it to delayed until `delayUntilWallMs` (the lead before it).
- * - `defer`: nothing reserved (beyond the horizon, or the table is full); move the job
- *   to delayed until `delayUntilWallMs` and ask again then.
+ * - `park`: the tokens are further than the horizon (`horizonMs`, or the limiter's own);
+ *   give back what was reserved and park the job in its merchant's backlog, `dueInMs`
+ *   before its tokens come within the horizon.
+ * - `defer`: nothing reserved (the table is full); move the job to delayed until
+ *   `delayUntilWallMs` and ask again then.
  */
 export type ReservationDecision =
   | { action: 'run' }
   | { action: 'wait'; waitMs: number }
   | { action: 'delay'; reservedAtWallMs: number; delayUntilWallMs: number }
+  | { action: 'park'; dueInMs: number }
   | { action: 'defer'; delayUntilWallMs: number }
 
 /**
@@ -88,8 +114,11 @@ export function decideReservation(
   nowWallMs: number,
   timing: Timing,
 ): ReservationDecision {
-  if (!answer.ok)
+  if (!answer.ok) {
+    if (answer.reason === 'beyond-horizon') return { action: 'park', dueInMs: answer.delayMs }
     return { action: 'defer', delayUntilWallMs: nowWallMs + Math.max(answer.delayMs, MIN_DEFER_MS) }
+  }
+  if (answer.delayMs > timing.horizonMs) return { action: 'park', dueInMs: answer.delayMs - timing.horizonMs }
   if (answer.delayMs < 1) return { action: 'run' }
   if (answer.delayMs <= timing.leadMs) return { action: 'wait', waitMs: answer.delayMs }
   const reservedAtWallMs = nowWallMs + answer.delayMs

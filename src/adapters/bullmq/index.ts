@@ -4,8 +4,11 @@ export {
   type BreakerGate,
   createThrottledProcessor,
   DEFAULT_CLOCK_SKEW_TOLERANCE_MS,
+  DEFAULT_HORIZON_MS,
+  DEFAULT_LATE_TOLERANCE_MS,
   DEFAULT_LEAD_MS,
   DEFAULT_PARK_MS,
+  DEFAULT_SAFETY_NET_MS,
   type ThrottledProcessor,
   type ThrottleLimiter,
   type ThrottleOptions,
@@ -13,6 +16,7 @@ export {
 export type { Instances, ShareSource } from './share.js'
 export { fairShareOf, type SlotAnswer, type SlotTable, takeSlot } from './slots.js'
 export type { ThrottleEvent, ThrottleOutcome, ThrottleStats } from './stats.js'
+export type { MerchantWaiting } from './waiting.js'
 export {
   createThrottledWorker,
   DEFAULT_INSTANCES_REFRESH_MS,

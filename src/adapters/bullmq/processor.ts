@@ -11,11 +11,29 @@ import {
   type KeyedLimiter,
   wallClock,
 } from '../../limiter/index.js'
-import { readCarried, withCarried } from './carried.js'
-import { decideCarried, decideReservation, type Timing } from './decision.js'
+import { Backlog, type BacklogEntry } from './backlog.js'
+import { RedisBacklogStore } from './backlog-store.js'
+import {
+  type CarriedReservation,
+  readCarried,
+  readParked,
+  signCarried,
+  verifyCarried,
+  withCarried,
+} from './carried.js'
+import {
+  type CarriedDecision,
+  decideCarried,
+  decideReservation,
+  MIN_DEFER_MS,
+  type Timing,
+} from './decision.js'
+import { nodeTimers, type Timers } from './due-queue.js'
+import { type JobQueue, moveToDelayed, queueOf } from './moves.js'
 import { ParkedJobs } from './parked.js'
 import { type SlotTable, takeSlot } from './slots.js'
 import { ThrottleCounters, type ThrottleEvent, type ThrottleOutcome, type ThrottleStats } from './stats.js'
+import { DelayedJobs, type MerchantWaiting } from './waiting.js'
 
 /** ThrottleLimiter is the part of KeyedLimiter the processor uses. */
 export type ThrottleLimiter = Pick<KeyedLimiter, 'reserve' | 'penalize'>
@@ -34,6 +52,22 @@ export type BreakerGate = Pick<CircuitBreakers, 'admit' | 'release' | 'success' 
 
 /** DEFAULT_CLOCK_SKEW_TOLERANCE_MS matches the limiter's default tolerance. */
 export const DEFAULT_CLOCK_SKEW_TOLERANCE_MS = 100
+
+/**
+ * DEFAULT_HORIZON_MS is the furthest ahead a job is given a reservation; past it, it is
+ * parked in its merchant's backlog. It is also how long a rate cut takes to reach the
+ * backlog (reservations made stand), and about how long a raise does.
+ */
+export const DEFAULT_HORIZON_MS = 1_000
+
+/** DEFAULT_LATE_TOLERANCE_MS: a job back later than this after its reservation is charged again. */
+export const DEFAULT_LATE_TOLERANCE_MS = 250
+
+/** DEFAULT_SAFETY_NET_MS is how long a parked job stays delayed if no worker promotes it. */
+export const DEFAULT_SAFETY_NET_MS = 15 * 60_000
+
+/** DEFAULT_PROMOTE_BATCH bounds the jobs one promotion call moves. */
+export const DEFAULT_PROMOTE_BATCH = 100
 
 /** ThrottleOptions configure the throttled processor. */
 export interface ThrottleOptions<D = unknown, R = unknown, N extends string = string> {
@@ -77,6 +111,41 @@ export interface ThrottleOptions<D = unknown, R = unknown, N extends string = st
   /** parkMs: how long a parked job stays delayed unless promoted sooner, in ms. Default 1 000. */
   parkMs?: number
   /**
+   * horizonMs: the furthest ahead a job is given a reservation, in ms. A job whose tokens
+   * are further ahead is parked in its merchant's backlog (a list in Redis under the
+   * queue's prefix) and promoted in order as the tokens come within the horizon. Default 1 000.
+   */
+  horizonMs?: number
+  /**
+   * lateToleranceMs: a delayed job that comes back more than this after its reserved time
+   * is charged again in the window in which it runs, so that a pause of every worker does
+   * not end in all the missed slots at once. Default 250.
+   */
+  lateToleranceMs?: number
+  /**
+   * safetyNetMs: how long a parked job stays delayed in BullMQ if no worker promotes it
+   * (every worker gone): it then comes back as an ordinary job. Default 900 000 (15 min).
+   */
+  safetyNetMs?: number
+  /**
+   * reservationKey: a secret the workers of a queue share. Each carried reservation is
+   * signed with it (HMAC-SHA256 over the job's id, reserved time, attempts and cost), and
+   * one without a valid signature is charged as if absent, so a producer that writes a
+   * forged reservation into job data gains nothing. Without it only a bound holds: a
+   * carried time further ahead than the horizon is ignored. Default: none.
+   */
+  reservationKey?: string | Buffer
+  /** timers schedule promotions; a fake for tests. Default: Node's. */
+  timers?: Timers
+  /**
+   * sharedOrder says whether other processes take jobs of the same queue (the worker sets
+   * it from `instances`). Then a job whose tokens are further than the lead is parked in
+   * its merchant's backlog instead of delayed on this process's own reservation, so that
+   * the jobs every process fetches take their turns from the one ordered backlog. Default:
+   * never.
+   */
+  sharedOrder?: () => boolean
+  /**
    * breakers: per-merchant circuit breakers. An open breaker delays the merchant's jobs
    * to its retry time without attempting them; the processor reports each attempt's
    * outcome (see isEndpointFailure). Default: none.
@@ -103,18 +172,32 @@ export type ThrottledProcessor<D = unknown, R = unknown, N extends string = stri
 ) => Promise<R>) & {
   /** stats counts outcomes since the processor was created. */
   stats(): ThrottleStats
-  /** inFlight is the number of this processor's jobs counted in flight now. */
-  inFlight(): number
+  /** jobsInFlight is the number of this processor's jobs holding a slot now. */
+  jobsInFlight(): number
+  /** waiting is each merchant's jobs waiting (delayed on a reservation + parked) and the age of the oldest. */
+  waiting(): Record<string, MerchantWaiting>
+  /**
+   * attach binds the processor to its queue before its first job: merchants with a
+   * backlog left in Redis (by processes that are gone) are promoted from at once.
+   */
+  attach(queue: JobQueue): Promise<void>
+  /** ratesChanged tells the processor that rates changed (all, or those of `merchantKeys`): backlogs feel it at once. */
+  ratesChanged(merchantKeys?: Iterable<string>): void
+  /** close stops promoting. */
+  close(): void
 }
 
 /**
  * createThrottledProcessor wraps `handler` so that each merchant's jobs run at the
  * merchant's rate. A job that may run now runs; one that must wait a little waits in the
- * process; one that must wait longer is moved to BullMQ's delayed set with its
- * reservation on the job and DelayedError (no attempt spent), and runs on that
- * reservation, not charged again, on whichever worker fetches it. Every run of a job is
- * charged once. A handler that throws RetryLaterError penalizes the merchant and delays
- * the job by the asked time; other errors go to BullMQ's attempts and backoff.
+ * process; one whose tokens are within the horizon is moved to BullMQ's delayed set with
+ * its reservation on the job and DelayedError (no attempt spent), and runs on that
+ * reservation, not charged again, on whichever worker fetches it. A job whose tokens are
+ * further than the horizon is parked in its merchant's backlog (kept in order in Redis,
+ * the job delayed by the safety net meanwhile) and promoted in order as the merchant's
+ * tokens come within the horizon. Every run of a job is charged once. A handler that
+ * throws RetryLaterError penalizes the merchant and delays the job by the asked time;
+ * other errors go to BullMQ's attempts and backoff.
  *
  * Pass it to a BullMQ Worker as its processor: it needs the lock token BullMQ passes.
  * When `handler` takes a third parameter, it gets BullMQ's AbortSignal (worker.cancelJob),
@@ -128,238 +211,475 @@ export function createThrottledProcessor<D = unknown, R = unknown, N extends str
     throw new TypeError(`createThrottledProcessor: expected a handler function, got ${typeof handler}`)
   }
   checkOptions(options)
-  const limiter = options.limiter
-  const keyOf = options.keyOf ?? merchantIdOf
-  const keySource = options.keyOf === undefined ? 'job.data.merchantId' : 'keyOf(job)'
-  const costOf = options.cost
-  const clock = options.wallClock ?? wallClock
-  const timing: Timing = {
-    leadMs: options.leadMs ?? DEFAULT_LEAD_MS,
-    clockSkewToleranceMs: options.clockSkewToleranceMs ?? DEFAULT_CLOCK_SKEW_TOLERANCE_MS,
-  }
-  const log = (options.logger ?? pino({ level: 'silent' })).child({ component: 'bullmq-throttle' })
-  // Per-decision logs cost an object per job: decided once, when the processor is made.
-  const debug = log.isLevelEnabled('debug')
-  const counters = new ThrottleCounters(options.onEvent)
-  const slots: SlotTable = options.inFlight ?? new InFlightTable()
-  const concurrency = options.concurrency ?? Number.POSITIVE_INFINITY
-  const parkMs = options.parkMs ?? DEFAULT_PARK_MS
-  const breakers = options.breakers
-  const isEndpointFailure = options.isEndpointFailure ?? isRetryableFailure
-  const parked = new ParkedJobs()
-  let inFlight = 0
+  const throttle = new Throttle(handler, options)
+  // BullMQ gives a processor of three parameters an AbortSignal, at the cost of an
+  // AbortController per job: ask for it only when the handler takes it.
+  const processor =
+    handler.length >= 3
+      ? (job: Job<D, R, N>, token?: string, signal?: AbortSignal) => throttle.process(job, token, signal)
+      : (job: Job<D, R, N>, token?: string) => throttle.process(job, token, undefined)
+  return Object.assign(processor, {
+    stats: () => throttle.counters.snapshot(),
+    jobsInFlight: () => throttle.jobsInFlight,
+    waiting: () => throttle.waiting(),
+    attach: (queue: JobQueue) => throttle.attach(queue),
+    ratesChanged: (merchantKeys?: Iterable<string>) => throttle.backlog?.ratesChanged(merchantKeys),
+    close: () => throttle.close(),
+  })
+}
 
-  const record = (
-    outcome: ThrottleOutcome,
-    job: Job<D, R, N>,
-    merchantKey: string | undefined,
-    delayMs = 0,
-  ) => {
-    counters.record({ outcome, jobId: job.id, merchantKey, delayMs })
-    if (debug) log.debug({ jobId: job.id, merchantKey, outcome, delayMs }, 'throttle decision')
-  }
+/** Attempt records whether the handler was called, for the breaker's bookkeeping. */
+interface Attempt {
+  made: boolean
+}
 
-  const merchantKeyOf = (job: Job<D, R, N>): string => {
-    let check: ReturnType<typeof checkMerchantKey>
-    try {
-      check = checkMerchantKey(keyOf(job))
-    } catch (error) {
-      check = { ok: false, reason: `keyOf threw: ${error instanceof Error ? error.message : String(error)}` }
+/** Throttle holds one throttled processor's state; its `process` is the processor. */
+class Throttle<D, R, N extends string> {
+  readonly counters: ThrottleCounters
+  jobsInFlight = 0
+  backlog: Backlog | undefined
+  private readonly limiter: ThrottleLimiter
+  private readonly keyOf: (job: Job<D, R, N>) => unknown
+  private readonly keySource: string
+  private readonly clock: Clock
+  private readonly timing: Timing
+  private readonly log: Logger
+  private readonly debug: boolean
+  /** inFlight counts each merchant's jobs in flight (the `inFlight` option), for caps and fair slots. */
+  private readonly inFlight: SlotTable
+  private readonly concurrency: number
+  private readonly parkMs: number
+  private readonly safetyNetMs: number
+  private readonly reservationKey: Buffer | undefined
+  private readonly isEndpointFailure: (error: unknown) => boolean
+  private readonly parked = new ParkedJobs()
+  private readonly delayed: DelayedJobs
+  private closed = false
+
+  constructor(
+    private readonly handler: Processor<D, R, N>,
+    private readonly options: ThrottleOptions<D, R, N>,
+  ) {
+    this.limiter = options.limiter
+    this.keyOf = options.keyOf ?? merchantIdOf
+    this.keySource = options.keyOf === undefined ? 'job.data.merchantId' : 'keyOf(job)'
+    this.clock = options.wallClock ?? wallClock
+    this.timing = {
+      leadMs: options.leadMs ?? DEFAULT_LEAD_MS,
+      clockSkewToleranceMs: options.clockSkewToleranceMs ?? DEFAULT_CLOCK_SKEW_TOLERANCE_MS,
+      lateToleranceMs: options.lateToleranceMs ?? DEFAULT_LATE_TOLERANCE_MS,
+      horizonMs: options.horizonMs ?? DEFAULT_HORIZON_MS,
     }
-    if (check.ok) return check.key
-    const invalid = new InvalidMerchantKeyError(`${check.reason} (${keySource})`)
-    record('invalid-key', job, undefined)
-    log.warn({ jobId: job.id, reason: invalid.reason }, 'job failed: invalid merchant key')
-    throw new UnrecoverableError(invalid.message)
+    this.log = (options.logger ?? pino({ level: 'silent' })).child({ component: 'bullmq-throttle' })
+    // Per-decision logs cost an object per job: decided once, when the processor is made.
+    this.debug = this.log.isLevelEnabled('debug')
+    this.counters = new ThrottleCounters(options.onEvent)
+    this.inFlight = options.inFlight ?? new InFlightTable()
+    this.concurrency = options.concurrency ?? Number.POSITIVE_INFINITY
+    this.parkMs = options.parkMs ?? DEFAULT_PARK_MS
+    this.safetyNetMs = options.safetyNetMs ?? DEFAULT_SAFETY_NET_MS
+    this.reservationKey = reservationKeyOf(options.reservationKey)
+    this.isEndpointFailure = options.isEndpointFailure ?? isRetryableFailure
+    this.delayed = new DelayedJobs(this.timing.horizonMs + this.timing.leadMs)
   }
 
-  const reserve = (job: Job<D, R, N>, merchantKey: string) => {
-    try {
-      const cost = costOf === undefined ? 1 : costOf(job)
-      if (typeof cost !== 'number' || !Number.isFinite(cost) || cost <= 0) {
-        throw new TypeError(`expected cost(job) to be a finite number above 0, got ${String(cost)}`)
-      }
-      return limiter.reserve(merchantKey, cost)
-    } catch (error) {
-      if (!(error instanceof TypeError || error instanceof RangeError)) throw error
-      record('invalid-cost', job, merchantKey)
-      log.warn({ jobId: job.id, merchantKey, reason: error.message }, 'job failed: invalid cost')
-      throw new UnrecoverableError(`invalid cost: ${error.message}`)
-    }
-  }
-
-  const delayJob = async (job: Job<D, R, N>, token: string, untilWallMs: number): Promise<never> => {
-    await job.moveToDelayed(untilWallMs, token)
-    throw new DelayedError()
-  }
-
-  const carryAndDelay = async (
-    job: Job<D, R, N>,
-    token: string,
-    merchantKey: string,
-    reservation: Granted,
-    reservedAtWallMs: number,
-    delayUntilWallMs: number,
-  ): Promise<never> => {
-    const data = withCarried(job.data, {
-      reservedAtWallMs,
-      attemptsMade: job.attemptsMade,
-      attemptsStarted: job.attemptsStarted,
-      cost: reservation.cost,
-    })
-    if (data === undefined) {
-      // The job cannot carry the reservation, so it would be charged again on its
-      // return: give the tokens back and let it ask again when they would be due.
-      reservation.cancel()
-      record('deferred', job, merchantKey, reservation.delayMs)
-      return delayJob(job, token, reservedAtWallMs)
-    }
-    try {
-      await job.updateData(data as D)
-    } catch (error) {
-      reservation.cancel()
-      throw error
-    }
-    record('delayed', job, merchantKey, reservation.delayMs)
-    return delayJob(job, token, delayUntilWallMs)
-  }
-
-  const run = async (
-    job: Job<D, R, N>,
-    token: string,
-    signal: AbortSignal | undefined,
-    merchantKey: string,
-    attempt: { made: boolean },
-  ) => {
-    try {
-      attempt.made = true
-      const result = await handler(job, token, signal)
-      breakers?.success(merchantKey)
-      return result
-    } catch (error) {
-      if (isEndpointFailure(error)) breakers?.failure(merchantKey)
-      else breakers?.success(merchantKey)
-      if (!(error instanceof RetryLaterError)) throw error
-      limiter.penalize(merchantKey, error.retryAfterMs)
-      record('retry-later', job, merchantKey, error.retryAfterMs)
-      log.info(
-        { jobId: job.id, merchantKey, retryAfterMs: error.retryAfterMs },
-        'merchant asked to retry later',
-      )
-      return delayJob(job, token, clock.now() + error.retryAfterMs)
-    }
-  }
-
-  async function processJob(job: Job<D, R, N>, token?: string, signal?: AbortSignal): Promise<R> {
+  async process(job: Job<D, R, N>, token?: string, signal?: AbortSignal): Promise<R> {
     if (typeof token !== 'string') {
       throw new TypeError(
         `throttled processor: expected the worker's lock token as second argument, got ${token}`,
       )
     }
-    const merchantKey = merchantKeyOf(job)
+    const merchantKey = this.merchantKeyOf(job)
+    const carried = this.carriedOf(job)
+    const back = decideCarried(carried, job, this.clock.now(), this.timing)
+    // A job back on time for its reservation has its tokens spent on it: if it cannot
+    // start now, it keeps them (held) instead of being charged again when it comes back.
+    const paid = back.action === 'run' || back.action === 'wait' ? carried : undefined
+    const breakers = this.options.breakers
     if (breakers !== undefined) {
       const admission = breakers.admit(merchantKey)
       if (!admission.allowed) {
-        record('breaker-open', job, merchantKey, admission.retryInMs)
-        return delayJob(job, token, clock.now() + admission.retryInMs)
+        this.record('breaker-open', job, merchantKey, admission.retryInMs)
+        return this.delayHolding(job, token, this.clock.now() + admission.retryInMs, paid)
       }
     }
-    const slot = takeSlot(slots, merchantKey, inFlight, concurrency)
+    let slot = takeSlot(this.inFlight, merchantKey, this.jobsInFlight, this.concurrency)
+    // Paid for already: parking it for fairness would only waste its tokens.
+    if (slot === 'over-share' && paid !== undefined && this.inFlight.tryStart(merchantKey)) slot = 'start'
     if (slot !== 'start') {
       breakers?.release(merchantKey)
-      record(slot === 'at-cap' ? 'parked' : 'parked-fair', job, merchantKey, parkMs)
-      await job.moveToDelayed(clock.now() + parkMs, token)
-      parked.park(merchantKey, job)
-      // A job of the merchant may have finished while this one was being parked. (Not for a
-      // fair-share park: promoting it now would only send it round the queue again.)
-      if (slot === 'at-cap' && slots.count(merchantKey) < slots.capOf(merchantKey)) promoteParked(merchantKey)
-      throw new DelayedError()
+      return this.parkForSlot(job, token, merchantKey, slot, paid)
     }
-    inFlight++
-    const attempt = { made: false }
+    this.jobsInFlight++
+    const attempt: Attempt = { made: false }
     try {
-      return await processAdmitted(job, token, signal, merchantKey, attempt)
+      return await this.reserveAndRun(job, token, signal, merchantKey, back, carried, attempt)
     } finally {
-      inFlight--
-      slots.finish(merchantKey)
+      this.jobsInFlight--
+      this.inFlight.finish(merchantKey)
       if (!attempt.made) breakers?.release(merchantKey)
-      promoteParked(merchantKey)
+      this.promoteParked(merchantKey)
     }
   }
 
-  /** promoteParked promotes the oldest job of `merchantKey` parked by this process that is still delayed. */
-  function promoteParked(merchantKey: string): void {
-    const next = parked.takeOldest(merchantKey)
+  /** attach binds the backlog to `queue` and promotes from the backlogs left in Redis. */
+  async attach(queue: JobQueue): Promise<void> {
+    await this.backlogOf(queue).start()
+  }
+
+  close(): void {
+    this.closed = true
+    this.backlog?.stop()
+  }
+
+  waiting(): Record<string, MerchantWaiting> {
+    const now = this.clock.now()
+    const result: Record<string, MerchantWaiting> = {}
+    const delayed = this.delayed.byMerchant(now)
+    for (const [merchantKey, state] of this.backlog?.merchants() ?? []) {
+      const mine = delayed.get(merchantKey)
+      const oldest = Math.min(state.oldestAddedAtWallMs ?? now, mine?.oldestAddedAtWallMs ?? now)
+      const count = (mine?.delayed ?? 0) + state.parked
+      result[merchantKey] = {
+        jobs: count,
+        delayed: mine?.delayed ?? 0,
+        parked: state.parked,
+        oldestAgeMs: now - oldest,
+      }
+    }
+    for (const [merchantKey, mine] of delayed) {
+      if (result[merchantKey] !== undefined) continue
+      const oldestAgeMs = now - mine.oldestAddedAtWallMs
+      result[merchantKey] = { jobs: mine.delayed, delayed: mine.delayed, parked: 0, oldestAgeMs }
+    }
+    return result
+  }
+
+  private record(outcome: ThrottleOutcome, job: Job<D, R, N>, merchantKey: string | undefined, delayMs = 0) {
+    this.counters.record({ outcome, jobId: job.id, merchantKey, delayMs })
+    if (this.debug) this.log.debug({ jobId: job.id, merchantKey, outcome, delayMs }, 'throttle decision')
+  }
+
+  private merchantKeyOf(job: Job<D, R, N>): string {
+    let check: ReturnType<typeof checkMerchantKey>
+    try {
+      check = checkMerchantKey(this.keyOf(job))
+    } catch (error) {
+      check = { ok: false, reason: `keyOf threw: ${error instanceof Error ? error.message : String(error)}` }
+    }
+    if (check.ok) return check.key
+    const invalid = new InvalidMerchantKeyError(`${check.reason} (${this.keySource})`)
+    this.record('invalid-key', job, undefined)
+    this.log.warn({ jobId: job.id, reason: invalid.reason }, 'job failed: invalid merchant key')
+    throw new UnrecoverableError(invalid.message)
+  }
+
+  /** carriedOf is the reservation `job` carries, when it is one the workers made (signed with their key, when set). */
+  private carriedOf(job: Job<D, R, N>): CarriedReservation | undefined {
+    const carried = readCarried(job.data)
+    if (carried === undefined || this.reservationKey === undefined) return carried
+    if (verifyCarried(this.reservationKey, job.id!, carried)) return carried
+    this.log.warn({ jobId: job.id }, 'job carries a reservation without a valid signature; charging it')
+    return undefined
+  }
+
+  private sign(jobId: string, carried: CarriedReservation): CarriedReservation {
+    return this.reservationKey === undefined ? carried : signCarried(this.reservationKey, jobId, carried)
+  }
+
+  private backlogOf(queue: JobQueue): Backlog {
+    this.backlog ??= new Backlog({
+      store: new RedisBacklogStore(() => queue.client, queue),
+      limiter: this.limiter,
+      wallClock: this.clock,
+      timers: this.options.timers ?? nodeTimers,
+      horizonMs: this.timing.horizonMs,
+      leadMs: this.timing.leadMs,
+      batchSize: DEFAULT_PROMOTE_BATCH,
+      sign: (jobId, carried) => this.sign(jobId, carried),
+      logger: this.log,
+      onPromoted: (merchantKey, entry, reservedAtWallMs) => {
+        const now = this.clock.now()
+        this.delayed.add(merchantKey, now, reservedAtWallMs, entry.addedAtWallMs)
+        this.counters.record({
+          outcome: 'promoted',
+          jobId: entry.jobId,
+          merchantKey,
+          delayMs: reservedAtWallMs - now,
+        })
+      },
+    })
+    if (this.closed) this.backlog.stop()
+    return this.backlog
+  }
+
+  private costOf(job: Job<D, R, N>, merchantKey: string): number {
+    const cost = this.options.cost === undefined ? 1 : this.options.cost(job)
+    if (typeof cost !== 'number' || !Number.isFinite(cost) || cost <= 0) {
+      this.invalidCost(
+        job,
+        merchantKey,
+        `expected cost(job) to be a finite number above 0, got ${String(cost)}`,
+      )
+    }
+    return cost
+  }
+
+  private reserve(job: Job<D, R, N>, merchantKey: string, cost: number) {
+    try {
+      return this.limiter.reserve(merchantKey, cost)
+    } catch (error) {
+      if (!(error instanceof TypeError || error instanceof RangeError)) throw error
+      return this.invalidCost(job, merchantKey, error.message)
+    }
+  }
+
+  private invalidCost(job: Job<D, R, N>, merchantKey: string, reason: string): never {
+    this.record('invalid-cost', job, merchantKey)
+    this.log.warn({ jobId: job.id, merchantKey, reason }, 'job failed: invalid cost')
+    throw new UnrecoverableError(`invalid cost: ${reason}`)
+  }
+
+  private async delayJob(
+    job: Job<D, R, N>,
+    token: string,
+    untilWallMs: number,
+    data?: Record<string, unknown>,
+  ): Promise<never> {
+    await moveToDelayed(job as Job, token, this.clock.now(), untilWallMs, data)
+    throw new DelayedError()
+  }
+
+  /** delayHolding delays `job`, keeping `paid` on it as a held reservation when it has one. */
+  private delayHolding(
+    job: Job<D, R, N>,
+    token: string,
+    untilWallMs: number,
+    paid: CarriedReservation | undefined,
+  ): Promise<never> {
+    if (paid === undefined) return this.delayJob(job, token, untilWallMs)
+    const held = this.sign(job.id!, { ...paid, attemptsStarted: job.attemptsStarted, held: true })
+    return this.delayJob(job, token, untilWallMs, withCarried(job.data, held))
+  }
+
+  private async parkForSlot(
+    job: Job<D, R, N>,
+    token: string,
+    merchantKey: string,
+    slot: 'at-cap' | 'over-share',
+    paid: CarriedReservation | undefined,
+  ): Promise<never> {
+    this.record(slot === 'at-cap' ? 'parked' : 'parked-fair', job, merchantKey, this.parkMs)
+    try {
+      await this.delayHolding(job, token, this.clock.now() + this.parkMs, paid)
+    } catch (error) {
+      if (!(error instanceof DelayedError)) throw error
+    }
+    this.parked.park(merchantKey, job)
+    // A job of the merchant may have finished while this one was being parked. (Not for a
+    // fair-share park: promoting it now would only send it round the queue again.)
+    const { inFlight } = this
+    if (slot === 'at-cap' && inFlight.count(merchantKey) < inFlight.capOf(merchantKey)) {
+      this.promoteParked(merchantKey)
+    }
+    throw new DelayedError()
+  }
+
+  /** promoteParked promotes the oldest job of `merchantKey` parked for its cap by this process that is still delayed. */
+  private promoteParked(merchantKey: string): void {
+    const next = this.parked.takeOldest(merchantKey)
     if (next === undefined) return
     next.promote().then(
       () => {
-        if (debug) log.debug({ jobId: next.id, merchantKey }, 'parked job promoted')
+        if (this.debug) this.log.debug({ jobId: next.id, merchantKey }, 'parked job promoted')
       },
       // Promoted already by its delay, or taken by another process: try the next one.
-      () => promoteParked(merchantKey),
+      () => this.promoteParked(merchantKey),
     )
   }
 
-  async function processAdmitted(
+  private async run(
     job: Job<D, R, N>,
     token: string,
     signal: AbortSignal | undefined,
     merchantKey: string,
-    attempt: { made: boolean },
+    attempt: Attempt,
   ): Promise<R> {
-    const nowWallMs = clock.now()
-    const carried = readCarried(job.data)
-    const back = decideCarried(carried, job, nowWallMs, timing)
-    switch (back.action) {
-      case 'run':
-        record('reused', job, merchantKey)
-        return run(job, token, signal, merchantKey, attempt)
-      case 'wait':
-        record('reused', job, merchantKey, back.waitMs)
-        await sleep(back.waitMs, undefined, { signal })
-        return run(job, token, signal, merchantKey, attempt)
-      case 'redelay': {
-        const again = { ...carried!, attemptsStarted: job.attemptsStarted }
-        await job.updateData(withCarried(job.data, again) as D)
-        record('redelayed', job, merchantKey, again.reservedAtWallMs - nowWallMs)
-        return delayJob(job, token, back.delayUntilWallMs)
-      }
-      case 'none':
-        break
-    }
-    const reservation = reserve(job, merchantKey)
-    const decision = decideReservation(reservation, nowWallMs, timing)
-    switch (decision.action) {
-      case 'run':
-        record('granted', job, merchantKey)
-        return run(job, token, signal, merchantKey, attempt)
-      case 'wait':
-        record('waited', job, merchantKey, decision.waitMs)
-        await sleep(decision.waitMs, undefined, { signal })
-        return run(job, token, signal, merchantKey, attempt)
-      case 'delay':
-        // decideReservation answers 'delay' only for a granted reservation.
-        return carryAndDelay(
-          job,
-          token,
-          merchantKey,
-          reservation as Granted,
-          decision.reservedAtWallMs,
-          decision.delayUntilWallMs,
-        )
-      case 'defer':
-        record('deferred', job, merchantKey, reservation.delayMs)
-        return delayJob(job, token, decision.delayUntilWallMs)
+    const breakers = this.options.breakers
+    try {
+      attempt.made = true
+      const result = await this.handler(job, token, signal)
+      breakers?.success(merchantKey)
+      return result
+    } catch (error) {
+      if (this.isEndpointFailure(error)) breakers?.failure(merchantKey)
+      else breakers?.success(merchantKey)
+      if (!(error instanceof RetryLaterError)) throw error
+      this.limiter.penalize(merchantKey, error.retryAfterMs)
+      this.record('retry-later', job, merchantKey, error.retryAfterMs)
+      this.log.info(
+        { jobId: job.id, merchantKey, retryAfterMs: error.retryAfterMs },
+        'merchant asked to retry later',
+      )
+      return this.delayJob(job, token, this.clock.now() + error.retryAfterMs)
     }
   }
 
-  // BullMQ gives a processor of three parameters an AbortSignal, at the cost of an
-  // AbortController per job: ask for it only when the handler takes it.
-  const processor =
-    handler.length >= 3
-      ? (job: Job<D, R, N>, token?: string, signal?: AbortSignal) => processJob(job, token, signal)
-      : (job: Job<D, R, N>, token?: string) => processJob(job, token, undefined)
-  return Object.assign(processor, { stats: () => counters.snapshot(), inFlight: () => inFlight })
+  /**
+   * reserveAndRun runs `job` on the reservation it carries, or charges it: runs it now,
+   * after a short wait, delays it on a reservation, or parks it in its merchant's backlog.
+   */
+  private async reserveAndRun(
+    job: Job<D, R, N>,
+    token: string,
+    signal: AbortSignal | undefined,
+    merchantKey: string,
+    back: CarriedDecision,
+    carried: CarriedReservation | undefined,
+    attempt: Attempt,
+  ): Promise<R> {
+    switch (back.action) {
+      case 'run':
+        this.record('reused', job, merchantKey)
+        return this.run(job, token, signal, merchantKey, attempt)
+      case 'wait':
+        this.record('reused', job, merchantKey, back.waitMs)
+        await sleep(back.waitMs, undefined, { signal })
+        return this.run(job, token, signal, merchantKey, attempt)
+      case 'redelay': {
+        const again = this.sign(job.id!, { ...carried!, attemptsStarted: job.attemptsStarted })
+        this.record('redelayed', job, merchantKey, again.reservedAtWallMs - this.clock.now())
+        return this.delayJob(job, token, back.delayUntilWallMs, withCarried(job.data, again))
+      }
+      case 'none':
+        return this.charge(job, token, signal, merchantKey, back, attempt)
+    }
+  }
+
+  private async charge(
+    job: Job<D, R, N>,
+    token: string,
+    signal: AbortSignal | undefined,
+    merchantKey: string,
+    back: CarriedDecision,
+    attempt: Attempt,
+  ): Promise<R> {
+    const nowWallMs = this.clock.now()
+    const cost = this.costOf(job, merchantKey)
+    const reservation = this.reserve(job, merchantKey, cost)
+    const decision = decideReservation(reservation, nowWallMs, this.timing)
+    const backlog = this.backlog ?? this.backlogOf(queueOf(job as Job))
+    // A job back late from its reservation, or from its safety-net delay, is older than the
+    // jobs parked now: it is reserved for at once, or parked in its place among them.
+    const fromSafetyNet = readParked(job.data) !== undefined
+    const late = back.action === 'none' && back.reason === 'late'
+    if (late) this.record('late', job, merchantKey)
+    const ahead = fromSafetyNet || late
+    if (fromSafetyNet) backlog.wake(merchantKey)
+    if (decision.action !== 'defer' && !ahead && backlog.holds(merchantKey)) {
+      // Behind the merchant's parked jobs, whatever its tokens say: order within a merchant.
+      if (reservation.ok) reservation.cancel()
+      return this.park(job, token, merchantKey, cost, 0)
+    }
+    if (decision.action === 'delay' && !ahead && this.options.sharedOrder?.() === true) {
+      ;(reservation as Granted).cancel()
+      return this.park(job, token, merchantKey, cost, 0)
+    }
+    switch (decision.action) {
+      case 'run':
+        this.record('granted', job, merchantKey)
+        return this.run(job, token, signal, merchantKey, attempt)
+      case 'wait':
+        this.record('waited', job, merchantKey, decision.waitMs)
+        try {
+          await sleep(decision.waitMs, undefined, { signal })
+        } catch (error) {
+          // Aborted before it ran: the tokens go back, so that its retry is its only charge.
+          ;(reservation as Granted).cancel()
+          throw error
+        }
+        return this.run(job, token, signal, merchantKey, attempt)
+      case 'delay':
+        // decideReservation answers 'delay' only for a granted reservation.
+        return this.carryAndDelay(job, token, merchantKey, reservation as Granted, decision)
+      case 'park':
+        if (reservation.ok) reservation.cancel()
+        return this.park(job, token, merchantKey, cost, decision.dueInMs)
+      case 'defer':
+        this.record('deferred', job, merchantKey, reservation.delayMs)
+        return this.delayJob(job, token, decision.delayUntilWallMs)
+    }
+  }
+
+  private async carryAndDelay(
+    job: Job<D, R, N>,
+    token: string,
+    merchantKey: string,
+    reservation: Granted,
+    decision: { reservedAtWallMs: number; delayUntilWallMs: number },
+  ): Promise<never> {
+    const { reservedAtWallMs, delayUntilWallMs } = decision
+    const carried = this.sign(job.id!, {
+      reservedAtWallMs,
+      attemptsMade: job.attemptsMade,
+      attemptsStarted: job.attemptsStarted,
+      cost: reservation.cost,
+    })
+    const data = withCarried(job.data, carried)
+    if (data === undefined) {
+      // The job cannot carry the reservation, so it would be charged again on its
+      // return: give the tokens back and let it ask again when they would be due.
+      reservation.cancel()
+      this.record('deferred', job, merchantKey, reservation.delayMs)
+      return this.delayJob(job, token, reservedAtWallMs)
+    }
+    try {
+      await moveToDelayed(job as Job, token, this.clock.now(), delayUntilWallMs, data)
+    } catch (error) {
+      // Data and move are one script: neither happened, so the tokens were not used.
+      reservation.cancel()
+      throw error
+    }
+    this.record('delayed', job, merchantKey, reservation.delayMs)
+    this.delayed.add(merchantKey, this.clock.now(), reservedAtWallMs, job.timestamp)
+    throw new DelayedError()
+  }
+
+  /**
+   * park parks `job` in its merchant's backlog: delayed by the safety net, its place (by
+   * when it was added) kept in Redis, due for promotion in `dueInMs`. A job whose data cannot carry the mark is
+   * deferred instead, to ask again when its tokens come within the horizon.
+   */
+  private async park(
+    job: Job<D, R, N>,
+    token: string,
+    merchantKey: string,
+    cost: number,
+    dueInMs: number,
+  ): Promise<never> {
+    const now = this.clock.now()
+    const data = withCarried(job.data, { parkedAtWallMs: now })
+    if (data === undefined) {
+      this.record('deferred', job, merchantKey, dueInMs)
+      return this.delayJob(job, token, now + Math.max(dueInMs, MIN_DEFER_MS))
+    }
+    await moveToDelayed(job as Job, token, now, now + this.safetyNetMs, data)
+    this.record('backlogged', job, merchantKey, dueInMs)
+    const entry: BacklogEntry = {
+      jobId: job.id!,
+      attemptsMade: job.attemptsMade,
+      attemptsStarted: job.attemptsStarted,
+      cost,
+      addedAtWallMs: job.timestamp,
+    }
+    try {
+      await this.backlogOf(queueOf(job as Job)).add(merchantKey, entry, dueInMs)
+    } catch (error) {
+      // Parked without its place: it comes back by its safety-net delay, not lost.
+      this.log.warn({ err: error, jobId: job.id, merchantKey }, 'parked job not added to its backlog')
+    }
+    throw new DelayedError()
+  }
 }
 
 function isRetryableFailure(error: unknown): boolean {
@@ -369,6 +689,16 @@ function isRetryableFailure(error: unknown): boolean {
 function merchantIdOf(job: { data: unknown }): unknown {
   const data = job.data
   return data !== null && typeof data === 'object' ? (data as { merchantId?: unknown }).merchantId : undefined
+}
+
+function reservationKeyOf(key: string | Buffer | undefined): Buffer | undefined {
+  if (key === undefined) return undefined
+  if (!(typeof key === 'string' || Buffer.isBuffer(key)) || key.length < 16) {
+    throw new TypeError(
+      `throttle options: expected reservationKey to be a string or Buffer of at least 16 bytes, got ${typeof key === 'string' || Buffer.isBuffer(key) ? `${key.length}` : typeof key}`,
+    )
+  }
+  return Buffer.from(key)
 }
 
 function checkOptions<D, R, N extends string>(options: ThrottleOptions<D, R, N>): void {
@@ -393,7 +723,14 @@ function checkOptions<D, R, N extends string>(options: ThrottleOptions<D, R, N>)
       `throttle options: expected concurrency to be a whole number >= 1, got ${String(options.concurrency)}`,
     )
   }
-  for (const name of ['leadMs', 'clockSkewToleranceMs', 'parkMs'] as const) {
+  for (const name of [
+    'leadMs',
+    'clockSkewToleranceMs',
+    'parkMs',
+    'horizonMs',
+    'lateToleranceMs',
+    'safetyNetMs',
+  ] as const) {
     const value = options[name]
     if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && value >= 0)) {
       throw new TypeError(

@@ -5,8 +5,16 @@
  * - `delayed`: charged, moved to delayed carrying its reservation.
  * - `reused`: ran on the reservation it carried, not charged again.
  * - `redelayed`: came back far earlier than its reservation; delayed again, keeping it.
- * - `deferred`: nothing reserved (beyond the horizon, table full, or the job's data
- *   cannot carry a reservation); moved to delayed to ask again later.
+ * - `late`: came back later than the late tolerance after its reservation (behind a long
+ *   wait list, or after a pause of the workers); its slot has passed, so it is charged
+ *   again and reported a second time with the outcome of that charge. It may start after
+ *   jobs of its merchant added after it.
+ * - `deferred`: nothing reserved (table full, or the job's data cannot carry a
+ *   reservation); moved to delayed to ask again later.
+ * - `backlogged`: its tokens are further than the horizon, or its merchant has parked jobs
+ *   before it; parked in the merchant's backlog, not charged.
+ * - `promoted`: a parked job was promoted from its merchant's backlog by this process,
+ *   charged and delayed on a reservation (counted when promoted, not fetched).
  * - `retry-later`: the handler threw RetryLaterError; the merchant was penalized and the
  *   job delayed by the asked time without spending an attempt.
  * - `parked`: its merchant was at its in-flight cap; moved to delayed for `parkMs`, not
@@ -25,7 +33,10 @@ export type ThrottleOutcome =
   | 'delayed'
   | 'reused'
   | 'redelayed'
+  | 'late'
   | 'deferred'
+  | 'backlogged'
+  | 'promoted'
   | 'retry-later'
   | 'parked'
   | 'parked-fair'
@@ -54,7 +65,10 @@ export class ThrottleCounters {
     delayed: 0,
     reused: 0,
     redelayed: 0,
+    late: 0,
     deferred: 0,
+    backlogged: 0,
+    promoted: 0,
     'retry-later': 0,
     parked: 0,
     'parked-fair': 0,

@@ -1,9 +1,11 @@
 import { type Processor, Queue, Worker, type WorkerOptions } from 'bullmq'
 import { pino } from 'pino'
 import type { KeyedLimiter } from '../../limiter/index.js'
+import { queueOf } from './moves.js'
 import { createThrottledProcessor, type ThrottledProcessor, type ThrottleOptions } from './processor.js'
 import { InstanceShare, type Instances, type ShareSource } from './share.js'
 import type { ThrottleStats } from './stats.js'
+import type { MerchantWaiting } from './waiting.js'
 
 /** WorkerLimiter is the part of KeyedLimiter a throttled worker uses. */
 export type WorkerLimiter = Pick<KeyedLimiter, 'reserve' | 'penalize' | 'setShare'>
@@ -67,6 +69,11 @@ export class ThrottledWorker<D = unknown, R = unknown, N extends string = string
       onEvent,
       inFlight,
       parkMs,
+      horizonMs,
+      lateToleranceMs,
+      safetyNetMs,
+      reservationKey,
+      timers,
       breakers,
       isEndpointFailure,
       instances,
@@ -86,9 +93,16 @@ export class ThrottledWorker<D = unknown, R = unknown, N extends string = string
       onEvent,
       inFlight,
       parkMs,
+      horizonMs,
+      lateToleranceMs,
+      safetyNetMs,
+      reservationKey,
+      timers,
       breakers,
       isEndpointFailure,
       concurrency: workerOptions.concurrency ?? 1,
+      // Called per job, after the share below is made.
+      sharedOrder: () => share.instances > 1,
     })
     if (typeof limiter.setShare !== 'function') {
       throw new TypeError(
@@ -114,11 +128,28 @@ export class ThrottledWorker<D = unknown, R = unknown, N extends string = string
     this.share = share
     this.countingQueue = countingQueue
     share.start()
+    // Backlogs left in Redis by processes that are gone are promoted from once connected.
+    this.waitUntilReady()
+      .then(() => throttled.attach(queueOf(this)))
+      .catch((error) => log.warn({ err: error }, 'cannot read the backlogs left in Redis'))
   }
 
-  /** throttleStats counts the throttle's outcomes since the worker was created. */
-  throttleStats(): ThrottleStats {
-    return this.throttled.stats()
+  /**
+   * throttleStats counts the throttle's outcomes since the worker was created, and gives
+   * each merchant's jobs waiting (delayed on a reservation by this process + parked in
+   * its backlog, a count of jobs) with the age of the oldest.
+   */
+  throttleStats(): ThrottleStats & { waiting: Record<string, MerchantWaiting> } {
+    return { ...this.throttled.stats(), waiting: this.throttled.waiting() }
+  }
+
+  /**
+   * ratesChanged tells the worker that rates changed (every rate, or those of
+   * `merchantKeys`), so that merchants with parked jobs are promoted from at the new rate
+   * at once. Call it after each change applied to the limiter (a control message).
+   */
+  ratesChanged(merchantKeys?: Iterable<string>): void {
+    this.throttled.ratesChanged(merchantKeys)
   }
 
   /** instanceShare is the number of instances whose share this worker's limiter enforces, and its source. */
@@ -133,6 +164,7 @@ export class ThrottledWorker<D = unknown, R = unknown, N extends string = string
    */
   override async close(force = false): Promise<void> {
     this.share.stop()
+    this.throttled.close()
     await super.close(force)
     await this.countingQueue?.close()
   }

@@ -9,7 +9,7 @@ import {
   type ReservationDecision,
 } from '../../../src/adapters/bullmq/decision.js'
 
-const timing = { leadMs: 200, clockSkewToleranceMs: 100 }
+const timing = { leadMs: 200, clockSkewToleranceMs: 100, lateToleranceMs: 250, horizonMs: 10_000 }
 // t0 is a wall-clock instant; rows are placed around a reservation at t0.
 const t0 = 1_700_000_000_000
 
@@ -20,7 +20,28 @@ describe('decideCarried', () => {
   const rows: Array<[string, CarriedReservation | undefined, typeof nextFetch, number, CarriedDecision]> = [
     ['no reservation: ask the limiter', undefined, nextFetch, t0, { action: 'none', reason: 'absent' }],
     ['back exactly on time: run', carried, nextFetch, t0, { action: 'run' }],
-    ['back late: run, late is fine', carried, nextFetch, t0 + 5_000, { action: 'run' }],
+    ['back late within the late tolerance: run', carried, nextFetch, t0 + 250, { action: 'run' }],
+    [
+      'back later than the late tolerance: its slot has passed, charge it in the window it runs in',
+      carried,
+      nextFetch,
+      t0 + 251,
+      { action: 'none', reason: 'late' },
+    ],
+    [
+      'held (back on time, then kept from starting by a cap or a breaker): run however late',
+      { ...carried, held: true },
+      nextFetch,
+      t0 + 60_000,
+      { action: 'run' },
+    ],
+    [
+      'reserved further ahead than any worker reserves (horizon + lead + skew): not ours, charge it',
+      carried,
+      nextFetch,
+      t0 - 10_301,
+      { action: 'none', reason: 'implausible' },
+    ],
     ['back less than 1 ms early: run', carried, nextFetch, t0 - 0.5, { action: 'run' }],
     [
       'back at the lead, as moved: wait the lead',
@@ -51,10 +72,10 @@ describe('decideCarried', () => {
       { action: 'redelay', delayUntilWallMs: t0 - 200 },
     ],
     [
-      'promoted by hand a minute early: delay again',
+      'promoted by hand 10 s early: delay again',
       carried,
       nextFetch,
-      t0 - 60_000,
+      t0 - 10_000,
       { action: 'redelay', delayUntilWallMs: t0 - 200 },
     ],
     [
@@ -85,7 +106,9 @@ describe('decideCarried', () => {
   })
 
   it('with no lead and no tolerance, anything early is delayed again to the reserved time', () => {
-    expect(decideCarried(carried, nextFetch, t0 - 2, { leadMs: 0, clockSkewToleranceMs: 0 })).toEqual({
+    expect(
+      decideCarried(carried, nextFetch, t0 - 2, { ...timing, leadMs: 0, clockSkewToleranceMs: 0 }),
+    ).toEqual({
       action: 'redelay',
       delayUntilWallMs: t0,
     })
@@ -117,13 +140,18 @@ describe('decideReservation', () => {
       { action: 'delay', reservedAtWallMs: t0 + 9_500, delayUntilWallMs: t0 + 9_300 },
     ],
     [
-      'beyond the horizon: ask again after delayMs',
-      { ok: false, delayMs: 4_000 },
-      { action: 'defer', delayUntilWallMs: t0 + 4_000 },
+      'past the adapter horizon (10 s): park, due when the tokens are within it',
+      { ok: true, delayMs: 12_500 },
+      { action: 'park', dueInMs: 2_500 },
+    ],
+    [
+      "beyond the limiter's horizon: park, due after delayMs",
+      { ok: false, delayMs: 4_000, reason: 'beyond-horizon' },
+      { action: 'park', dueInMs: 4_000 },
     ],
     [
       'table full with a tiny wait: ask again no sooner than the floor',
-      { ok: false, delayMs: 1 },
+      { ok: false, delayMs: 1, reason: 'table-full' },
       { action: 'defer', delayUntilWallMs: t0 + MIN_DEFER_MS },
     ],
   ]
