@@ -10,14 +10,8 @@ import type {
 } from 'kafkajs'
 import { type Logger, pino } from 'pino'
 import { backoffMs } from '../../limiter/backoff.js'
-import { deadLetterMessage } from './dead-letter.js'
-import {
-  type DeadLetter,
-  type DeadLetterReason,
-  Dispatcher,
-  type DispatcherStats,
-  type LaneItem,
-} from './dispatcher.js'
+import { type DeadLetter, type DeadLetterReason, deadLetterMessage } from './dead-letter.js'
+import { Dispatcher, type DispatcherStats, type LaneItem } from './dispatcher.js'
 import type { LaneGroup } from './lanes.js'
 import { decodeValue, errorMessage, jsonDecoder, readKey } from './message-key.js'
 import { OffsetTracker } from './offset-tracker.js'

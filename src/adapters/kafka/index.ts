@@ -6,8 +6,9 @@ export {
   type ThrottledConsumerEvents,
   type ThrottledConsumerStats,
 } from './consumer.js'
-export { DEAD_LETTER_HEADERS } from './dead-letter.js'
-export { type DeadLetterReason, FAIR_SCAN_LANES, type LaneBreakers, type LaneSlots } from './dispatcher.js'
+export { DEAD_LETTER_HEADERS, type DeadLetterReason } from './dead-letter.js'
+export { FAIR_SCAN_LANES, LATE_TOLERANCE_MS } from './dispatcher.js'
+export type { LaneBreakers, LaneSlots } from './gate.js'
 export { jsonDecoder, type MerchantKeySource } from './message-key.js'
 export type {
   ConsumerLimiter,

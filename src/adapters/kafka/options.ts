@@ -1,7 +1,8 @@
 import type { Consumer, ConsumerConfig, KafkaMessage, Producer, ProducerConfig } from 'kafkajs'
 import type { Logger } from 'pino'
 import { backoffMs } from '../../limiter/backoff.js'
-import type { LaneBreakers, LaneLimiter, LaneSlots } from './dispatcher.js'
+import type { LaneLimiter } from './dispatcher.js'
+import type { LaneBreakers, LaneSlots } from './gate.js'
 import type { MerchantKeySource } from './message-key.js'
 
 /** KafkaClients makes the consumer and the dead-letter producer; a `Kafka` instance is one. */
@@ -16,7 +17,6 @@ export interface KafkaClients {
  * the group's members, setShare.
  */
 export interface ConsumerLimiter extends LaneLimiter {
-  now(): number
   setShare(instances: number): void
 }
 

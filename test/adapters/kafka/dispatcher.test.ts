@@ -1,6 +1,7 @@
 import { pino } from 'pino'
 import { describe, expect, it } from 'vitest'
-import { type DeadLetter, Dispatcher, type Outcome } from '../../../src/adapters/kafka/dispatcher.js'
+import type { DeadLetter } from '../../../src/adapters/kafka/dead-letter.js'
+import { Dispatcher, type Outcome } from '../../../src/adapters/kafka/dispatcher.js'
 import { WakeQueue } from '../../../src/adapters/kafka/wake-queue.js'
 import { PermanentFailureError, RetryLaterError } from '../../../src/errors.js'
 import { FakeClock, KeyedLimiter, type KeyedLimiterOptions } from '../../../src/limiter/index.js'
@@ -320,5 +321,75 @@ describe('Dispatcher', () => {
     expect(idle).toBe(true)
     expect(h.started).toEqual(['a#0@0'])
     expect(h.finished).toEqual(['a#0:handled'])
+  })
+})
+
+describe('Dispatcher and reservations that come back late (issue 15)', () => {
+  it('item 11: after a pause (a rebalance hold) a merchant sees at most burst + rate x W, not every slot it missed', async () => {
+    const h = harness({ limiter: { rate: '10/s burst 2' } })
+    // The merchant's messages are spread over 12 partitions (keyed by header), one lane each.
+    const groups = Array.from({ length: 12 }, (_, i) => h.dispatcher.createGroup(`t:${i}`))
+    h.dispatcher.hold()
+    for (const [n, group] of groups.entries()) h.dispatcher.push(group, { merchantKey: 'm', n })
+    // Reservations at 0, 0, 100, …, 1000 all pass while the lanes are held for 5 s.
+    await h.timers.advance(5_000)
+    expect(h.started).toEqual([])
+    h.dispatcher.resume()
+    await h.timers.advance(0)
+    const windowMs = 500
+    await h.timers.advance(windowMs)
+    const inWindow = h.started.filter((s) => {
+      const at = Number(s.split('@')[1])
+      return at >= 5_000 && at <= 5_000 + windowMs
+    })
+    // burst 2 + 10/s x 0.5 s = 7 at most (12 without the rule: all at 5 000).
+    expect(inWindow.length).toBeLessThanOrEqual(2 + 10 * (windowMs / 1_000))
+    expect(h.dispatcher.stats().lateGrants).toBeGreaterThan(0)
+    await h.timers.advance(2_000)
+    expect(h.finished).toHaveLength(12)
+  })
+
+  it('item 11: a grant kept waiting for a concurrency slot runs at once when a token is there (keeps its turn)', async () => {
+    let release!: () => void
+    const h = harness({
+      concurrency: 1,
+      behaviour: (item) =>
+        item.merchantKey === 'slow' ? new Promise<void>((resolve) => (release = resolve)) : Promise.resolve(),
+    })
+    h.push('slow', 0)
+    h.push('a', 0)
+    await h.timers.advance(1_000)
+    expect(h.started).toEqual(['slow#0@0'])
+    release()
+    await h.timers.advance(0)
+    expect(h.started).toEqual(['slow#0@0', 'a#0@1000'])
+    expect(h.dispatcher.stats().lateGrants).toBe(1)
+  })
+
+  it('item 2: drop() cancels only reservations still ahead; one whose time has passed restores nothing', async () => {
+    // Two identical runs, but the second drops the partition holding a passed reservation.
+    async function tokensAfter(dropPassed: boolean): Promise<number> {
+      const h = harness({ limiter: { rate: '10/s burst 3' } })
+      const held = h.dispatcher.createGroup('t:held')
+      h.dispatcher.hold()
+      for (let n = 0; n < 3; n++)
+        h.dispatcher.push(h.dispatcher.createGroup(`t:${n}`), { merchantKey: 'm', n })
+      // The fourth holds a reservation for 100 ms, which passes while the lanes are held.
+      h.dispatcher.push(held, { merchantKey: 'm', n: 3 })
+      await h.timers.advance(150)
+      if (dropPassed) h.dispatcher.drop(held, 'partition revoked')
+      return h.limiter.inspect('m')!.tokens
+    }
+    expect(await tokensAfter(true)).toBe(await tokensAfter(false))
+  })
+
+  it('item 2: close() cancels a reservation still ahead, so its tokens are there for the next owner', async () => {
+    const h = harness({ limiter: { rate: '1/s burst 1' } })
+    h.push('m', 0, 1)
+    await h.timers.advance(0)
+    // m#1 holds a reservation for t = 1 000.
+    expect(h.limiter.inspect('m')!.tokens).toBeLessThan(0)
+    h.dispatcher.close()
+    expect(h.limiter.inspect('m')!.tokens).toBeGreaterThanOrEqual(0)
   })
 })
