@@ -165,6 +165,28 @@ export class Dispatcher<I extends LaneItem> {
   }
 
   /**
+   * takeQueued takes the merchant's items of `group` that are not running out of its lane,
+   * oldest first, giving up the lane's wait and reservation (the parking path moves them
+   * on). A running head stays: it finishes in the lane.
+   */
+  takeQueued(group: LaneGroup<I>, merchantKey: string): I[] {
+    const lane = group.lanes.get(merchantKey)
+    if (lane === undefined) return []
+    const running = lane.state === 'running'
+    if (!running) this.release(lane)
+    const attempts = lane.attempts
+    const taken: I[] = []
+    for (let item = lane.shift(); item !== undefined; item = lane.shift()) taken.push(item)
+    if (running) {
+      lane.push(taken.shift()!)
+      lane.attempts = attempts
+    } else {
+      group.lanes.delete(merchantKey)
+    }
+    return taken
+  }
+
+  /**
    * deadLetterNow sends `item` straight to the dead-letter sink, outside any lane (it has
    * no usable key or value, so no merchant order to keep).
    */

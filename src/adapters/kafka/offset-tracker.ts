@@ -78,6 +78,19 @@ export class OffsetTracker {
     return this.pendingOffsets.length > 0 ? this.pendingOffsets.peek() : this.next
   }
 
+  /**
+   * watermarkWith is what the watermark would be if the offsets of sequence numbers `seqs`
+   * were done too (the offset to commit with a move that completes them).
+   */
+  watermarkWith(seqs: ReadonlySet<number>): number | undefined {
+    const queue = this.pendingOffsets
+    for (let i = 0; i < queue.length; i++) {
+      const offset = queue.at(i)!
+      if (offset >= 0 && !seqs.has(this.base + i)) return offset
+    }
+    return this.next
+  }
+
   /** pending counts offsets tracked and not yet done. */
   get pending(): number {
     return this.notDone
