@@ -166,6 +166,8 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
   private readonly parker: Parker<ParkedMessage<T>> | undefined
   private readonly txProducer: Producer | undefined
   private readonly admin: Admin | undefined
+  /** checkAdmin reads committed offsets after a rejoin: the parking admin, or one made when first needed. */
+  private checkAdmin: Admin | undefined
   /** parkingTopics maps a source topic to its parking topic's layout (known once running). */
   private readonly parkingTopics = new Map<string, ParkingTopology>()
   /** parkingSources maps a parking topic to its source topic. */
@@ -699,12 +701,15 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
       for (const partition of partitions) assigned.set(partitionId(topic, partition), { topic, partition })
     }
     const revoked: string[] = []
+    const recheck: PartitionState<T>[] = []
+    const canRecheck = typeof this.options.kafka.admin === 'function'
     for (const [id, state] of this.partitions) {
       if (assigned.has(id) && !newMember) continue
-      this.partitions.delete(id)
-      this.totalBytes -= state.bytes
-      this.dispatcher.drop(state.group, 'partition revoked')
-      revoked.push(id)
+      if (assigned.has(id) && canRecheck) {
+        recheck.push(state)
+        continue
+      }
+      this.dropPartition(state, revoked)
     }
     const pausedInKafkajs = new Set<string>()
     for (const { topic, partitions } of this.consumer.paused()) {
@@ -725,7 +730,78 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
     this.logger.info({ memberId, assigned: [...assigned.keys()], revoked, newMember }, 'assignment received')
     this.emitter.emit('assignment', { assigned: [...assigned.keys()], revoked })
     if (this.options.shareLimitAcrossMembers) void this.updateShare()
-    if (this.stopping === undefined) this.dispatcher.resume()
+    const rechecked = recheck.length > 0 ? this.recheckKept(recheck) : Promise.resolve()
+    void rechecked.then(() => {
+      if (this.stopping === undefined) this.dispatcher.resume()
+    })
+  }
+
+  private dropPartition(state: PartitionState<T>, revoked: string[]): void {
+    this.partitions.delete(state.id)
+    this.totalBytes -= state.bytes
+    this.dispatcher.drop(state.group, 'partition revoked')
+    revoked.push(state.id)
+  }
+
+  /**
+   * recheckKept decides, after a rejoin under a new member id (kafkajs crashed and joined
+   * again, e.g. across a broker restart), which partitions assigned again keep their lanes:
+   * those whose committed offset is still the one this consumer committed last, so no other
+   * member made progress on them meanwhile. Their work done but not yet committed is then
+   * committed instead of being done again (the restart duplicates of issue 14); the others
+   * are dropped and read anew from the committed offset. Their batches wait for the answer.
+   */
+  private recheckKept(states: PartitionState<T>[]): Promise<void> {
+    const check = this.fetchCommitted(states).then(
+      (committed) => {
+        const revoked: string[] = []
+        for (const state of states) {
+          if (this.partitions.get(state.id) !== state) continue
+          const offset = committed.get(state.id)
+          const unchanged = offset === (state.committedOffset ?? -1)
+          if (unchanged) continue
+          this.dropPartition(state, revoked)
+          const fresh = new PartitionState(
+            state.topic,
+            state.partition,
+            this.dispatcher.createGroup(state.id),
+            state.sourceTopic,
+          )
+          this.partitions.set(state.id, fresh)
+          if (!fresh.isParking && this.parkingTopics.has(fresh.topic)) this.loadParked([fresh])
+        }
+        this.logger.info(
+          { kept: states.length - revoked.length, dropped: revoked },
+          'partitions rechecked after a rejoin',
+        )
+        void this.commit()
+      },
+      (error: unknown) => {
+        this.logger.warn(
+          { err: error },
+          'could not read committed offsets after a rejoin; reading the partitions anew',
+        )
+        for (const state of states) if (this.partitions.get(state.id) === state) this.dropPartition(state, [])
+      },
+    )
+    for (const state of states) state.ready = check
+    return check
+  }
+
+  /** fetchCommitted reads the group's committed offset of each partition of `states` (-1 when none). */
+  private async fetchCommitted(states: PartitionState<T>[]): Promise<Map<string, number>> {
+    if (this.checkAdmin === undefined) {
+      this.checkAdmin = this.admin ?? this.options.kafka.admin!()
+      if (this.checkAdmin !== this.admin) await this.checkAdmin.connect()
+    }
+    const topics = [...new Set(states.map((state) => state.topic))]
+    const results = await this.checkAdmin.fetchOffsets({ groupId: this.options.groupId, topics })
+    const committed = new Map<string, number>()
+    for (const { topic, partitions } of results) {
+      for (const { partition, offset } of partitions)
+        committed.set(partitionId(topic, partition), Number(offset))
+    }
+    return committed
   }
 
   /**
@@ -891,6 +967,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
     await this.producer.disconnect()
     await this.txProducer?.disconnect()
     await this.admin?.disconnect()
+    if (this.checkAdmin !== this.admin) await this.checkAdmin?.disconnect()
     this.logger.info(this.stats(), 'consumer stopped')
   }
 }
