@@ -14,6 +14,7 @@ import { type Logger, pino } from 'pino'
 import { backoffMs } from '../../limiter/backoff.js'
 import { type DeadLetter, type DeadLetterReason, deadLetterMessage } from './dead-letter.js'
 import { Dispatcher, type DispatcherStats } from './dispatcher.js'
+import type { Lane } from './lanes.js'
 import { decodeValue, errorMessage, headerText, jsonDecoder, readKey } from './message-key.js'
 import { type ResolvedOptions, resolveOptions, type ThrottledConsumerOptions } from './options.js'
 import {
@@ -267,6 +268,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
         }),
       deadLetter: (item, failure) => this.writeDeadLetter(item, failure),
       done: (item) => this.done(item),
+      behind: (lane) => this.laneBehind(lane),
       inFlight: options.inFlight,
       breakers: options.breakers,
       isEndpointFailure: options.isEndpointFailure,
@@ -521,18 +523,17 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
       this.complete(item)
       return true
     }
+    // Read again after a restart: older than the parked stretch, so it runs from the lane first.
+    if (state.parked.precedes(merchantKey, offset)) return false
     const laneSize = state.group.lanes.get(merchantKey)?.size ?? 0
     const mustPark =
       state.parked.has(merchantKey) || laneSize >= this.options.maxBufferedPerMerchant || this.overBudget
     if (!mustPark) return false
     const topology = this.parkingTopics.get(state.topic)
     if (topology === undefined) return false
-    if (!state.parked.has(merchantKey)) {
-      if (!state.parked.hasRoomFor(merchantKey)) return false
-      // The merchant's first parked message: what waits in its lane is older, so it goes
-      // first (only a running head stays behind), and the parked stretch keeps the order.
-      for (const older of this.dispatcher.takeQueued(state.group, merchantKey)) this.park(older, topology)
-    }
+    // What the merchant's source lane holds stays there and runs first: its parking lane
+    // waits behind it (see laneBehind), so the merchant keeps its pace while the move is made.
+    if (!state.parked.hasRoomFor(merchantKey)) return false
     this.park(item, topology)
     return true
   }
@@ -555,6 +556,18 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
         topology.perSource,
       ),
     })
+  }
+
+  /**
+   * laneBehind is, for a lane of a parking partition, the lane of the same merchant in the
+   * source partition its messages were parked from: it holds older messages, so it goes first.
+   */
+  private laneBehind(lane: Lane<BufferedMessage<T>>): Lane<BufferedMessage<T>> | undefined {
+    const head = lane.peek()
+    const state = head?.partition
+    if (state?.sourceTopic === undefined || head?.origin === undefined) return undefined
+    const source = this.partitions.get(partitionId(state.sourceTopic, head.origin.partition))
+    return source?.group.lanes.get(lane.merchantKey)
   }
 
   /** moveOffsets are the source offsets to commit with a move of `parked`: as if they were done. */

@@ -68,6 +68,11 @@ export interface DispatcherOptions<I extends LaneItem> {
   isEndpointFailure?: (error: unknown) => boolean
   /** done is told of each item that is finished, once, unless its group was dropped first. */
   done: (item: I, group: LaneGroup<I>, outcome: Outcome) => void
+  /**
+   * behind names the lane that must empty before `lane` may start: the lane of the same
+   * merchant holding its older messages (a parking lane waits for its source lane).
+   */
+  behind?: (lane: Lane<I>) => Lane<I> | undefined
   logger: Logger
 }
 
@@ -129,6 +134,8 @@ export class Dispatcher<I extends LaneItem> {
     retryLater: 0,
   }
   private readonly gate: LaneGate<I>
+  /** waitingBehind: per lane, the lanes waiting for it to empty (see DispatcherOptions.behind). */
+  private readonly waitingBehind = new Map<Lane<I>, Lane<I>[]>()
   private readonly deadLetters: DeadLetterWriter<I>
 
   constructor(private readonly options: DispatcherOptions<I>) {
@@ -165,28 +172,6 @@ export class Dispatcher<I extends LaneItem> {
   }
 
   /**
-   * takeQueued takes the merchant's items of `group` that are not running out of its lane,
-   * oldest first, giving up the lane's wait and reservation (the parking path moves them
-   * on). A running head stays: it finishes in the lane.
-   */
-  takeQueued(group: LaneGroup<I>, merchantKey: string): I[] {
-    const lane = group.lanes.get(merchantKey)
-    if (lane === undefined) return []
-    const running = lane.state === 'running'
-    if (!running) this.release(lane)
-    const attempts = lane.attempts
-    const taken: I[] = []
-    for (let item = lane.shift(); item !== undefined; item = lane.shift()) taken.push(item)
-    if (running) {
-      lane.push(taken.shift()!)
-      lane.attempts = attempts
-    } else {
-      group.lanes.delete(merchantKey)
-    }
-    return taken
-  }
-
-  /**
    * deadLetterNow sends `item` straight to the dead-letter sink, outside any lane (it has
    * no usable key or value, so no merchant order to keep).
    */
@@ -201,8 +186,10 @@ export class Dispatcher<I extends LaneItem> {
   drop(group: LaneGroup<I>, reason: string): void {
     if (!this.groups.delete(group)) return
     for (const lane of group.lanes.values()) this.release(lane)
+    const lanes = [...group.lanes.values()]
     group.lanes.clear()
     group.abort(reason)
+    for (const lane of lanes) this.wakeBehind(lane)
     this.pump()
   }
 
@@ -271,6 +258,14 @@ export class Dispatcher<I extends LaneItem> {
   /** schedule takes the lane's head past the gate, then asks the limiter for it. */
   private schedule(lane: Lane<I>): void {
     if (this.closed || lane.group.dropped) return
+    const before = this.options.behind?.(lane)
+    if (before !== undefined && before !== lane && before.size > 0 && !before.group.dropped) {
+      lane.state = 'waiting'
+      const waiting = this.waitingBehind.get(before)
+      if (waiting === undefined) this.waitingBehind.set(before, [lane])
+      else waiting.push(lane)
+      return
+    }
     if (!this.gate.admit(lane)) return
     if (this.ask(lane)) this.enqueueReady(lane, this.options.limiter.now())
   }
@@ -457,6 +452,19 @@ export class Dispatcher<I extends LaneItem> {
       return
     }
     if (lane.group.lanes.get(lane.merchantKey) === lane) lane.group.lanes.delete(lane.merchantKey)
+    this.wakeBehind(lane)
+  }
+
+  /** wakeBehind schedules the lanes that waited for `lane` to empty. */
+  private wakeBehind(lane: Lane<I>): void {
+    const waiting = this.waitingBehind.get(lane)
+    if (waiting === undefined) return
+    this.waitingBehind.delete(lane)
+    for (const next of waiting) {
+      if (next.state !== 'waiting' || next.group.dropped || next.wake !== undefined) continue
+      next.state = 'idle'
+      this.schedule(next)
+    }
   }
 
   /**

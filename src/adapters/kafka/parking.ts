@@ -92,6 +92,12 @@ export class ParkedMerchants {
     return true
   }
 
+  /** precedes says whether `offset` comes before the merchant's parked stretch (older: not to be parked). */
+  precedes(merchantKey: string, offset: number): boolean {
+    const range = this.ranges.get(merchantKey)
+    return range !== undefined && offset < range.first
+  }
+
   /** moved records that the merchant's message at `offset` is in the parking topic. */
   moved(merchantKey: string, offset: number): void {
     const range = this.ranges.get(merchantKey)

@@ -2,6 +2,7 @@ import { pino } from 'pino'
 import { describe, expect, it } from 'vitest'
 import type { DeadLetter } from '../../../src/adapters/kafka/dead-letter.js'
 import { Dispatcher, type Outcome } from '../../../src/adapters/kafka/dispatcher.js'
+import type { Lane, LaneGroup } from '../../../src/adapters/kafka/lanes.js'
 import { WakeQueue } from '../../../src/adapters/kafka/wake-queue.js'
 import { PermanentFailureError, RetryLaterError } from '../../../src/errors.js'
 import { FakeClock, KeyedLimiter, type KeyedLimiterOptions } from '../../../src/limiter/index.js'
@@ -391,5 +392,40 @@ describe('Dispatcher and reservations that come back late (issue 15)', () => {
     expect(h.limiter.inspect('m')!.tokens).toBeLessThan(0)
     h.dispatcher.close()
     expect(h.limiter.inspect('m')!.tokens).toBeGreaterThanOrEqual(0)
+  })
+})
+
+describe('Dispatcher lanes behind lanes (parking)', () => {
+  it('starts a lane only once the lane it is behind (same merchant, older messages) has emptied', async () => {
+    const clock = new FakeClock(0)
+    const timers = new FakeTimers(clock)
+    const limiter = new KeyedLimiter({ rate: '10/s burst 1', clock })
+    const started: string[] = []
+    const groups: { source?: LaneGroup<Item>; parking?: LaneGroup<Item> } = {}
+    const dispatcher = new Dispatcher<Item>({
+      limiter,
+      wakes: new WakeQueue({ now: () => limiter.now() }, timers),
+      concurrency: 10,
+      maxAttempts: 1,
+      retryDelayMs: () => 100,
+      deadLetterRetryDelayMs: () => 100,
+      run: async (item) => {
+        started.push(`${item.merchantKey}#${item.n}@${clock.now()}`)
+      },
+      deadLetter: async () => undefined,
+      done: () => undefined,
+      behind: (lane): Lane<Item> | undefined =>
+        lane.group === groups.parking ? groups.source!.lanes.get(lane.merchantKey) : undefined,
+      logger: pino({ level: 'silent' }),
+    })
+    const source = dispatcher.createGroup('t:0')
+    const parking = dispatcher.createGroup('t-parking:0')
+    Object.assign(groups, { source, parking })
+    dispatcher.push(source, { merchantKey: 'm', n: 0 })
+    dispatcher.push(source, { merchantKey: 'm', n: 1 })
+    dispatcher.push(parking, { merchantKey: 'm', n: 2 })
+    dispatcher.push(parking, { merchantKey: 'm', n: 3 })
+    await timers.advance(1_000)
+    expect(started).toEqual(['m#0@0', 'm#1@100', 'm#2@200', 'm#3@300'])
   })
 })

@@ -99,3 +99,21 @@ describe('parkingAssigner', () => {
     expect(new Set([0, 1, 2].map((p) => owner.get(`src:${p}`))).size).toBe(2)
   })
 })
+
+describe('ParkedMerchants after a restart', () => {
+  it('tells a message older than the parked stretch from one inside or after it (the older one runs from its lane, first)', () => {
+    const parked = new ParkedMerchants()
+    parked.route('hot', 100, 0)
+    parked.moved('hot', 100)
+    parked.route('hot', 101, 0)
+    parked.moved('hot', 101)
+    const restored = ParkedMerchants.decode(parked.encode())
+    expect([99, 100, 101, 102].map((offset) => restored.precedes('hot', offset))).toEqual([
+      true,
+      false,
+      false,
+      false,
+    ])
+    expect(restored.precedes('other', 1)).toBe(false)
+  })
+})
