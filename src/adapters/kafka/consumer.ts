@@ -466,7 +466,8 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
    * source partition with parking sends the excess to the parking topic instead).
    */
   private overBound(state: PartitionState<T>): boolean {
-    if (state.buffered >= this.options.maxBufferedPerPartition) return true
+    // Messages on their way to the parking topic leave within moments: the byte budget bounds them.
+    if (state.buffered - state.moving >= this.options.maxBufferedPerPartition) return true
     if (state.fullLane !== undefined) return true
     return this.overBudget && (state.isParking || this.parker === undefined)
   }
@@ -525,9 +526,9 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
     }
     // Read again after a restart: older than the parked stretch, so it runs from the lane first.
     if (state.parked.precedes(merchantKey, offset)) return false
-    const laneSize = state.group.lanes.get(merchantKey)?.size ?? 0
-    const mustPark =
-      state.parked.has(merchantKey) || laneSize >= this.options.maxBufferedPerMerchant || this.overBudget
+    const lane = state.group.lanes.get(merchantKey)
+    const full = lane !== undefined && lane.size >= this.options.maxBufferedPerMerchant && this.isBehind(lane)
+    const mustPark = state.parked.has(merchantKey) || full || this.overBudget
     if (!mustPark) return false
     const topology = this.parkingTopics.get(state.topic)
     if (topology === undefined) return false
@@ -542,6 +543,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
     const state = item.partition
     state.parked.route(item.merchantKey, Number(item.message.offset), Number(item.message.timestamp))
     state.parkedDirty = true
+    state.moving++
     this.parker!.park({
       item,
       merchantKey: item.merchantKey,
@@ -556,6 +558,20 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
         topology.perSource,
       ),
     })
+  }
+
+  /**
+   * isBehind says whether a full lane is a backlog: its merchant's bucket holds fewer tokens
+   * than the lane holds messages (it cannot run them all now), or it waits for a retry, its
+   * breaker or its cap. A merchant whose limit does not bind may hold a whole fetch in its
+   * lane (up to maxBufferedPerPartition): parking it would only cost a second write.
+   */
+  private isBehind(lane: Lane<BufferedMessage<T>>): boolean {
+    if (lane.state === 'waiting' && lane.reservation === undefined) return true
+    const inspect = this.options.limiter.inspect
+    if (inspect === undefined) return true
+    const bucket = inspect.call(this.options.limiter, lane.merchantKey)
+    return bucket === undefined || bucket.tokens < lane.size
   }
 
   /**
@@ -599,6 +615,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
   private moved(parked: readonly ParkedMessage<T>[], offsets: SourceOffset[]): void {
     for (const { item } of parked) {
       item.partition.parked.moved(item.merchantKey, Number(item.message.offset))
+      item.partition.moving--
       this.complete(item)
     }
     for (const { topic, partition, offset } of offsets) {
@@ -644,7 +661,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
   /** maybeResume resumes a paused partition once it is back under every bound. */
   private maybeResume(state: PartitionState<T>): void {
     if (!state.paused || this.stopping !== undefined) return
-    if (state.buffered > this.options.maxBufferedPerPartition / 2) return
+    if (state.buffered - state.moving > this.options.maxBufferedPerPartition / 2) return
     if (state.fullLane !== undefined) {
       if ((state.group.lanes.get(state.fullLane)?.size ?? 0) > this.laneBound(state) / 2) return
       state.fullLane = undefined

@@ -36,7 +36,7 @@ export interface ParkingOptions {
    * time a resumed partition takes to fetch again (about 0.5 s). Default 2 000.
    */
   maxBufferedPerMerchant?: number
-  /** maxBatch is the most messages moved in one transaction. Default 500. */
+  /** maxBatch is the most messages moved in one transaction. Default 2 000. */
   maxBatch?: number
   /**
    * transactionTimeoutMs is the parking transactions' timeout: after a crash in the middle
@@ -53,6 +53,11 @@ export interface ParkingOptions {
  */
 export interface ConsumerLimiter extends LaneLimiter {
   setShare(instances: number): void
+  /**
+   * inspect tells a merchant's tokens: a full lane is parked only when they are fewer than
+   * its messages (without inspect, every full lane is parked).
+   */
+  inspect?(key: string): { readonly tokens: number } | undefined
 }
 
 /** ThrottledMessage is what the handler gets: one message, its merchant and its decoded value. */
@@ -125,7 +130,10 @@ export interface ThrottledConsumerOptions<T = Buffer | null> {
   concurrency?: number
   /**
    * maxBufferedPerMerchant bounds one merchant's lane on a source partition (messages held,
-   * the running one included). With parking on, the merchant's further messages are parked;
+   * the running one included) when the merchant is behind: its bucket holds fewer tokens
+   * than its lane messages, or it waits for a retry, its breaker or its in-flight cap. A
+   * merchant whose limit does not bind may hold a whole fetch, up to maxBufferedPerPartition.
+   * With parking on, a merchant behind has its further messages parked;
    * without, the partition pauses until the lane is down to half (the last resort: every
    * merchant on the partition waits). Default 100 with parking, maxBufferedPerPartition without.
    */
@@ -141,7 +149,8 @@ export interface ThrottledConsumerOptions<T = Buffer | null> {
   parking?: ParkingOptions
   /**
    * maxBufferedPerPartition bounds the messages held per partition (waiting, running or
-   * being dead-lettered). It is checked after each fetched batch, which is taken whole: at
+   * being dead-lettered; messages on their way to the parking topic count only against
+   * maxBufferedBytes). It is checked after each fetched batch, which is taken whole: at
    * the bound the partition is paused (so it holds at most the bound plus one fetch, see
    * consumerConfig.maxBytesPerPartition); it resumes when half are done. While a partition
    * is paused, every merchant on it waits. Default 5 000.
@@ -283,7 +292,7 @@ export function resolveOptions<T>(options: ThrottledConsumerOptions<T>): Resolve
     const resolved = {
       topics,
       maxBufferedPerMerchant: parking.maxBufferedPerMerchant ?? 2_000,
-      maxBatch: parking.maxBatch ?? 500,
+      maxBatch: parking.maxBatch ?? 2_000,
       transactionTimeoutMs: parking.transactionTimeoutMs ?? 10_000,
     }
     checkInteger(resolved.maxBufferedPerMerchant, 'parking.maxBufferedPerMerchant', 1)

@@ -45,6 +45,8 @@ export interface BufferedMessage<T> extends LaneItem {
 export class PartitionState<T> {
   readonly tracker = new OffsetTracker()
   buffered = 0
+  /** moving: of the buffered, those queued for or in a move to the parking topic. */
+  moving = 0
   bytes = 0
   paused = false
   committedOffset: number | undefined

@@ -125,6 +125,16 @@ describe('createThrottledConsumer with a parking topic', () => {
     )
   })
 
+  it('parks nothing for a merchant whose limit does not bind, however full its lane (no second write for nothing)', async () => {
+    const { producer } = fixture
+    const { topic, started, consumer } = await start('100000/s burst 100000')
+    await produce(producer, topic, hotSchedule(HOT_BACKLOG))
+    await consumer.run()
+    await waitFor('every message handled', () => started.length >= HOT_BACKLOG, 20_000)
+    expect(consumer.stats().parked).toBe(0)
+    expect(consumer.stats().parkedMerchants).toBe(0)
+  })
+
   it('a rate raise on a merchant with a parked backlog reaches 90% of the new rate within 2 s', async () => {
     const { producer } = fixture
     const { topic, limiter, started, consumer } = await start('50/s burst 5')
