@@ -122,6 +122,8 @@ export class Dispatcher<I extends LaneItem> {
   private readonly readyQueue = new Deque<Lane<I>>(16)
   private running = 0
   private held = false
+  /** heldSinceMs is when the current hold began, on the limiter's clock. */
+  private heldSinceMs = 0
   private closed = false
   private idleWaiters: (() => void)[] = []
   private readonly counters = {
@@ -195,11 +197,18 @@ export class Dispatcher<I extends LaneItem> {
 
   /** hold stops handlers from starting (during a rebalance); lanes keep their place. */
   hold(): void {
+    if (!this.held) this.heldSinceMs = this.options.limiter.now()
     this.held = true
   }
 
-  /** resume lets held lanes start again. */
+  /**
+   * resume lets held lanes start again. After a hold longer than LATE_TOLERANCE_MS the
+   * grants of the lanes that waited through it are late: they ask again (see start).
+   */
   resume(): void {
+    if (this.held && this.options.limiter.now() - this.heldSinceMs > LATE_TOLERANCE_MS) {
+      for (const lane of this.readyQueue) lane.late = true
+    }
     this.held = false
     this.pump()
   }
@@ -306,10 +315,15 @@ export class Dispatcher<I extends LaneItem> {
     })
   }
 
-  /** enqueueReady queues a granted lane for a slot; `grantedForMs` is when its grant was for. */
+  /**
+   * enqueueReady queues a granted lane for a slot; `grantedForMs` is when its grant was for.
+   * A grant that comes back more than LATE_TOLERANCE_MS after its time (the event loop
+   * stalled) is late: it asks again when it starts. Waiting for a slot afterwards is not
+   * lateness: the token was spent for this head, and asking again would charge it twice.
+   */
   private enqueueReady(lane: Lane<I>, grantedForMs: number): void {
     lane.state = 'ready'
-    lane.grantedForMs = grantedForMs
+    lane.late = this.options.limiter.now() - grantedForMs > LATE_TOLERANCE_MS
     if (this.readyQueue.length === 0 && this.canStart()) {
       this.start(lane)
       return
@@ -367,14 +381,14 @@ export class Dispatcher<I extends LaneItem> {
   }
 
   /**
-   * start runs the lane's head. A grant for a time more than LATE_TOLERANCE_MS ago no longer
-   * holds a slot the merchant can take now: it is given up (a reservation whose time has
-   * passed returns nothing) and the head asks again, charged in the window it runs in; it
-   * runs at once if a token is there, so a lane kept waiting for a slot keeps its turn.
+   * start runs the lane's head. A late grant (a stalled wake, or a hold it waited through)
+   * no longer holds a slot the merchant can take now: it is given up (a reservation whose
+   * time has passed returns nothing) and the head asks again, charged in the window it runs
+   * in; it runs at once if a token is there, so it keeps its turn.
    */
   private start(lane: Lane<I>): void {
-    const now = this.options.limiter.now()
-    if (now - lane.grantedForMs > LATE_TOLERANCE_MS) {
+    if (lane.late) {
+      lane.late = false
       this.counters.lateGrants++
       lane.reservation = undefined
       if (!this.ask(lane)) return

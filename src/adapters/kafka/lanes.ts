@@ -22,8 +22,8 @@ export class Lane<I> extends Deque<I> {
   wake: Wake | undefined
   /** reservation holds the head's tokens from grant until the handler starts. */
   reservation: Granted | undefined
-  /** grantedForMs is when the head's grant is for, on the limiter's clock (set once it is ready). */
-  grantedForMs = 0
+  /** late: the head's grant came back, or waited through a hold, past LATE_TOLERANCE_MS (it asks again). */
+  late = false
   /** counted: the head holds one of its merchant's in-flight places, from its admission until its handler ends. */
   counted = false
   /** admitted: the merchant's breaker let the head through (maybe as the probe); its outcome is owed. */

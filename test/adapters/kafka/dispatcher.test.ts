@@ -350,10 +350,11 @@ describe('Dispatcher and reservations that come back late (issue 15)', () => {
     expect(h.finished).toHaveLength(12)
   })
 
-  it('item 11: a grant kept waiting for a concurrency slot runs at once when a token is there (keeps its turn)', async () => {
+  it('item 11: a grant kept waiting for a concurrency slot keeps it: no second charge (issue 15 item 1)', async () => {
     let release!: () => void
     const h = harness({
       concurrency: 1,
+      limiter: { rate: '1/min burst 1' },
       behaviour: (item) =>
         item.merchantKey === 'slow' ? new Promise<void>((resolve) => (release = resolve)) : Promise.resolve(),
     })
@@ -363,7 +364,19 @@ describe('Dispatcher and reservations that come back late (issue 15)', () => {
     expect(h.started).toEqual(['slow#0@0'])
     release()
     await h.timers.advance(0)
+    // a's one token was taken at 0 for this head; asking again would wait a minute.
     expect(h.started).toEqual(['slow#0@0', 'a#0@1000'])
+    expect(h.dispatcher.stats().lateGrants).toBe(0)
+  })
+
+  it('item 11: a wake that fires late (a stalled event loop) asks again', async () => {
+    const h = harness({ limiter: { rate: '10/s burst 1' } })
+    h.push('m', 0, 1)
+    await h.timers.advance(0)
+    // m#1 holds a reservation for 100 ms; the loop stalls until 600 ms.
+    h.clock.set(600)
+    await h.timers.advance(0)
+    expect(h.started).toEqual(['m#0@0', 'm#1@600'])
     expect(h.dispatcher.stats().lateGrants).toBe(1)
   })
 
