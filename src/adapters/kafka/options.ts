@@ -36,7 +36,7 @@ export interface ParkingOptions {
    * time a resumed partition takes to fetch again (about 0.5 s). Default 2 000.
    */
   maxBufferedPerMerchant?: number
-  /** maxBatch is the most messages moved in one transaction. Default 2 000. */
+  /** maxBatch is the most messages moved in one transaction. Default 500. */
   maxBatch?: number
   /**
    * transactionTimeoutMs is the parking transactions' timeout: after a crash in the middle
@@ -292,7 +292,7 @@ export function resolveOptions<T>(options: ThrottledConsumerOptions<T>): Resolve
     const resolved = {
       topics,
       maxBufferedPerMerchant: parking.maxBufferedPerMerchant ?? 2_000,
-      maxBatch: parking.maxBatch ?? 2_000,
+      maxBatch: parking.maxBatch ?? 500,
       transactionTimeoutMs: parking.transactionTimeoutMs ?? 10_000,
     }
     checkInteger(resolved.maxBufferedPerMerchant, 'parking.maxBufferedPerMerchant', 1)

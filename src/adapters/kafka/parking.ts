@@ -294,6 +294,8 @@ export class Parker<P extends ParkItem> {
       try {
         await this.options.exclusive(() => this.move(batch))
         this.failuresInARow = 0
+        // A long backlog is many moves: let the handlers' timers run between two of them.
+        await new Promise((resolve) => setImmediate(resolve))
       } catch (error) {
         this.counters.parkFailures++
         this.failuresInARow++

@@ -74,7 +74,7 @@ describe('resolveOptions: bounds and parking', () => {
     expect(parked.parking).toEqual({
       topics: { payments: 'payments-parking' },
       maxBufferedPerMerchant: 2_000,
-      maxBatch: 2_000,
+      maxBatch: 500,
       transactionTimeoutMs: 10_000,
     })
     expect(resolveOptions(base).maxBufferedPerMerchant).toBe(5_000)
