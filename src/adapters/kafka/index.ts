@@ -1,7 +1,9 @@
 export {
   type AssignmentEvent,
+  BACKLOG_MERCHANTS,
   createThrottledConsumer,
   type DeadLetterEvent,
+  type MerchantBacklog,
   type ThrottledConsumer,
   type ThrottledConsumerEvents,
   type ThrottledConsumerStats,
@@ -13,7 +15,9 @@ export { jsonDecoder, type MerchantKeySource } from './message-key.js'
 export type {
   ConsumerLimiter,
   KafkaClients,
+  ParkingOptions,
   RetryBackoff,
   ThrottledConsumerOptions,
   ThrottledMessage,
 } from './options.js'
+export { PARK_HEADERS } from './parking.js'
