@@ -79,6 +79,8 @@ const throttled: Contender = (kafka, topic, variant) =>
       fromBeginning: true,
       deadLetterTopic: `${topic}-dlq`,
       limiter: new KeyedLimiter({ rate: '1000000/s' }),
+      // The parking path in place (issue 14): with limits that never bind nothing is parked.
+      parking: { topics: { [topic]: `${topic}-parking` } },
       handler: async () => {
         await variant.handler()
         handled()
@@ -98,9 +100,10 @@ const results: { variant: Variant; plain: number[]; throttled: number[]; ratios:
 const topics: string[] = []
 for (const variant of variants) {
   const topic = `bench-throughput-${randomUUID().slice(0, 8)}`
-  topics.push(topic, `${topic}-dlq`)
+  topics.push(topic, `${topic}-dlq`, `${topic}-parking`)
   await createTopic(admin, topic, PARTITIONS)
   await createTopic(admin, `${topic}-dlq`, 1)
+  await createTopic(admin, `${topic}-parking`, PARTITIONS * 16)
   await produceKeyed(
     producer,
     topic,
@@ -150,8 +153,9 @@ What it costs to pass every message through the lanes. A topic of ${PARTITIONS} 
 keyed messages for ${MERCHANTS} merchants; each round a fresh consumer group reads it from the beginning,
 timed from the first handled message to the last. Plain: a kafkajs \`eachMessage\` consumer with
 \`partitionsConsumedConcurrently: ${PARTITIONS}\` and auto-commit (its defaults otherwise). Throttled:
-\`createThrottledConsumer\` with its defaults (concurrency 100, watermark commits every second) and a
-limiter allowing 1,000,000/s per merchant, so every reservation is granted at once. Same handler.
+\`createThrottledConsumer\` with its defaults (concurrency 100, watermark commits every second), the
+parking path on (a parking topic of ${PARTITIONS * 16} partitions, nothing parked) and a limiter allowing
+1,000,000/s per merchant, so every reservation is granted at once. Same handler.
 One warm-up pair, then ${ROUNDS} back-to-back pairs in alternating order.
 
 ${machineLine()}; ${await versionsLine()}.

@@ -110,7 +110,8 @@ async function kafkaFromLocalBroker(): Promise<Resolved> {
   }
   return {
     address: started.stdout,
-    source: `scripts/kafka-local (Maven Central jars; started or reused as logged above), ready in ${secondsSince(startedAtMs)}`,
+    // KAFKA_VERSION picks the broker (CI runs the Kafka suites on the default Kafka 4 and on 3.9.1).
+    source: `scripts/kafka-local, Kafka ${process.env.KAFKA_VERSION ?? 'default version'} (Maven Central jars; started or reused as logged above), ready in ${secondsSince(startedAtMs)}`,
     teardown: async () => {
       const released = await runKafkaLocal(['release', String(process.pid)])
       if (released.code !== 0) log(`scripts/kafka-local release exited ${released.code}`)

@@ -1,7 +1,22 @@
 import type { IHeaders, KafkaMessage, Message } from 'kafkajs'
 import { PermanentFailureError } from '../../errors.js'
-import type { DeadLetter } from './dispatcher.js'
 import { errorMessage } from './message-key.js'
+
+/**
+ * DeadLetterReason says why a message went to the dead-letter topic: no usable merchant
+ * key, a value the decoder refused, a handler that kept failing for maxAttempts, or a
+ * handler that threw PermanentFailureError (dead-lettered at once).
+ */
+export type DeadLetterReason = 'invalid-key' | 'undecodable' | 'handler-failed' | 'permanent-failure'
+
+/** DeadLetter is a message's failure: why, the error or check that refused it, attempts spent. */
+export interface DeadLetter {
+  reason: DeadLetterReason
+  /** error is the handler's last error, the decoder's error, or the key check's reason. */
+  error: unknown
+  /** attempts is the number of handler calls made (0 when the handler never ran). */
+  attempts: number
+}
 
 /**
  * DEAD_LETTER_HEADERS name the headers a dead-lettered message carries, besides its own:

@@ -1,6 +1,10 @@
 import type { Logger } from 'pino'
-import { PermanentFailureError, RetryableFailureError, RetryLaterError } from '../../errors.js'
-import type { CircuitBreakers, InFlightTable, Reservation } from '../../limiter/index.js'
+import { PermanentFailureError, RetryLaterError } from '../../errors.js'
+import type { Reservation } from '../../limiter/index.js'
+import type { DeadLetter, DeadLetterReason } from './dead-letter.js'
+import { DeadLetterWriter } from './dead-letter-writer.js'
+import { Deque } from './deque.js'
+import { type LaneBreakers, LaneGate, type LaneSlots } from './gate.js'
 import { type Lane, LaneGroup } from './lanes.js'
 import type { WakeQueue } from './wake-queue.js'
 
@@ -9,13 +13,9 @@ export interface LaneLimiter {
   tryAcquire(key: string, cost?: number): boolean
   reserve(key: string, cost?: number): Reservation
   penalize(key: string, retryAfterMs: number): void
+  /** now is the limiter's clock, in ms: reservation times are on it. */
+  now(): number
 }
-
-/** LaneSlots is the part of InFlightTable the dispatcher uses for in-flight caps and fair slots. */
-export type LaneSlots = Pick<InFlightTable, 'tryStart' | 'finish' | 'count'>
-
-/** LaneBreakers is the part of CircuitBreakers the dispatcher uses. */
-export type LaneBreakers = Pick<CircuitBreakers, 'admit' | 'release' | 'success' | 'failure'>
 
 /**
  * FAIR_SCAN_LANES is how many ready lanes, from the front of the ready queue, the
@@ -25,20 +25,12 @@ export type LaneBreakers = Pick<CircuitBreakers, 'admit' | 'release' | 'success'
 export const FAIR_SCAN_LANES = 32
 
 /**
- * DeadLetterReason says why a message went to the dead-letter topic: no usable merchant
- * key, a value the decoder refused, a handler that kept failing for maxAttempts, or a
- * handler that threw PermanentFailureError (dead-lettered at once).
+ * LATE_TOLERANCE_MS is how late a granted head may start and still use its grant: the
+ * limiter's default clock-skew tolerance. A head that starts later (a rebalance held the
+ * lanes, the event loop stalled) asks the limiter again, so that a pause never turns into
+ * a burst of every slot it missed (issue 15, item 11).
  */
-export type DeadLetterReason = 'invalid-key' | 'undecodable' | 'handler-failed' | 'permanent-failure'
-
-/** DeadLetter is a message's failure: why, the error or check that refused it, attempts spent. */
-export interface DeadLetter {
-  reason: DeadLetterReason
-  /** error is the handler's last error, the decoder's error, or the key check's reason. */
-  error: unknown
-  /** attempts is the number of handler calls made (0 when the handler never ran). */
-  attempts: number
-}
+export const LATE_TOLERANCE_MS = 100
 
 /** LaneItem is what a lane carries: anything with a merchant key. */
 export interface LaneItem {
@@ -68,23 +60,19 @@ export interface DispatcherOptions<I extends LaneItem> {
   run: (item: I, attempt: number, signal: AbortSignal) => Promise<void>
   /** deadLetter writes `item` to the dead-letter topic; a rejection is retried after a delay. */
   deadLetter: (item: I, failure: DeadLetter) => Promise<void>
-  /**
-   * inFlight counts each merchant's jobs in flight and holds its cap: a lane whose merchant
-   * is at its cap waits, before the limiter is asked (no token charged, no attempt spent),
-   * and is scheduled when one of the merchant's jobs ends. With it, the next ready lane to
-   * start is the one whose merchant has the fewest in flight among the first
-   * FAIR_SCAN_LANES ready. Default: none (no caps, ready lanes start in order).
-   */
+  /** inFlight: see ThrottledConsumerOptions.inFlight. Without it, ready lanes start in order. */
   inFlight?: LaneSlots
-  /**
-   * breakers: per-merchant circuit breakers. A lane whose merchant's breaker is open waits
-   * until it lets a call through, without an attempt; each attempt's outcome is reported.
-   */
+  /** breakers: see ThrottledConsumerOptions.breakers. */
   breakers?: LaneBreakers
   /** isEndpointFailure says whether a handler error counts against the breaker. Default: RetryableFailureError. */
   isEndpointFailure?: (error: unknown) => boolean
   /** done is told of each item that is finished, once, unless its group was dropped first. */
   done: (item: I, group: LaneGroup<I>, outcome: Outcome) => void
+  /**
+   * behind names the lane that must empty before `lane` may start: the lane of the same
+   * merchant holding its older messages (a parking lane waits for its source lane).
+   */
+  behind?: (lane: Lane<I>) => Lane<I> | undefined
   logger: Logger
 }
 
@@ -106,6 +94,8 @@ export interface DispatcherStats {
   delayed: number
   /** deferred: reservations refused for now (beyond the horizon, table full); asked again later. */
   deferred: number
+  /** lateGrants: grants given up and asked again because the head started later than LATE_TOLERANCE_MS. */
+  lateGrants: number
   handled: number
   /** failedAttempts: handler calls that threw (RetryLaterError excluded). */
   failedAttempts: number
@@ -120,11 +110,6 @@ export interface DispatcherStats {
   breakerOpen: number
 }
 
-type Counters = Omit<
-  DispatcherStats,
-  'lanes' | 'lanesWaiting' | 'lanesReady' | 'inFlight' | 'deadLettersInFlight'
->
-
 /**
  * Dispatcher runs the lanes: it asks the limiter for each lane's head, waits for the
  * reservation without holding a concurrency slot, runs handlers up to `concurrency` at
@@ -134,31 +119,43 @@ type Counters = Omit<
  */
 export class Dispatcher<I extends LaneItem> {
   private readonly groups = new Set<LaneGroup<I>>()
-  private readonly readyQueue: (Lane<I> | undefined)[] = []
-  private readyHead = 0
+  private readonly readyQueue = new Deque<Lane<I>>(16)
   private running = 0
-  private deadLettersRunning = 0
   private held = false
+  /** heldSinceMs is when the current hold began, on the limiter's clock. */
+  private heldSinceMs = 0
   private closed = false
   private idleWaiters: (() => void)[] = []
-  private readonly counters: Counters = {
+  private readonly counters = {
     grantedNow: 0,
     delayed: 0,
     deferred: 0,
+    lateGrants: 0,
     handled: 0,
     failedAttempts: 0,
     retryLater: 0,
-    deadLettered: { 'invalid-key': 0, undecodable: 0, 'handler-failed': 0, 'permanent-failure': 0 },
-    deadLetterWriteFailures: 0,
-    capped: 0,
-    breakerOpen: 0,
   }
-  /** cappedLanes: per merchant, the lanes waiting for one of its jobs in flight to end, oldest first. */
-  private readonly cappedLanes = new Map<string, Lane<I>[]>()
-  private readonly isEndpointFailure: (error: unknown) => boolean
+  private readonly gate: LaneGate<I>
+  /** waitingBehind: per lane, the lanes waiting for it to empty (see DispatcherOptions.behind). */
+  private readonly waitingBehind = new Map<Lane<I>, Lane<I>[]>()
+  private readonly deadLetters: DeadLetterWriter<I>
 
   constructor(private readonly options: DispatcherOptions<I>) {
-    this.isEndpointFailure = options.isEndpointFailure ?? ((error) => error instanceof RetryableFailureError)
+    this.gate = new LaneGate<I>({
+      inFlight: options.inFlight,
+      breakers: options.breakers,
+      isEndpointFailure: options.isEndpointFailure,
+      wait: (lane, delayMs, then) => this.waitThen(lane, delayMs, then),
+      retry: (lane) => this.schedule(lane),
+    })
+    this.deadLetters = new DeadLetterWriter<I>({
+      write: options.deadLetter,
+      retryDelayMs: options.deadLetterRetryDelayMs,
+      wakes: options.wakes,
+      written: (item, group) => options.done(item, group, 'dead-lettered'),
+      settled: () => this.settle(),
+      logger: options.logger,
+    })
   }
 
   /** createGroup returns a new lane group (one per assigned partition). */
@@ -181,45 +178,55 @@ export class Dispatcher<I extends LaneItem> {
    * no usable key or value, so no merchant order to keep).
    */
   deadLetterNow(group: LaneGroup<I>, item: I, failure: DeadLetter): void {
-    this.writeDeadLetter(group, item, failure, 0, () => undefined)
+    this.deadLetters.write(group, item, failure, () => undefined)
   }
 
   /**
-   * drop gives up a group: its waiting lanes stop, their reservations are returned, its
+   * drop gives up a group: its waiting lanes stop, their reservations are cancelled, its
    * signal aborts, and completions of its in-flight items are ignored.
    */
   drop(group: LaneGroup<I>, reason: string): void {
     if (!this.groups.delete(group)) return
     for (const lane of group.lanes.values()) this.release(lane)
+    const lanes = [...group.lanes.values()]
     group.lanes.clear()
     group.abort(reason)
+    for (const lane of lanes) this.wakeBehind(lane)
     this.pump()
   }
 
   /** hold stops handlers from starting (during a rebalance); lanes keep their place. */
   hold(): void {
+    if (!this.held) this.heldSinceMs = this.options.limiter.now()
     this.held = true
   }
 
-  /** resume lets held lanes start again. */
+  /**
+   * resume lets held lanes start again. After a hold longer than LATE_TOLERANCE_MS the
+   * grants of the lanes that waited through it are late: they ask again (see start).
+   */
   resume(): void {
+    if (this.held && this.options.limiter.now() - this.heldSinceMs > LATE_TOLERANCE_MS) {
+      for (const lane of this.readyQueue) lane.late = true
+    }
     this.held = false
     this.pump()
   }
 
   /**
    * close stops for good: no handler starts any more, waits are cancelled and their
-   * reservations returned. In-flight handlers finish (see whenIdle).
+   * reservations cancelled. In-flight handlers finish (see whenIdle).
    */
   close(): void {
     this.closed = true
+    this.deadLetters.close()
     for (const group of this.groups) for (const lane of group.lanes.values()) this.release(lane)
     this.options.wakes.clear()
   }
 
   /** whenIdle resolves once no handler and no dead-letter write is in flight. */
   whenIdle(): Promise<void> {
-    if (this.running === 0 && this.deadLettersRunning === 0) return Promise.resolve()
+    if (this.idle) return Promise.resolve()
     return new Promise((resolve) => this.idleWaiters.push(resolve))
   }
 
@@ -241,109 +248,63 @@ export class Dispatcher<I extends LaneItem> {
     }
     return {
       ...this.counters,
-      deadLettered: { ...this.counters.deadLettered },
+      deadLettered: { ...this.deadLetters.written },
+      deadLetterWriteFailures: this.deadLetters.writeFailures,
+      capped: this.gate.capped,
+      breakerOpen: this.gate.breakerOpen,
       lanes,
       lanesWaiting,
       lanesReady,
       inFlight: this.running,
-      deadLettersInFlight: this.deadLettersRunning,
+      deadLettersInFlight: this.deadLetters.running,
     }
   }
 
-  /**
-   * schedule asks the limiter for the lane's head and waits for the answer's time. A token
-   * there now is taken with tryAcquire (no reservation object on the hot path); only a
-   * lane that must wait holds a reservation, which drop and close hand back.
-   */
+  private get idle(): boolean {
+    return this.running === 0 && this.deadLetters.running === 0
+  }
+
+  /** schedule takes the lane's head past the gate, then asks the limiter for it. */
   private schedule(lane: Lane<I>): void {
     if (this.closed || lane.group.dropped) return
-    if (!this.admit(lane)) return
+    const before = this.options.behind?.(lane)
+    if (before !== undefined && before !== lane && before.size > 0 && !before.group.dropped) {
+      lane.state = 'waiting'
+      const waiting = this.waitingBehind.get(before)
+      if (waiting === undefined) this.waitingBehind.set(before, [lane])
+      else waiting.push(lane)
+      return
+    }
+    if (!this.gate.admit(lane)) return
+    if (this.ask(lane)) this.enqueueReady(lane, this.options.limiter.now())
+  }
+
+  /**
+   * ask asks the limiter for the lane's head: true when it may run now, otherwise the lane
+   * waits for its reservation (or to ask again) and ask says false. A token there now is
+   * taken with tryAcquire (no reservation object on the hot path); only a lane that must
+   * wait holds a reservation, which drop and close cancel.
+   */
+  private ask(lane: Lane<I>): boolean {
     const limiter = this.options.limiter
     if (limiter.tryAcquire(lane.merchantKey)) {
       this.counters.grantedNow++
-      this.enqueueReady(lane)
-      return
+      return true
     }
     const reservation = limiter.reserve(lane.merchantKey)
     if (!reservation.ok) {
       this.counters.deferred++
       this.waitThen(lane, reservation.delayMs, () => this.schedule(lane))
-      return
+      return false
     }
     lane.reservation = reservation
     if (reservation.delayMs <= 0) {
       this.counters.grantedNow++
-      this.enqueueReady(lane)
-      return
+      return true
     }
     this.counters.delayed++
-    this.waitThen(lane, reservation.delayMs, () => this.enqueueReady(lane))
-  }
-
-  /**
-   * admit takes the lane's head past its merchant's breaker and in-flight cap, before the
-   * limiter is asked; when it cannot pass, the lane waits (for the breaker's retry time,
-   * or for one of the merchant's jobs to end) and admit says false.
-   */
-  private admit(lane: Lane<I>): boolean {
-    const { breakers, inFlight } = this.options
-    if (breakers !== undefined && !lane.admitted) {
-      const admission = breakers.admit(lane.merchantKey)
-      if (!admission.allowed) {
-        this.counters.breakerOpen++
-        this.waitThen(lane, admission.retryInMs, () => this.schedule(lane))
-        return false
-      }
-      lane.admitted = true
-    }
-    if (inFlight !== undefined && !lane.counted) {
-      if (!inFlight.tryStart(lane.merchantKey)) {
-        if (lane.admitted) {
-          breakers?.release(lane.merchantKey)
-          lane.admitted = false
-        }
-        this.counters.capped++
-        lane.state = 'waiting'
-        const waiting = this.cappedLanes.get(lane.merchantKey)
-        if (waiting === undefined) this.cappedLanes.set(lane.merchantKey, [lane])
-        else waiting.push(lane)
-        return false
-      }
-      lane.counted = true
-    }
-    return true
-  }
-
-  /** ended gives back what the head's admission took once its handler has ended, and feeds the breaker. */
-  private ended(lane: Lane<I>, error: unknown, failed: boolean): void {
-    if (lane.admitted) {
-      lane.admitted = false
-      if (failed && this.isEndpointFailure(error)) this.options.breakers?.failure(lane.merchantKey)
-      else this.options.breakers?.success(lane.merchantKey)
-    }
-    this.uncount(lane)
-  }
-
-  /** uncount ends the lane's in-flight place and schedules the oldest lane of its merchant waiting for one. */
-  private uncount(lane: Lane<I>): void {
-    if (!lane.counted) return
-    lane.counted = false
-    this.options.inFlight?.finish(lane.merchantKey)
-    const waiting = this.cappedLanes.get(lane.merchantKey)
-    const next = waiting?.shift()
-    if (waiting !== undefined && waiting.length === 0) this.cappedLanes.delete(lane.merchantKey)
-    if (next !== undefined) {
-      next.state = 'idle'
-      this.schedule(next)
-    }
-  }
-
-  private unqueueCapped(lane: Lane<I>): void {
-    const waiting = this.cappedLanes.get(lane.merchantKey)
-    if (waiting === undefined) return
-    const at = waiting.indexOf(lane)
-    if (at >= 0) waiting.splice(at, 1)
-    if (waiting.length === 0) this.cappedLanes.delete(lane.merchantKey)
+    this.waitThen(lane, reservation.delayMs, () => this.enqueueReady(lane, reservation.reservedAtMs))
+    return false
   }
 
   private waitThen(lane: Lane<I>, delayMs: number, then: () => void): void {
@@ -354,10 +315,16 @@ export class Dispatcher<I extends LaneItem> {
     })
   }
 
-  private enqueueReady(lane: Lane<I>): void {
+  /**
+   * enqueueReady queues a granted lane for a slot; `grantedForMs` is when its grant was for.
+   * A grant that comes back more than LATE_TOLERANCE_MS after its time (the event loop
+   * stalled) is late: it asks again when it starts. Waiting for a slot afterwards is not
+   * lateness: the token was spent for this head, and asking again would charge it twice.
+   */
+  private enqueueReady(lane: Lane<I>, grantedForMs: number): void {
     lane.state = 'ready'
-    const queueEmpty = this.readyHead === this.readyQueue.length
-    if (queueEmpty && !this.held && !this.closed && this.running < this.options.concurrency) {
+    lane.late = this.options.limiter.now() - grantedForMs > LATE_TOLERANCE_MS
+    if (this.readyQueue.length === 0 && this.canStart()) {
       this.start(lane)
       return
     }
@@ -365,9 +332,13 @@ export class Dispatcher<I extends LaneItem> {
     this.pump()
   }
 
+  private canStart(): boolean {
+    return !this.held && !this.closed && this.running < this.options.concurrency
+  }
+
   /** pump starts ready lanes while slots are free. */
   private pump(): void {
-    while (!this.held && !this.closed && this.running < this.options.concurrency) {
+    while (this.canStart()) {
       const lane = this.nextReady()
       if (lane === undefined) return
       this.start(lane)
@@ -375,19 +346,13 @@ export class Dispatcher<I extends LaneItem> {
   }
 
   private nextReady(): Lane<I> | undefined {
-    if (this.options.inFlight !== undefined) this.fewestInFlightFirst(this.options.inFlight)
-    while (this.readyHead < this.readyQueue.length) {
-      const lane = this.readyQueue[this.readyHead]
-      this.readyQueue[this.readyHead] = undefined
-      this.readyHead++
-      if (lane !== undefined && lane.state === 'ready' && !lane.group.dropped) {
-        this.compactReadyQueue()
-        return lane
-      }
+    const inFlight = this.gate.inFlight
+    if (inFlight !== undefined) this.fewestInFlightFirst(inFlight)
+    for (;;) {
+      const lane = this.readyQueue.shift()
+      if (lane === undefined) return undefined
+      if (lane.state === 'ready' && !lane.group.dropped) return lane
     }
-    this.readyQueue.length = 0
-    this.readyHead = 0
-    return undefined
   }
 
   /**
@@ -395,33 +360,39 @@ export class Dispatcher<I extends LaneItem> {
    * merchant has the fewest jobs in flight to the front (the front lane takes its place).
    */
   private fewestInFlightFirst(inFlight: LaneSlots): void {
-    const end = Math.min(this.readyQueue.length, this.readyHead + FAIR_SCAN_LANES)
+    const queue = this.readyQueue
+    const end = Math.min(queue.length, FAIR_SCAN_LANES)
     let best = -1
     let bestCount = Number.POSITIVE_INFINITY
-    for (let i = this.readyHead; i < end; i++) {
-      const lane = this.readyQueue[i]
-      if (lane === undefined || lane.state !== 'ready' || lane.group.dropped) continue
+    for (let i = 0; i < end; i++) {
+      const lane = queue.at(i)!
+      if (lane.state !== 'ready' || lane.group.dropped) continue
       const count = inFlight.count(lane.merchantKey)
       if (count < bestCount) {
         best = i
         bestCount = count
       }
     }
-    if (best > this.readyHead) {
-      const front = this.readyQueue[this.readyHead]
-      this.readyQueue[this.readyHead] = this.readyQueue[best]
-      this.readyQueue[best] = front
+    if (best > 0) {
+      const front = queue.at(0)!
+      queue.set(0, queue.at(best)!)
+      queue.set(best, front)
     }
   }
 
-  private compactReadyQueue(): void {
-    if (this.readyHead >= 1024 && this.readyHead * 2 >= this.readyQueue.length) {
-      this.readyQueue.splice(0, this.readyHead)
-      this.readyHead = 0
-    }
-  }
-
+  /**
+   * start runs the lane's head. A late grant (a stalled wake, or a hold it waited through)
+   * no longer holds a slot the merchant can take now: it is given up (a reservation whose
+   * time has passed returns nothing) and the head asks again, charged in the window it runs
+   * in; it runs at once if a token is there, so it keeps its turn.
+   */
   private start(lane: Lane<I>): void {
+    if (lane.late) {
+      lane.late = false
+      this.counters.lateGrants++
+      lane.reservation = undefined
+      if (!this.ask(lane)) return
+    }
     const item = lane.peek()!
     lane.state = 'running'
     lane.reservation = undefined
@@ -441,7 +412,7 @@ export class Dispatcher<I extends LaneItem> {
 
   private succeeded(lane: Lane<I>, item: I): void {
     this.running--
-    this.ended(lane, undefined, false)
+    this.gate.ended(lane, undefined, false)
     if (!lane.group.dropped) {
       this.counters.handled++
       lane.shift()
@@ -453,110 +424,92 @@ export class Dispatcher<I extends LaneItem> {
 
   private failed(lane: Lane<I>, item: I, error: unknown): void {
     this.running--
-    this.ended(lane, error, true)
-    if (!lane.group.dropped) {
-      if (error instanceof RetryLaterError) {
-        this.counters.retryLater++
-        lane.attempts--
-        this.options.limiter.penalize(lane.merchantKey, error.retryAfterMs)
-        this.waitThen(lane, error.retryAfterMs, () => this.schedule(lane))
-      } else if (error instanceof PermanentFailureError) {
-        this.counters.failedAttempts++
-        const failure: DeadLetter = { reason: 'permanent-failure', error, attempts: lane.attempts }
-        this.writeDeadLetter(lane.group, item, failure, 0, () => {
-          lane.shift()
-          this.next(lane)
-        })
-      } else if (lane.attempts < this.options.maxAttempts) {
-        this.counters.failedAttempts++
+    this.gate.ended(lane, error, true)
+    if (lane.group.dropped) {
+      this.settle()
+      return
+    }
+    if (error instanceof RetryLaterError) {
+      this.counters.retryLater++
+      lane.attempts--
+      this.options.limiter.penalize(lane.merchantKey, error.retryAfterMs)
+      this.waitThen(lane, error.retryAfterMs, () => this.schedule(lane))
+    } else {
+      this.counters.failedAttempts++
+      if (error instanceof PermanentFailureError) this.deadLetterHead(lane, item, 'permanent-failure', error)
+      else if (lane.attempts >= this.options.maxAttempts)
+        this.deadLetterHead(lane, item, 'handler-failed', error)
+      else {
         this.options.logger.debug(
           { merchantKey: lane.merchantKey, attempt: lane.attempts, err: error },
           'handler failed; retrying',
         )
         this.waitThen(lane, this.options.retryDelayMs(lane.attempts), () => this.schedule(lane))
-      } else {
-        this.counters.failedAttempts++
-        const failure: DeadLetter = { reason: 'handler-failed', error, attempts: lane.attempts }
-        this.writeDeadLetter(lane.group, item, failure, 0, () => {
-          lane.shift()
-          this.next(lane)
-        })
       }
     }
     this.settle()
   }
 
+  /** deadLetterHead dead-letters the lane's head, then moves on to the next item. */
+  private deadLetterHead(lane: Lane<I>, item: I, reason: DeadLetterReason, error: unknown): void {
+    this.deadLetters.write(lane.group, item, { reason, error, attempts: lane.attempts }, () => {
+      lane.shift()
+      this.next(lane)
+    })
+  }
+
   /** next schedules the lane's new head, or retires the lane when it is empty. */
   private next(lane: Lane<I>): void {
+    lane.state = 'idle'
     if (lane.size > 0) {
-      lane.state = 'idle'
       this.schedule(lane)
       return
     }
-    lane.state = 'idle'
     if (lane.group.lanes.get(lane.merchantKey) === lane) lane.group.lanes.delete(lane.merchantKey)
+    this.wakeBehind(lane)
   }
 
-  private writeDeadLetter(
-    group: LaneGroup<I>,
-    item: I,
-    failure: DeadLetter,
-    failures: number,
-    then: () => void,
-  ): void {
-    if (group.dropped || this.closed) return
-    this.deadLettersRunning++
-    let result: Promise<void>
-    try {
-      result = this.options.deadLetter(item, failure)
-    } catch (error) {
-      result = Promise.reject(error)
+  /** wakeBehind schedules the lanes that waited for `lane` to empty. */
+  private wakeBehind(lane: Lane<I>): void {
+    const waiting = this.waitingBehind.get(lane)
+    if (waiting === undefined) return
+    this.waitingBehind.delete(lane)
+    for (const next of waiting) {
+      if (next.state !== 'waiting' || next.group.dropped || next.wake !== undefined) continue
+      next.state = 'idle'
+      this.schedule(next)
     }
-    result.then(
-      () => {
-        this.deadLettersRunning--
-        if (!group.dropped) {
-          this.counters.deadLettered[failure.reason]++
-          this.options.done(item, group, 'dead-lettered')
-          then()
-        }
-        this.settle()
-      },
-      (error: unknown) => {
-        this.deadLettersRunning--
-        this.counters.deadLetterWriteFailures++
-        this.options.logger.warn({ err: error, reason: failure.reason }, 'dead-letter write failed')
-        this.options.wakes.after(this.options.deadLetterRetryDelayMs(failures + 1), () =>
-          this.writeDeadLetter(group, item, failure, failures + 1, then),
-        )
-        this.settle()
-      },
-    )
   }
 
-  /** release cancels a lane's wait and returns its reservation's tokens. */
+  /**
+   * release cancels a lane's wait and gives back its admission. Its reservation is
+   * cancelled only while its time is still ahead: once that time has passed the slot is
+   * spent, whether or not the head ran in it (as Go's x/time/rate, which restores nothing
+   * for a reservation whose time has passed), so a dropped partition never hands a
+   * merchant back tokens for a moment that is gone.
+   */
   private release(lane: Lane<I>): void {
     if (lane.wake !== undefined) {
       this.options.wakes.cancel(lane.wake)
       lane.wake = undefined
     }
-    lane.reservation?.cancel()
+    this.cancelIfAhead(lane)
+
+    this.gate.release(lane)
+    if (lane.state !== 'running') lane.state = 'idle'
+  }
+
+  private cancelIfAhead(lane: Lane<I>): void {
+    const reservation = lane.reservation
     lane.reservation = undefined
-    this.unqueueCapped(lane)
-    if (lane.state !== 'running') {
-      lane.state = 'idle'
-      if (lane.admitted) {
-        lane.admitted = false
-        this.options.breakers?.release(lane.merchantKey)
-      }
-      this.uncount(lane)
-    }
+    if (reservation !== undefined && reservation.reservedAtMs > this.options.limiter.now())
+      reservation.cancel()
   }
 
   /** settle wakes whenIdle waiters and refills free slots. */
   private settle(): void {
     this.pump()
-    if (this.running === 0 && this.deadLettersRunning === 0 && this.idleWaiters.length > 0) {
+    if (this.idle && this.idleWaiters.length > 0) {
       const waiters = this.idleWaiters
       this.idleWaiters = []
       for (const resolve of waiters) resolve()

@@ -1,4 +1,5 @@
 import type { Granted } from '../../limiter/index.js'
+import { Deque } from './deque.js'
 import type { Wake } from './wake-queue.js'
 
 /**
@@ -13,7 +14,7 @@ export type LaneState = 'idle' | 'waiting' | 'ready' | 'running'
  * the rest wait behind it, so a merchant's messages are handled in the order they were
  * produced while other lanes of the same partition run independently.
  */
-export class Lane<I> {
+export class Lane<I> extends Deque<I> {
   state: LaneState = 'idle'
   /** attempts is how many times the head item has been tried; 0 before its first try. */
   attempts = 0
@@ -21,50 +22,29 @@ export class Lane<I> {
   wake: Wake | undefined
   /** reservation holds the head's tokens from grant until the handler starts. */
   reservation: Granted | undefined
+  /** late: the head's grant came back, or waited through a hold, past LATE_TOLERANCE_MS (it asks again). */
+  late = false
   /** counted: the head holds one of its merchant's in-flight places, from its admission until its handler ends. */
   counted = false
   /** admitted: the merchant's breaker let the head through (maybe as the probe); its outcome is owed. */
   admitted = false
-  private items: (I | undefined)[] = []
-  private head = 0
 
   constructor(
     readonly merchantKey: string,
     readonly group: LaneGroup<I>,
-  ) {}
+  ) {
+    super()
+  }
 
   /** size is the number of items in the lane, the head included. */
   get size(): number {
-    return this.items.length - this.head
+    return this.length
   }
 
-  push(item: I): void {
-    // Most lanes hold one message: an array literal has room for exactly one, where push
-    // on an empty array reserves seventeen.
-    if (this.items.length === 0) this.items = [item]
-    else this.items.push(item)
-  }
-
-  /** peek returns the head item, or undefined when the lane is empty. */
-  peek(): I | undefined {
-    return this.items[this.head]
-  }
-
-  /** shift removes the head item; the next one becomes the head. */
-  shift(): I | undefined {
-    const item = this.items[this.head]
-    if (item === undefined) return undefined
-    this.items[this.head] = undefined
-    this.head++
+  /** shift removes the head item; the next one becomes the head, with no attempt made yet. */
+  override shift(): I | undefined {
     this.attempts = 0
-    if (this.head === this.items.length) {
-      this.items = []
-      this.head = 0
-    } else if (this.head >= 64 && this.head * 2 >= this.items.length) {
-      this.items = this.items.slice(this.head)
-      this.head = 0
-    }
-    return item
+    return super.shift()
   }
 }
 
@@ -101,7 +81,10 @@ export class LaneGroup<I> {
     return lane
   }
 
-  /** abort aborts the group's signal with `reason`. */
+  /**
+   * abort marks the group dropped (every later completion of its items is a no-op) and
+   * aborts its signal with `reason`, telling in-flight handlers their result no longer counts.
+   */
   abort(reason: string): void {
     this.isDropped = true
     this.controller.abort(new Error(reason))

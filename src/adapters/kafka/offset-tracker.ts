@@ -1,3 +1,5 @@
+import { Deque } from './deque.js'
+
 /**
  * OffsetTracker follows one partition's offsets from the moment they are buffered until
  * they are done, and answers the watermark: the lowest offset not yet done, which is the
@@ -9,13 +11,15 @@
  * watermark is the oldest pending offset, or the next offset to fetch when none is pending.
  */
 export class OffsetTracker {
-  /** offsets tracked, ascending; entries before `head` are done and only await compaction. */
-  private offsets: number[] = []
-  private done: boolean[] = []
-  private head = 0
-  /** base is the sequence number of offsets[0]: sequence numbers survive compaction. */
+  /**
+   * pendingOffsets holds the offsets tracked and not yet passed by the watermark, ascending;
+   * a done offset is stored as -(offset + 1) until every offset before it is done too.
+   */
+  private readonly pendingOffsets = new Deque<number>(16)
+  /** base is the sequence number of the deque's head: sequence numbers survive shifts. */
   private base = 0
   private next: number | undefined
+  private notDone = 0
 
   /**
    * track records `offset` as buffered and returns its sequence number, to pass to
@@ -28,10 +32,10 @@ export class OffsetTracker {
     if (this.next !== undefined && offset < this.next) {
       throw new TypeError(`OffsetTracker.track: expected an offset >= ${this.next}, got ${offset}`)
     }
-    this.offsets.push(offset)
-    this.done.push(false)
+    this.pendingOffsets.push(offset)
+    this.notDone++
     this.next = offset + 1
-    return this.base + this.offsets.length - 1
+    return this.base + this.pendingOffsets.length - 1
   }
 
   /**
@@ -49,10 +53,15 @@ export class OffsetTracker {
    */
   complete(seq: number): boolean {
     const index = seq - this.base
-    if (index < this.head || index >= this.offsets.length || this.done[index]) return false
-    this.done[index] = true
-    while (this.head < this.offsets.length && this.done[this.head]) this.head++
-    this.compact()
+    const offset = this.pendingOffsets.at(index)
+    if (offset === undefined || offset < 0) return false
+    this.pendingOffsets.set(index, -offset - 1)
+    this.notDone--
+    const queue = this.pendingOffsets
+    while (queue.length > 0 && queue.peek()! < 0) {
+      queue.shift()
+      this.base++
+    }
     return true
   }
 
@@ -66,23 +75,24 @@ export class OffsetTracker {
    * the partition has delivered anything (nothing to commit yet).
    */
   get watermark(): number | undefined {
-    return this.head < this.offsets.length ? this.offsets[this.head] : this.next
+    return this.pendingOffsets.length > 0 ? this.pendingOffsets.peek() : this.next
+  }
+
+  /**
+   * watermarkWith is what the watermark would be if the offsets of sequence numbers `seqs`
+   * were done too (the offset to commit with a move that completes them).
+   */
+  watermarkWith(seqs: ReadonlySet<number>): number | undefined {
+    const queue = this.pendingOffsets
+    for (let i = 0; i < queue.length; i++) {
+      const offset = queue.at(i)!
+      if (offset >= 0 && !seqs.has(this.base + i)) return offset
+    }
+    return this.next
   }
 
   /** pending counts offsets tracked and not yet done. */
   get pending(): number {
-    let count = 0
-    for (let i = this.head; i < this.offsets.length; i++) if (!this.done[i]) count++
-    return count
-  }
-
-  /** compact drops the done prefix once it is at least half the arrays (amortised O(1)). */
-  private compact(): void {
-    if (this.head < 1024 && this.head < this.offsets.length) return
-    if (this.head * 2 < this.offsets.length) return
-    this.offsets = this.offsets.slice(this.head)
-    this.done = this.done.slice(this.head)
-    this.base += this.head
-    this.head = 0
+    return this.notDone
   }
 }

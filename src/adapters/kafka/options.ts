@@ -1,13 +1,49 @@
-import type { Consumer, ConsumerConfig, KafkaMessage, Producer, ProducerConfig } from 'kafkajs'
+import type { Admin, Consumer, ConsumerConfig, KafkaMessage, Producer, ProducerConfig } from 'kafkajs'
 import type { Logger } from 'pino'
 import { backoffMs } from '../../limiter/backoff.js'
-import type { LaneBreakers, LaneLimiter, LaneSlots } from './dispatcher.js'
+import type { LaneLimiter } from './dispatcher.js'
+import type { LaneBreakers, LaneSlots } from './gate.js'
 import type { MerchantKeySource } from './message-key.js'
 
-/** KafkaClients makes the consumer and the dead-letter producer; a `Kafka` instance is one. */
+/**
+ * KafkaClients makes the consumer, the dead-letter producer and, with parking, the
+ * transactional producer and an admin (to read the parking state kept in the group's
+ * commit metadata); a `Kafka` instance is one.
+ */
 export interface KafkaClients {
   consumer(config: ConsumerConfig): Consumer
   producer(config?: ProducerConfig): Producer
+  admin?(): Admin
+}
+
+/**
+ * ParkingOptions turn on the parking path: a merchant whose lane is full has its further
+ * messages moved, in order, to a parking topic, so its partition keeps flowing for the
+ * other merchants on it. See the README's "Standing backlogs on Kafka".
+ */
+export interface ParkingOptions {
+  /**
+   * topics maps each source topic to its parking topic. A parking topic must exist (the
+   * consumer never creates topics), with a multiple of the source topic's partitions:
+   * perSource = parking partitions / source partitions parking partitions per source
+   * partition (16 or more keeps two hot merchants of one partition apart, 15 times in 16).
+   */
+  topics: Record<string, string>
+  /**
+   * maxBufferedPerMerchant bounds one merchant's lane on a parking partition. A fetched
+   * batch is taken whole, then the parking partition pauses while one of its lanes holds
+   * more, until that lane is down to half. Large enough to hold a merchant's rate for the
+   * time a resumed partition takes to fetch again (about 0.5 s). Default 2 000.
+   */
+  maxBufferedPerMerchant?: number
+  /** maxBatch is the most messages moved in one transaction. Default 500. */
+  maxBatch?: number
+  /**
+   * transactionTimeoutMs is the parking transactions' timeout: after a crash in the middle
+   * of a move the broker aborts it after this long, and until then the parking partition's
+   * readers wait. Default 10 000.
+   */
+  transactionTimeoutMs?: number
 }
 
 /**
@@ -16,8 +52,12 @@ export interface KafkaClients {
  * the group's members, setShare.
  */
 export interface ConsumerLimiter extends LaneLimiter {
-  now(): number
   setShare(instances: number): void
+  /**
+   * inspect tells a merchant's tokens: a full lane is parked only when they are fewer than
+   * its messages (without inspect, every full lane is parked).
+   */
+  inspect?(key: string): { readonly tokens: number } | undefined
 }
 
 /** ThrottledMessage is what the handler gets: one message, its merchant and its decoded value. */
@@ -89,8 +129,28 @@ export interface ThrottledConsumerOptions<T = Buffer | null> {
   /** concurrency is the most handlers running at once, over all partitions. Default 100. */
   concurrency?: number
   /**
+   * maxBufferedPerMerchant bounds one merchant's lane on a source partition (messages held,
+   * the running one included) when the merchant is behind: its bucket holds fewer tokens
+   * than its lane messages, or it waits for a retry, its breaker or its in-flight cap. A
+   * merchant whose limit does not bind may hold a whole fetch, up to maxBufferedPerPartition.
+   * With parking on, a merchant behind has its further messages parked;
+   * without, the partition pauses until the lane is down to half (the last resort: every
+   * merchant on the partition waits). Default 100 with parking, maxBufferedPerPartition without.
+   */
+  maxBufferedPerMerchant?: number
+  /**
+   * maxBufferedBytes bounds the bytes of the messages held over all partitions (key, value
+   * and headers, plus a fixed 128 per message). Past it, source messages are parked (with
+   * parking on) and partitions are paused (parking partitions, or all without parking) until
+   * the buffer is below 90% of it. Default 64 MiB.
+   */
+  maxBufferedBytes?: number
+  /** parking turns on the parking path (see ParkingOptions). Default: off. */
+  parking?: ParkingOptions
+  /**
    * maxBufferedPerPartition bounds the messages held per partition (waiting, running or
-   * being dead-lettered). It is checked after each fetched batch, which is taken whole: at
+   * being dead-lettered; messages on their way to the parking topic count only against
+   * maxBufferedBytes). It is checked after each fetched batch, which is taken whole: at
    * the bound the partition is paused (so it holds at most the bound plus one fetch, see
    * consumerConfig.maxBytesPerPartition); it resumes when half are done. While a partition
    * is paused, every merchant on it waits. Default 5 000.
@@ -126,6 +186,9 @@ export interface ThrottledConsumerOptions<T = Buffer | null> {
 export interface ResolvedOptions<T> extends ThrottledConsumerOptions<T> {
   keyOf: MerchantKeySource<T>
   concurrency: number
+  maxBufferedPerMerchant: number
+  maxBufferedBytes: number
+  parking: Required<ParkingOptions> | undefined
   maxBufferedPerPartition: number
   commitIntervalMs: number
   maxAttempts: number
@@ -175,6 +238,11 @@ export function resolveOptions<T>(options: ThrottledConsumerOptions<T>): Resolve
     ...options,
     keyOf,
     concurrency: options.concurrency ?? 100,
+    maxBufferedPerMerchant:
+      options.maxBufferedPerMerchant ??
+      (options.parking === undefined ? (options.maxBufferedPerPartition ?? 5_000) : 100),
+    maxBufferedBytes: options.maxBufferedBytes ?? 64 * 1024 * 1024,
+    parking: resolveParking(options),
     maxBufferedPerPartition: options.maxBufferedPerPartition ?? 5_000,
     commitIntervalMs: options.commitIntervalMs ?? 1_000,
     maxAttempts: options.maxAttempts ?? 5,
@@ -184,6 +252,8 @@ export function resolveOptions<T>(options: ThrottledConsumerOptions<T>): Resolve
   }
   checkInteger(resolved.concurrency, 'concurrency', 1)
   checkInteger(resolved.maxBufferedPerPartition, 'maxBufferedPerPartition', 1)
+  checkInteger(resolved.maxBufferedPerMerchant, 'maxBufferedPerMerchant', 1)
+  checkInteger(resolved.maxBufferedBytes, 'maxBufferedBytes', 1024)
   checkNumber(resolved.commitIntervalMs, 'commitIntervalMs', 1)
   checkInteger(resolved.maxAttempts, 'maxAttempts', 1)
   checkNumber(resolved.stopTimeoutMs, 'stopTimeoutMs', 0)
@@ -192,6 +262,44 @@ export function resolveOptions<T>(options: ThrottledConsumerOptions<T>): Resolve
   }
   return resolved
 
+  function resolveParking(options: ThrottledConsumerOptions<T>): Required<ParkingOptions> | undefined {
+    const parking = options.parking
+    if (parking === undefined) return undefined
+    if (typeof options.kafka.admin !== 'function') {
+      throw new TypeError(`${where}: expected kafka to make admins for parking, got none`)
+    }
+    const topics = parking.topics
+    if (typeof topics !== 'object' || topics === null || Object.keys(topics).length === 0) {
+      throw new TypeError(
+        `${where}: expected parking.topics to map source topics to parking topics, got ${String(topics)}`,
+      )
+    }
+    const parkingTopics = new Set<string>()
+    for (const [source, target] of Object.entries(topics)) {
+      if (!options.topics.includes(source)) {
+        throw new TypeError(`${where}: expected parking.topics keys among topics, got ${source}`)
+      }
+      checkText(target, `parking.topics.${source}`)
+      if (
+        options.topics.includes(target) ||
+        target === options.deadLetterTopic ||
+        parkingTopics.has(target)
+      ) {
+        throw new TypeError(`${where}: expected parking topics apart from the others, got ${target} twice`)
+      }
+      parkingTopics.add(target)
+    }
+    const resolved = {
+      topics,
+      maxBufferedPerMerchant: parking.maxBufferedPerMerchant ?? 2_000,
+      maxBatch: parking.maxBatch ?? 500,
+      transactionTimeoutMs: parking.transactionTimeoutMs ?? 10_000,
+    }
+    checkInteger(resolved.maxBufferedPerMerchant, 'parking.maxBufferedPerMerchant', 1)
+    checkInteger(resolved.maxBatch, 'parking.maxBatch', 1)
+    checkInteger(resolved.transactionTimeoutMs, 'parking.transactionTimeoutMs', 1_000)
+    return resolved
+  }
   function checkText(value: unknown, name: string): void {
     if (typeof value !== 'string' || value.length === 0) {
       throw new TypeError(`${where}: expected ${name} to be a non-empty string, got ${String(value)}`)

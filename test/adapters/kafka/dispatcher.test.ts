@@ -1,6 +1,8 @@
 import { pino } from 'pino'
 import { describe, expect, it } from 'vitest'
-import { type DeadLetter, Dispatcher, type Outcome } from '../../../src/adapters/kafka/dispatcher.js'
+import type { DeadLetter } from '../../../src/adapters/kafka/dead-letter.js'
+import { Dispatcher, type Outcome } from '../../../src/adapters/kafka/dispatcher.js'
+import type { Lane, LaneGroup } from '../../../src/adapters/kafka/lanes.js'
 import { WakeQueue } from '../../../src/adapters/kafka/wake-queue.js'
 import { PermanentFailureError, RetryLaterError } from '../../../src/errors.js'
 import { FakeClock, KeyedLimiter, type KeyedLimiterOptions } from '../../../src/limiter/index.js'
@@ -320,5 +322,123 @@ describe('Dispatcher', () => {
     expect(idle).toBe(true)
     expect(h.started).toEqual(['a#0@0'])
     expect(h.finished).toEqual(['a#0:handled'])
+  })
+})
+
+describe('Dispatcher and reservations that come back late (issue 15)', () => {
+  it('item 11: after a pause (a rebalance hold) a merchant sees at most burst + rate x W, not every slot it missed', async () => {
+    const h = harness({ limiter: { rate: '10/s burst 2' } })
+    // The merchant's messages are spread over 12 partitions (keyed by header), one lane each.
+    const groups = Array.from({ length: 12 }, (_, i) => h.dispatcher.createGroup(`t:${i}`))
+    h.dispatcher.hold()
+    for (const [n, group] of groups.entries()) h.dispatcher.push(group, { merchantKey: 'm', n })
+    // Reservations at 0, 0, 100, …, 1000 all pass while the lanes are held for 5 s.
+    await h.timers.advance(5_000)
+    expect(h.started).toEqual([])
+    h.dispatcher.resume()
+    await h.timers.advance(0)
+    const windowMs = 500
+    await h.timers.advance(windowMs)
+    const inWindow = h.started.filter((s) => {
+      const at = Number(s.split('@')[1])
+      return at >= 5_000 && at <= 5_000 + windowMs
+    })
+    // burst 2 + 10/s x 0.5 s = 7 at most (12 without the rule: all at 5 000).
+    expect(inWindow.length).toBeLessThanOrEqual(2 + 10 * (windowMs / 1_000))
+    expect(h.dispatcher.stats().lateGrants).toBeGreaterThan(0)
+    await h.timers.advance(2_000)
+    expect(h.finished).toHaveLength(12)
+  })
+
+  it('item 11: a grant kept waiting for a concurrency slot keeps it: no second charge (issue 15 item 1)', async () => {
+    let release!: () => void
+    const h = harness({
+      concurrency: 1,
+      limiter: { rate: '1/min burst 1' },
+      behaviour: (item) =>
+        item.merchantKey === 'slow' ? new Promise<void>((resolve) => (release = resolve)) : Promise.resolve(),
+    })
+    h.push('slow', 0)
+    h.push('a', 0)
+    await h.timers.advance(1_000)
+    expect(h.started).toEqual(['slow#0@0'])
+    release()
+    await h.timers.advance(0)
+    // a's one token was taken at 0 for this head; asking again would wait a minute.
+    expect(h.started).toEqual(['slow#0@0', 'a#0@1000'])
+    expect(h.dispatcher.stats().lateGrants).toBe(0)
+  })
+
+  it('item 11: a wake that fires late (a stalled event loop) asks again', async () => {
+    const h = harness({ limiter: { rate: '10/s burst 1' } })
+    h.push('m', 0, 1)
+    await h.timers.advance(0)
+    // m#1 holds a reservation for 100 ms; the loop stalls until 600 ms.
+    h.clock.set(600)
+    await h.timers.advance(0)
+    expect(h.started).toEqual(['m#0@0', 'm#1@600'])
+    expect(h.dispatcher.stats().lateGrants).toBe(1)
+  })
+
+  it('item 2: drop() cancels only reservations still ahead; one whose time has passed restores nothing', async () => {
+    // Two identical runs, but the second drops the partition holding a passed reservation.
+    async function tokensAfter(dropPassed: boolean): Promise<number> {
+      const h = harness({ limiter: { rate: '10/s burst 3' } })
+      const held = h.dispatcher.createGroup('t:held')
+      h.dispatcher.hold()
+      for (let n = 0; n < 3; n++)
+        h.dispatcher.push(h.dispatcher.createGroup(`t:${n}`), { merchantKey: 'm', n })
+      // The fourth holds a reservation for 100 ms, which passes while the lanes are held.
+      h.dispatcher.push(held, { merchantKey: 'm', n: 3 })
+      await h.timers.advance(150)
+      if (dropPassed) h.dispatcher.drop(held, 'partition revoked')
+      return h.limiter.inspect('m')!.tokens
+    }
+    expect(await tokensAfter(true)).toBe(await tokensAfter(false))
+  })
+
+  it('item 2: close() cancels a reservation still ahead, so its tokens are there for the next owner', async () => {
+    const h = harness({ limiter: { rate: '1/s burst 1' } })
+    h.push('m', 0, 1)
+    await h.timers.advance(0)
+    // m#1 holds a reservation for t = 1 000.
+    expect(h.limiter.inspect('m')!.tokens).toBeLessThan(0)
+    h.dispatcher.close()
+    expect(h.limiter.inspect('m')!.tokens).toBeGreaterThanOrEqual(0)
+  })
+})
+
+describe('Dispatcher lanes behind lanes (parking)', () => {
+  it('starts a lane only once the lane it is behind (same merchant, older messages) has emptied', async () => {
+    const clock = new FakeClock(0)
+    const timers = new FakeTimers(clock)
+    const limiter = new KeyedLimiter({ rate: '10/s burst 1', clock })
+    const started: string[] = []
+    const groups: { source?: LaneGroup<Item>; parking?: LaneGroup<Item> } = {}
+    const dispatcher = new Dispatcher<Item>({
+      limiter,
+      wakes: new WakeQueue({ now: () => limiter.now() }, timers),
+      concurrency: 10,
+      maxAttempts: 1,
+      retryDelayMs: () => 100,
+      deadLetterRetryDelayMs: () => 100,
+      run: async (item) => {
+        started.push(`${item.merchantKey}#${item.n}@${clock.now()}`)
+      },
+      deadLetter: async () => undefined,
+      done: () => undefined,
+      behind: (lane): Lane<Item> | undefined =>
+        lane.group === groups.parking ? groups.source!.lanes.get(lane.merchantKey) : undefined,
+      logger: pino({ level: 'silent' }),
+    })
+    const source = dispatcher.createGroup('t:0')
+    const parking = dispatcher.createGroup('t-parking:0')
+    Object.assign(groups, { source, parking })
+    dispatcher.push(source, { merchantKey: 'm', n: 0 })
+    dispatcher.push(source, { merchantKey: 'm', n: 1 })
+    dispatcher.push(parking, { merchantKey: 'm', n: 2 })
+    dispatcher.push(parking, { merchantKey: 'm', n: 3 })
+    await timers.advance(1_000)
+    expect(started).toEqual(['m#0@0', 'm#1@100', 'm#2@200', 'm#3@300'])
   })
 })

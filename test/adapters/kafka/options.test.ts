@@ -66,3 +66,69 @@ describe('resolveOptions', () => {
     expect(() => resolveOptions({ ...base, ...patch } as ThrottledConsumerOptions)).toThrow(message)
   })
 })
+
+describe('resolveOptions: bounds and parking', () => {
+  it('bounds a merchant at 100 messages with parking, and at the partition bound without (the pause is all there is)', () => {
+    const parked = resolveOptions({ ...base, parking: { topics: { payments: 'payments-parking' } } })
+    expect(parked).toMatchObject({ maxBufferedPerMerchant: 100, maxBufferedBytes: 64 * 1024 * 1024 })
+    expect(parked.parking).toEqual({
+      topics: { payments: 'payments-parking' },
+      maxBufferedPerMerchant: 2_000,
+      maxBatch: 500,
+      transactionTimeoutMs: 10_000,
+    })
+    expect(resolveOptions(base).maxBufferedPerMerchant).toBe(5_000)
+    expect(resolveOptions(base).parking).toBeUndefined()
+  })
+
+  const bad: [name: string, patch: Record<string, unknown>, message: string][] = [
+    [
+      'a parking topic for a topic not consumed',
+      { parking: { topics: { other: 'p' } } },
+      'expected parking.topics keys among topics, got other',
+    ],
+    [
+      'parking into a consumed topic',
+      { parking: { topics: { payments: 'payments' } } },
+      'expected parking topics apart from the others, got payments',
+    ],
+    [
+      'parking into the dead-letter topic',
+      { parking: { topics: { payments: 'payments-dlq' } } },
+      'apart from the others, got payments-dlq',
+    ],
+    [
+      'no parking topics',
+      { parking: { topics: {} } },
+      'expected parking.topics to map source topics to parking topics',
+    ],
+    [
+      'a zero lane bound',
+      { maxBufferedPerMerchant: 0 },
+      'expected maxBufferedPerMerchant to be an integer >= 1, got 0',
+    ],
+    [
+      'a tiny byte budget',
+      { maxBufferedBytes: 10 },
+      'expected maxBufferedBytes to be an integer >= 1024, got 10',
+    ],
+    [
+      'a short transaction timeout',
+      { parking: { topics: { payments: 'p' }, transactionTimeoutMs: 10 } },
+      'expected parking.transactionTimeoutMs to be an integer >= 1000, got 10',
+    ],
+    [
+      'parking without an admin',
+      {
+        kafka: { consumer: () => undefined, producer: () => undefined },
+        parking: { topics: { payments: 'p' } },
+      },
+      'expected kafka to make admins for parking, got none',
+    ],
+  ]
+  for (const [name, patch, message] of bad) {
+    it(`refuses ${name}`, () => {
+      expect(() => resolveOptions({ ...base, ...patch } as ThrottledConsumerOptions)).toThrow(message)
+    })
+  }
+})
