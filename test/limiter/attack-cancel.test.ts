@@ -123,7 +123,7 @@ describe('cancels and rate changes in debt, at random (fast-check)', () => {
               inheritance: fc.constantFrom('proportional' as const, 'as-is' as const, 'reset' as const),
             }),
           ),
-          { maxLength: 80 },
+          { maxLength: 80, size: 'max' },
         ),
         (initial, origin, ops) => {
           const clock = new FakeClock(origin)

@@ -144,7 +144,7 @@ describe('eviction under maxKeys pressure with shares, penalties and rate change
               }),
             },
           ),
-          { maxLength: 120 },
+          { maxLength: 120, size: 'max' },
         ),
         (initial, origin, ops) => {
           const clock = new FakeClock(origin)
