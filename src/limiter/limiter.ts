@@ -498,9 +498,11 @@ export class KeyedLimiter {
 
   /**
    * refund gives a cancelled reservation back what it still holds. As in Go's
-   * x/time/rate, nothing for one whose time has passed; else its span, less the part
-   * later reservations have been scheduled behind, so that the reservations behind it
-   * keep their times and the gap it leaves is not handed out twice. Never above the
+   * x/time/rate, nothing for one whose time has passed. Unlike Go, nothing either while a
+   * later reservation stands behind it: the bucket keeps one arrival time, so moving it back
+   * by any part of the span would schedule new work into time the later reservations still
+   * occupy (Go gives back the span less the later ones' tokens, which double-books exactly
+   * that time). Only the latest reservation gives its whole span back. Never above the
    * capacity, never inside a Retry-After. A key no longer held was evicted full and has
    * nothing to take back.
    */
@@ -515,9 +517,8 @@ export class KeyedLimiter {
     const tatMs = this.table.tatMs
     const tat = tatMs[slot]!
     const laterMs = tat - rate.tauMs - (reservation.endMs + shiftMs)
-    const restoredMs = reservation.spanMs - (laterMs > 0 ? laterMs : 0)
-    if (restoredMs <= 0) return
-    tatMs[slot] = Math.max(tat - restoredMs, now, this.blockFloor(rate, now))
+    if (laterMs > rate.conformMs) return
+    tatMs[slot] = Math.max(tat - reservation.spanMs, now, this.blockFloor(rate, now))
   }
 
   /** blockFloor is the lowest arrival time that grants nothing before `rate`'s Retry-After ends. */

@@ -240,7 +240,7 @@ describe('KeyedLimiter properties', () => {
       fc.property(
         fc.constantFrom(...RATES),
         fc.constantFrom(...ORIGINS),
-        fc.array(fc.oneof(...decisions), { maxLength: 150 }),
+        fc.array(fc.oneof(...decisions), { maxLength: 150, size: 'max' }),
         (rateText, originMs, ops) => {
           const rate = parseRate(rateText)
           const { grants } = run(ops, rateText, originMs)
@@ -263,7 +263,7 @@ describe('KeyedLimiter properties', () => {
       fc.property(
         fc.constantFrom(...RATES),
         fc.constantFrom(...ORIGINS),
-        fc.array(fc.oneof(...decisions, ...changes), { maxLength: 150 }),
+        fc.array(fc.oneof(...decisions, ...changes), { maxLength: 150, size: 'max' }),
         (rateText, originMs, ops) => {
           const { grants, changeTimes, ratesSeen, blocks } = run(ops, rateText, originMs)
           const maxBurst = Math.max(...ratesSeen.map((r) => r.burst))
@@ -284,7 +284,7 @@ describe('KeyedLimiter properties', () => {
           }
         },
       ),
-      { numRuns: 400 },
+      { numRuns: 300 },
     )
   })
 
@@ -299,7 +299,7 @@ describe('KeyedLimiter properties', () => {
             fc.record({ kind: fc.constant('back' as const), ms: fc.integer({ min: 1, max: 100 }) }),
             fc.record({ kind: fc.constant('back' as const), ms: fc.integer({ min: 101, max: 5_000 }) }),
           ),
-          { minLength: 1, maxLength: 100 },
+          { minLength: 1, maxLength: 100, size: 'max' },
         ),
         (rateText, originMs, steps) => {
           const rate = parseRate(rateText)
