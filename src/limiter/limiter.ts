@@ -90,6 +90,7 @@ export class KeyedLimiter {
     this.maxKeyLength = checkPositiveInteger(options.maxKeyLength ?? MAX_MERCHANT_KEY_LENGTH, 'maxKeyLength')
     this.evictionScan = checkPositiveInteger(options.evictionScan ?? 64, 'evictionScan')
     this.penalty = new Penalties(options.penalty)
+    this.table.keptUntilMs = (rateId) => this.penalty.recoveredAtMs(this.bucketRates.byId[rateId]!)
     this.defaultRate = new BucketRate(parseRate(options.rate), false, 1)
     this.slotRate = this.defaultRate
     this.bucketRates = new BucketRates(this.defaultRate)
@@ -249,8 +250,8 @@ export class KeyedLimiter {
    * by `increaseStep` every `increaseEveryMs`. A penalized key is held like any other,
    * within `maxKeys`: when the table cannot hold it (full of buckets in use) and it has
    * no rate of its own, the penalty is counted in `stats().penaltiesDropped` and not kept.
-   * Once evicted (its Retry-After over and its bucket full again), a key forgets its
-   * lowered rate.
+   * A key is not evicted while its rate is lowered (nor inside its Retry-After, its bucket
+   * not full), so it never comes back to a fuller bucket than it had.
    */
   penalize(key: string, retryAfterMs: number): void {
     this.penalizeAt(key, retryAfterMs, this.clock.now())

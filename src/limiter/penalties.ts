@@ -51,6 +51,17 @@ export class Penalties {
     return true
   }
 
+  /**
+   * recoveredAtMs is when `rate`'s lowered factor is back to 1 by its increases (now or
+   * earlier for a rate not lowered). Until then its key must not be evicted: coming back,
+   * it would get the default bucket, higher than the lowered one.
+   */
+  recoveredAtMs(rate: BucketRate): number {
+    if (rate.penaltyFactor === 1) return Number.NEGATIVE_INFINITY
+    const steps = Math.ceil((1 - rate.penaltyFactor) / this.options.increaseStep)
+    return rate.nextIncreaseAtMs + (steps - 1) * this.options.increaseEveryMs
+  }
+
   /** raise applies the additive increases `rate` has earned by `nowMs`, and returns whether it had any. */
   raise(rate: BucketRate, nowMs: number): boolean {
     if (rate.penaltyFactor === 1 || nowMs < rate.nextIncreaseAtMs) return false

@@ -24,8 +24,9 @@ export function rateIdOfCode(code: number): number {
  *
  * A slot whose `tatMs` is at or before now is a full bucket: it is exactly what a new
  * key would get, so it may be evicted without handing out a token. A slot holding debt
- * or a partial fill is never evicted. When the table is at `maxKeys` and no full bucket
- * is found, `place` refuses the new key.
+ * or a partial fill is never evicted, nor a key whose rate a penalty still holds lowered
+ * (see keptUntilMs). When the table is at `maxKeys` and no such full bucket is found,
+ * `place` refuses the new key.
  */
 export class KeyTable {
   readonly maxKeys: number
@@ -38,6 +39,11 @@ export class KeyTable {
   evictedRateId = 0
   /** evictedKey is, after place evicted a key, that key. */
   evictedKey: string | undefined
+  /**
+   * keptUntilMs says until when a full bucket charged at rate `rateId` must stay held
+   * (its rate lowered by a penalty that evicting would forget); -Infinity when never.
+   */
+  keptUntilMs: (rateId: number) => number = () => Number.NEGATIVE_INFINITY
   private readonly codes = new Map<string, number>()
   private used = 0
   private sweep: MapIterator<[string, number]> | undefined
@@ -129,12 +135,13 @@ export class KeyTable {
       }
       const [key, code] = next.value
       const slot = slotOfCode(code)
-      const tatMs = this.tatMs[slot]!
+      const rateId = rateIdOfCode(code)
+      const tatMs = rateId === 0 ? this.tatMs[slot]! : Math.max(this.tatMs[slot]!, this.keptUntilMs(rateId))
       if (tatMs <= nowMs) {
         this.codes.delete(key)
         this.evictions++
         this.evictedKey = key
-        this.evictedRateId = rateIdOfCode(code)
+        this.evictedRateId = rateId
         return slot
       }
       if (tatMs < soonestFullMs) soonestFullMs = tatMs
