@@ -65,9 +65,9 @@ export interface SkewEvent {
  * fewer tokens. The guard sees readings only, so it cannot tell an idle gap from a
  * correction: when a gap longer than the tolerance comes first and is taken as the
  * correction, the real correction after it (or one made in steps within the tolerance)
- * counts as elapsed time, up to the step's length once per step (found by
- * test/limiter/attack-clock.test.ts's adversary; known, not yet fixed: telling them apart
- * needs a monotonic witness beside the stepping clock). The default clock,
+ * counts as elapsed time, up to the step's length once per step (found by an adversarial
+ * pass; known, not yet fixed: telling the two apart needs a monotonic witness beside the
+ * stepping clock). The default clock,
  * monotonicClock, never steps.
  */
 export class SkewGuard {
