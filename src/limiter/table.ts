@@ -38,7 +38,8 @@ export class KeyTable {
   evictedRateId = 0
   /** evictedKey is, after place evicted a key, that key. */
   evictedKey: string | undefined
-  private readonly codes = new Map<string, number>()
+  /** codes maps each held key to its code; only the table changes it. */
+  readonly codes = new Map<string, number>()
   private used = 0
   private sweep: MapIterator<[string, number]> | undefined
 
