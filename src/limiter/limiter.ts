@@ -52,6 +52,10 @@ export class KeyedLimiter {
   private readonly clock: Clock
   private readonly guard: SkewGuard
   private readonly table: KeyTable
+  /** codes is the table's Map, held here too: the hot path reads it without going through the table. */
+  private readonly codes: ReadonlyMap<string, number>
+  /** tatMs is the table's arrival times, the same array (refreshed after the table places a key, when it may grow). */
+  private tatMs: Float64Array
   private readonly horizonMs: number
   private readonly maxKeyLength: number
   private readonly evictionScan: number
@@ -86,6 +90,8 @@ export class KeyedLimiter {
     this.clock = options.clock ?? monotonicClock
     this.guard = new SkewGuard(options.clockSkewToleranceMs ?? 100, options.onClockSkew)
     this.table = new KeyTable(options.maxKeys ?? 1_000_000)
+    this.codes = this.table.codes
+    this.tatMs = this.table.tatMs
     this.horizonMs = checkNonNegative(options.horizonMs ?? 60_000, 'horizonMs')
     this.maxKeyLength = checkPositiveInteger(options.maxKeyLength ?? MAX_MERCHANT_KEY_LENGTH, 'maxKeyLength')
     this.evictionScan = checkPositiveInteger(options.evictionScan ?? 64, 'evictionScan')
@@ -116,12 +122,27 @@ export class KeyedLimiter {
    * is full, so it waits at most one refill.
    */
   tryAcquire(key: string, cost = 1): boolean {
-    return this.decide(key, cost, this.clock.now(), 0, false) === GRANTED
+    return this.tryAcquireAt(key, cost, this.clock.now())
   }
 
   /** tryAcquireAt is tryAcquire at time `nowMs` (a reading of the limiter's clock). */
   tryAcquireAt(key: string, cost: number, nowMs: number): boolean {
-    return this.decide(key, cost, nowMs, 0, false) === GRANTED
+    const code = this.codes.get(key)
+    // The common case first, in as few instructions as it takes (on 100,000 keys a decision
+    // costs what its instructions keep the CPU from overlapping of the next lookups):
+    // a held key at the default rate, at the clock reading of the decision before, granted now.
+    if (code !== undefined && code < OWN_RATE && nowMs === this.lastRawMs) {
+      const rate = this.defaultRate
+      const tatMs = this.tatMs
+      const now = this.lastNowMs
+      const tat = tatMs[code]!
+      const next = (tat > now ? tat : now) + cost * rate.emissionMs
+      if (next - now <= rate.allowanceMs && cost > 0 && cost <= rate.capacity) {
+        tatMs[code] = next
+        return true
+      }
+    }
+    return this.decideAnyKey(key, code, cost, nowMs, 0, false) === GRANTED
   }
 
   /**
@@ -356,14 +377,15 @@ export class KeyedLimiter {
   }
 
   /**
-   * decide is the one decision step of tryAcquire and reserve: it grants `cost` to `key`
+   * decide is the decision step of reserve (tryAcquireAt has its own copy of the common
+   * case, without the reservation's fields, then shares decideAnyKey): it grants `cost` to `key`
    * at the earliest time the tokens are there, if that is at most `maxDelayMs` from now.
    * It leaves the delay in `decidedDelayMs`, and for a reservation (`reserving`) what
    * its Granted records in the other `decided…` fields: it is on the hot path, so it
    * makes no result object and writes nothing a tryAcquire does not need.
    */
   private decide(key: string, cost: number, nowMs: number, maxDelayMs: number, reserving: boolean): Verdict {
-    const code = this.table.codeOf(key)
+    const code = this.codes.get(key)
     // The common case first, as few instructions as it takes (on 100,000 keys a decision
     // costs what its instructions keep the CPU from overlapping of the next lookups):
     // a held key at the default rate, at the clock reading of the decision before, granted now.
@@ -455,6 +477,7 @@ export class KeyedLimiter {
     const id = this.bucketRates.idOf(key) ?? 0
     const table = this.table
     const slot = table.place(key, id, now, this.evictionScan)
+    this.tatMs = table.tatMs
     if (slot < 0) {
       this.tableFull++
       return -1

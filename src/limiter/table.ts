@@ -44,7 +44,8 @@ export class KeyTable {
    * (its rate lowered by a penalty that evicting would forget); -Infinity when never.
    */
   keptUntilMs: (rateId: number) => number = () => Number.NEGATIVE_INFINITY
-  private readonly codes = new Map<string, number>()
+  /** codes maps each held key to its code; only the table changes it. */
+  readonly codes = new Map<string, number>()
   private used = 0
   private sweep: MapIterator<[string, number]> | undefined
 

@@ -288,6 +288,15 @@ describe('KeyedLimiter: clock skew (requirement 3)', () => {
 })
 
 describe('KeyedLimiter: memory bound and eviction (requirement 5)', () => {
+  it('keeps counting a key placed after the table grew its arrival times past the first 1,024', () => {
+    const { limiter } = setup('10/s')
+    for (let i = 0; i < 5_000; i++) limiter.tryAcquire(`early-${i}`)
+    // every key drains at the same time reading: the fast path of tryAcquire sees the grown array
+    for (const key of ['early-0', 'early-1023', 'early-1024', 'early-4999']) {
+      expect(drain(limiter, key)).toBe(9)
+    }
+  })
+
   it('never grows past maxKeys and never hands a drained key a fresh bucket', () => {
     const maxKeys = 100
     const { clock, limiter } = setup('10/s', { maxKeys })
