@@ -197,28 +197,30 @@ export interface ResolvedOptions<T> extends ThrottledConsumerOptions<T> {
   retryDelayMs: (attempt: number) => number
 }
 
+/** WHERE names the caller in every option error. */
+const WHERE = 'createThrottledConsumer'
+
 /** resolveOptions checks `options` and fills in defaults; a bad option throws TypeError. */
 export function resolveOptions<T>(options: ThrottledConsumerOptions<T>): ResolvedOptions<T> {
-  const where = 'createThrottledConsumer'
   if (typeof options !== 'object' || options === null) {
-    throw new TypeError(`${where}: expected an options object, got ${typeof options}`)
+    throw new TypeError(`${WHERE}: expected an options object, got ${typeof options}`)
   }
   if (typeof options.kafka?.consumer !== 'function' || typeof options.kafka.producer !== 'function') {
     throw new TypeError(
-      `${where}: expected kafka to make consumers and producers, got ${typeof options.kafka}`,
+      `${WHERE}: expected kafka to make consumers and producers, got ${typeof options.kafka}`,
     )
   }
   checkText(options.groupId, 'groupId')
   checkText(options.deadLetterTopic, 'deadLetterTopic')
   if (!Array.isArray(options.topics) || options.topics.length === 0) {
-    throw new TypeError(`${where}: expected topics to be a non-empty array, got ${String(options.topics)}`)
+    throw new TypeError(`${WHERE}: expected topics to be a non-empty array, got ${String(options.topics)}`)
   }
   for (const topic of options.topics) checkText(topic, 'topics[]')
   if (options.topics.includes(options.deadLetterTopic)) {
-    throw new TypeError(`${where}: expected deadLetterTopic outside topics, got ${options.deadLetterTopic}`)
+    throw new TypeError(`${WHERE}: expected deadLetterTopic outside topics, got ${options.deadLetterTopic}`)
   }
   if (typeof options.handler !== 'function') {
-    throw new TypeError(`${where}: expected handler to be a function, got ${typeof options.handler}`)
+    throw new TypeError(`${WHERE}: expected handler to be a function, got ${typeof options.handler}`)
   }
   const limiter = options.limiter
   if (
@@ -226,7 +228,7 @@ export function resolveOptions<T>(options: ThrottledConsumerOptions<T>): Resolve
     typeof limiter.tryAcquire !== 'function' ||
     typeof limiter.penalize !== 'function'
   ) {
-    throw new TypeError(`${where}: expected limiter to be a KeyedLimiter, got ${typeof limiter}`)
+    throw new TypeError(`${WHERE}: expected limiter to be a KeyedLimiter, got ${typeof limiter}`)
   }
   const keyOf = options.keyOf ?? 'message-key'
   checkKeySource(keyOf)
@@ -258,73 +260,74 @@ export function resolveOptions<T>(options: ThrottledConsumerOptions<T>): Resolve
   checkInteger(resolved.maxAttempts, 'maxAttempts', 1)
   checkNumber(resolved.stopTimeoutMs, 'stopTimeoutMs', 0)
   if (resolved.shareLimitAcrossMembers && typeof limiter.setShare !== 'function') {
-    throw new TypeError(`${where}: expected a limiter with setShare to share limits, got none`)
+    throw new TypeError(`${WHERE}: expected a limiter with setShare to share limits, got none`)
   }
   return resolved
+}
 
-  function resolveParking(options: ThrottledConsumerOptions<T>): Required<ParkingOptions> | undefined {
-    const parking = options.parking
-    if (parking === undefined) return undefined
-    if (typeof options.kafka.admin !== 'function') {
-      throw new TypeError(`${where}: expected kafka to make admins for parking, got none`)
-    }
-    const topics = parking.topics
-    if (typeof topics !== 'object' || topics === null || Object.keys(topics).length === 0) {
-      throw new TypeError(
-        `${where}: expected parking.topics to map source topics to parking topics, got ${String(topics)}`,
-      )
-    }
-    const parkingTopics = new Set<string>()
-    for (const [source, target] of Object.entries(topics)) {
-      if (!options.topics.includes(source)) {
-        throw new TypeError(`${where}: expected parking.topics keys among topics, got ${source}`)
-      }
-      checkText(target, `parking.topics.${source}`)
-      if (
-        options.topics.includes(target) ||
-        target === options.deadLetterTopic ||
-        parkingTopics.has(target)
-      ) {
-        throw new TypeError(`${where}: expected parking topics apart from the others, got ${target} twice`)
-      }
-      parkingTopics.add(target)
-    }
-    const resolved = {
-      topics,
-      maxBufferedPerMerchant: parking.maxBufferedPerMerchant ?? 2_000,
-      maxBatch: parking.maxBatch ?? 500,
-      transactionTimeoutMs: parking.transactionTimeoutMs ?? 10_000,
-    }
-    checkInteger(resolved.maxBufferedPerMerchant, 'parking.maxBufferedPerMerchant', 1)
-    checkInteger(resolved.maxBatch, 'parking.maxBatch', 1)
-    checkInteger(resolved.transactionTimeoutMs, 'parking.transactionTimeoutMs', 1_000)
-    return resolved
+/** resolveParking checks the parking options, if any, and fills in their defaults. */
+function resolveParking<T>(options: ThrottledConsumerOptions<T>): Required<ParkingOptions> | undefined {
+  const parking = options.parking
+  if (parking === undefined) return undefined
+  if (typeof options.kafka.admin !== 'function') {
+    throw new TypeError(`${WHERE}: expected kafka to make admins for parking, got none`)
   }
-  function checkText(value: unknown, name: string): void {
-    if (typeof value !== 'string' || value.length === 0) {
-      throw new TypeError(`${where}: expected ${name} to be a non-empty string, got ${String(value)}`)
-    }
-  }
-  function checkNumber(value: unknown, name: string, min: number): void {
-    if (typeof value !== 'number' || !Number.isFinite(value) || value < min) {
-      throw new TypeError(`${where}: expected ${name} to be a number >= ${min}, got ${String(value)}`)
-    }
-  }
-  function checkInteger(value: unknown, name: string, min: number): void {
-    if (!Number.isSafeInteger(value) || (value as number) < min) {
-      throw new TypeError(`${where}: expected ${name} to be an integer >= ${min}, got ${String(value)}`)
-    }
-  }
-  function checkKeySource(source: unknown): void {
-    if (source === 'message-key' || typeof source === 'function') return
-    if (typeof source === 'object' && source !== null) {
-      const header = (source as { header?: unknown }).header
-      const field = (source as { field?: unknown }).field
-      if (typeof header === 'string' && header.length > 0) return
-      if (typeof field === 'string' && field.length > 0) return
-    }
+  const topics = parking.topics
+  if (typeof topics !== 'object' || topics === null || Object.keys(topics).length === 0) {
     throw new TypeError(
-      `${where}: expected keyOf to be 'message-key', { header }, { field } or a function, got ${JSON.stringify(source)}`,
+      `${WHERE}: expected parking.topics to map source topics to parking topics, got ${String(topics)}`,
     )
   }
+  const parkingTopics = new Set<string>()
+  for (const [source, target] of Object.entries(topics)) {
+    if (!options.topics.includes(source)) {
+      throw new TypeError(`${WHERE}: expected parking.topics keys among topics, got ${source}`)
+    }
+    checkText(target, `parking.topics.${source}`)
+    if (options.topics.includes(target) || target === options.deadLetterTopic || parkingTopics.has(target)) {
+      throw new TypeError(`${WHERE}: expected parking topics apart from the others, got ${target} twice`)
+    }
+    parkingTopics.add(target)
+  }
+  const resolved = {
+    topics,
+    maxBufferedPerMerchant: parking.maxBufferedPerMerchant ?? 2_000,
+    maxBatch: parking.maxBatch ?? 500,
+    transactionTimeoutMs: parking.transactionTimeoutMs ?? 10_000,
+  }
+  checkInteger(resolved.maxBufferedPerMerchant, 'parking.maxBufferedPerMerchant', 1)
+  checkInteger(resolved.maxBatch, 'parking.maxBatch', 1)
+  checkInteger(resolved.transactionTimeoutMs, 'parking.transactionTimeoutMs', 1_000)
+  return resolved
+}
+
+function checkText(value: unknown, name: string): void {
+  if (typeof value !== 'string' || value.length === 0) {
+    throw new TypeError(`${WHERE}: expected ${name} to be a non-empty string, got ${String(value)}`)
+  }
+}
+
+function checkNumber(value: unknown, name: string, min: number): void {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min) {
+    throw new TypeError(`${WHERE}: expected ${name} to be a number >= ${min}, got ${String(value)}`)
+  }
+}
+
+function checkInteger(value: unknown, name: string, min: number): void {
+  if (!Number.isSafeInteger(value) || (value as number) < min) {
+    throw new TypeError(`${WHERE}: expected ${name} to be an integer >= ${min}, got ${String(value)}`)
+  }
+}
+
+function checkKeySource(source: unknown): void {
+  if (source === 'message-key' || typeof source === 'function') return
+  if (typeof source === 'object' && source !== null) {
+    const header = (source as { header?: unknown }).header
+    const field = (source as { field?: unknown }).field
+    if (typeof header === 'string' && header.length > 0) return
+    if (typeof field === 'string' && field.length > 0) return
+  }
+  throw new TypeError(
+    `${WHERE}: expected keyOf to be 'message-key', { header }, { field } or a function, got ${JSON.stringify(source)}`,
+  )
 }
