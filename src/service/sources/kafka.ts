@@ -1,7 +1,12 @@
 import type { Kafka, KafkaMessage } from 'kafkajs'
-import { createThrottledConsumer, type ThrottledConsumer } from '../../adapters/kafka/index.js'
+import {
+  createThrottledConsumer,
+  type ThrottledConsumer,
+  type ThrottledConsumerStats,
+} from '../../adapters/kafka/index.js'
 import { PermanentFailureError, RetryLaterError } from '../../errors.js'
 import type { Config } from '../config.js'
+import type { SourceBacklog } from '../status.js'
 import {
   reportDelivered,
   reportFailure,
@@ -25,7 +30,8 @@ export async function startKafkaSource(
 ): Promise<Source> {
   const sourceLabel = `kafka:${config.topic}`
   const deadLetterTopic = config.deadLetterTopic ?? `${config.topic}.dead-letter`
-  await ensureDeadLetterTopic(kafka, config.topic, deadLetterTopic)
+  const parkingTopic = config.parking.enabled ? parkingTopicOf(config) : undefined
+  await ensureTopics(kafka, config, deadLetterTopic, parkingTopic)
   const keyOf =
     handler.keyOf !== undefined
       ? (message: KafkaMessage) => handler.keyOf!(parseJson(message.value))
@@ -41,6 +47,12 @@ export async function startKafkaSource(
     concurrency: config.concurrency,
     maxAttempts: config.attempts,
     deadLetterTopic,
+    // No consumerConfig: with parking the consumer brings its own partitionAssigners.
+    ...(parkingTopic === undefined ? {} : { parking: { topics: { [config.topic]: parkingTopic } } }),
+    ...(config.maxBufferedPerMerchant === undefined
+      ? {}
+      : { maxBufferedPerMerchant: config.maxBufferedPerMerchant }),
+    maxBufferedBytes: config.maxBufferedBytes,
     stopTimeoutMs,
     inFlight: wiring.inFlight,
     breakers: wiring.breakers,
@@ -72,11 +84,15 @@ export async function startKafkaSource(
   })
   await consumer.run()
   running = true
+  wiring.metrics.addBacklogReader(sourceLabel, () => kafkaBacklog(consumer.stats()).totals)
   return {
     kind: 'kafka',
     name: config.topic,
     concurrency: config.concurrency,
     ready: () => running,
+    // A lane reads the limiter again at each wake; no standing backlog to move on a change.
+    ratesChanged: () => {},
+    backlog: () => kafkaBacklog(consumer.stats()),
     close: async () => {
       running = false
       await consumer.stop()
@@ -99,12 +115,63 @@ function keySourceOf(keyFrom: string): { header: string } | { field: string } {
   return kind === 'header' ? { header: name } : { field: name }
 }
 
+/** parkingTopicOf is the source's parking topic: its own, or `<topic>.parking`. */
+export function parkingTopicOf(config: Pick<KafkaSourceConfig, 'topic' | 'parking'>): string {
+  return config.parking.topic ?? `${config.topic}.parking`
+}
+
+/** kafkaBacklog is a consumer's waiting messages (stats) as the status and metrics read them. */
+export function kafkaBacklog(
+  stats: Pick<
+    ThrottledConsumerStats,
+    | 'backlog'
+    | 'buffered'
+    | 'bufferedBytes'
+    | 'parkedMerchants'
+    | 'parkTransactions'
+    | 'parkFailures'
+    | 'lateGrants'
+  >,
+): SourceBacklog {
+  let parked = 0
+  const merchants = stats.backlog.map((row) => {
+    parked += row.parked
+    return {
+      merchantKey: row.merchantKey,
+      jobs: row.buffered + row.parked,
+      parked: row.parked,
+      oldestAgeMs: row.oldestAgeMs,
+    }
+  })
+  return {
+    merchants,
+    totals: {
+      parked,
+      buffered: stats.buffered,
+      bufferedBytes: stats.bufferedBytes,
+      parkedMerchants: stats.parkedMerchants,
+      parkTransactions: stats.parkTransactions,
+      parkFailures: stats.parkFailures,
+      lateGrants: stats.lateGrants,
+    },
+  }
+}
+
 /**
- * ensureDeadLetterTopic checks that the source topic exists (a worker never creates the
- * topic it consumes: a typo would otherwise consume an empty new one) and creates the
- * dead-letter topic when missing, with the source's partition count.
+ * ensureTopics checks that the source topic exists (a worker never creates the topic it
+ * consumes: a typo would otherwise consume an empty new one) and creates the dead-letter
+ * topic when missing, with the source's partition count, and the parking topic when
+ * missing, with `parking.partitionsPerSource` times as many. An existing parking topic
+ * must have a multiple of the source's partitions (the consumer maps each source
+ * partition to its own parking partitions).
  */
-async function ensureDeadLetterTopic(kafka: Kafka, topic: string, deadLetterTopic: string): Promise<void> {
+async function ensureTopics(
+  kafka: Kafka,
+  config: KafkaSourceConfig,
+  deadLetterTopic: string,
+  parkingTopic: string | undefined,
+): Promise<void> {
+  const topic = config.topic
   const admin = kafka.admin()
   await admin.connect()
   try {
@@ -112,14 +179,26 @@ async function ensureDeadLetterTopic(kafka: Kafka, topic: string, deadLetterTopi
     if (!topics.includes(topic)) {
       throw new TypeError(`config field 'sources': Kafka topic '${topic}' does not exist; create it first`)
     }
-    if (topics.includes(deadLetterTopic)) return
-    const metadata = await admin.fetchTopicMetadata({ topics: [topic] })
-    const partitions = metadata.topics[0]?.partitions.length ?? 1
+    const partitionsOf = async (name: string) =>
+      (await admin.fetchTopicMetadata({ topics: [name] })).topics[0]?.partitions.length ?? 1
+    const partitions = await partitionsOf(topic)
+    const missing: Array<{ topic: string; numPartitions: number }> = []
+    if (!topics.includes(deadLetterTopic)) missing.push({ topic: deadLetterTopic, numPartitions: partitions })
+    if (parkingTopic !== undefined) {
+      if (!topics.includes(parkingTopic)) {
+        missing.push({ topic: parkingTopic, numPartitions: partitions * config.parking.partitionsPerSource })
+      } else {
+        const parkingPartitions = await partitionsOf(parkingTopic)
+        if (parkingPartitions % partitions !== 0) {
+          throw new TypeError(
+            `config field 'sources': parking topic '${parkingTopic}' has ${parkingPartitions} partitions, expected a multiple of the ${partitions} of '${topic}'`,
+          )
+        }
+      }
+    }
+    if (missing.length === 0) return
     // kafkajs's waitForLeaders gives up on a KRaft broker still creating the topic; the producer retries
-    await admin.createTopics({
-      waitForLeaders: false,
-      topics: [{ topic: deadLetterTopic, numPartitions: partitions }],
-    })
+    await admin.createTopics({ waitForLeaders: false, topics: missing })
   } finally {
     await admin.disconnect()
   }
