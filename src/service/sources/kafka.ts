@@ -1,4 +1,5 @@
-import type { Kafka, KafkaMessage } from 'kafkajs'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Admin, Kafka, KafkaMessage } from 'kafkajs'
 import {
   createThrottledConsumer,
   type ThrottledConsumer,
@@ -82,14 +83,24 @@ export async function startKafkaSource(
   consumer.on('crash', ({ restart }) => {
     if (!restart) running = false
   })
+  // run() resolves before the group is joined; a group without committed offsets starts at
+  // the end of the topic when it first fetches, so "consuming" waits for the first assignment.
+  let assigned = false
+  const joined = new Promise<void>((resolve) =>
+    consumer.on('assignment', () => {
+      assigned = true
+      resolve()
+    }),
+  )
   await consumer.run()
   running = true
+  await Promise.race([joined, sleep(JOIN_WAIT_MS, undefined, { ref: false })])
   wiring.metrics.addBacklogReader(sourceLabel, () => kafkaBacklog(consumer.stats()).totals)
   return {
     kind: 'kafka',
     name: config.topic,
     concurrency: config.concurrency,
-    ready: () => running,
+    ready: () => running && assigned,
     // A lane reads the limiter again at each wake; no standing backlog to move on a change.
     ratesChanged: () => {},
     backlog: () => kafkaBacklog(consumer.stats()),
@@ -99,6 +110,12 @@ export async function startKafkaSource(
     },
   }
 }
+
+/** JOIN_WAIT_MS bounds how long start-up waits for the group to give the consumer its partitions. */
+export const JOIN_WAIT_MS = 30_000
+
+/** LEADER_WAIT_MS bounds how long start-up waits for the partitions of topics it created to have leaders. */
+export const LEADER_WAIT_MS = 10_000
 
 function parseJson(value: Buffer | null): unknown {
   if (value === null) return null
@@ -138,7 +155,10 @@ export function kafkaBacklog(
     parked += row.parked
     return {
       merchantKey: row.merchantKey,
-      jobs: row.buffered + row.parked,
+      // Not buffered + parked: a parked message read back into a lane is counted in both
+      // until handled (the adapter's parked is "routed and not yet handled"). The larger
+      // misses at most the source lane (maxBufferedPerMerchant), never counts one twice.
+      jobs: Math.max(row.buffered, row.parked),
       parked: row.parked,
       oldestAgeMs: row.oldestAgeMs,
     }
@@ -197,9 +217,41 @@ async function ensureTopics(
       }
     }
     if (missing.length === 0) return
-    // kafkajs's waitForLeaders gives up on a KRaft broker still creating the topic; the producer retries
+    // kafkajs's waitForLeaders gives up on a KRaft broker still creating the topic: poll the metadata instead
     await admin.createTopics({ waitForLeaders: false, topics: missing })
+    await waitForLeaders(
+      admin,
+      missing.map((created) => created.topic),
+    )
   } finally {
     await admin.disconnect()
+  }
+}
+
+/**
+ * waitForLeaders polls the metadata of just-created `topics` until every partition has a
+ * leader that answers offset look-ups, for at most LEADER_WAIT_MS: a consumer that joins
+ * the group before then has them refused ("not the leader"), crashes and rejoins, and a
+ * new group (no committed offsets) skips what was produced meanwhile. Past the bound it
+ * goes on; kafkajs retries those look-ups.
+ */
+async function waitForLeaders(admin: Admin, topics: string[]): Promise<void> {
+  const deadline = Date.now() + LEADER_WAIT_MS
+  while (Date.now() < deadline) {
+    try {
+      const { topics: metadata } = await admin.fetchTopicMetadata({ topics })
+      const led = metadata.every(
+        (topic) =>
+          topic.partitions.length > 0 && topic.partitions.every((partition) => partition.leader >= 0),
+      )
+      // Metadata can name a leader before it serves the partition: its offsets answer only then.
+      if (led && metadata.length === topics.length) {
+        for (const topic of topics) await admin.fetchTopicOffsets(topic)
+        return
+      }
+    } catch {
+      // not known to the broker yet
+    }
+    await sleep(100)
   }
 }
