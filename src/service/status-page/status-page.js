@@ -104,7 +104,6 @@
       sources.length === 0 ? 'no sources' : sources.map((s) => `${s.kind}:${s.name}`).join(', ')
     // Older workers serve sources without a backlog.
     const parked = sources.reduce((sum, s) => sum + (s.backlog?.parked ?? 0), 0)
-    const parkedMerchants = sources.reduce((sum, s) => sum + (s.backlog?.parkedMerchants ?? 0), 0)
     byId('keys').textContent = count(limiter.keys)
     const full = limiter.tableFull > 0 ? ` · ${count(limiter.tableFull)} deferred, table full` : ''
     byId('keys-note').textContent =
@@ -115,10 +114,7 @@
     byId('throttled').textContent = count(throttled.length)
     const open = status.slow === undefined ? 0 : status.slow.breakersOpen + status.slow.breakersHalfOpen
     const breakers = open > 0 ? ` · ${count(open)} circuit ${open === 1 ? 'breaker' : 'breakers'} open` : ''
-    const parkedNote =
-      parked > 0
-        ? ` · ${count(parked)} parked (${count(parkedMerchants)} ${parkedMerchants === 1 ? 'merchant' : 'merchants'})`
-        : ''
+    const parkedNote = parked > 0 ? ` · ${count(parked)} parked` : ''
     byId('throttled-note').textContent =
       `${count(waiting)} jobs waiting${parkedNote} · ${slowed} slowed by 429${breakers}`
     byId('control').textContent = `${count(control.applied)} applied`
