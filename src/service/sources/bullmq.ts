@@ -73,11 +73,8 @@ export function startBullmqSource(
     }
   }
   const reservationKey = resolveReservationKey(config, 'sources[].reservationKey')
-  if (reservationKey === undefined && process.env.NODE_ENV === 'production') {
-    log.error(
-      'sources[].reservationKey is not set: carried reservations are unsigned, so a producer that writes job data can forge one up to horizonMs ahead; set it to a secret shared by every worker of the queue',
-    )
-  }
+  const warning = unsignedReservationsWarning(reservationKey)
+  if (warning !== undefined) log.error(warning)
   const worker: ThrottledWorker<unknown, void> = createThrottledWorker<unknown, void>(
     config.queue,
     processor,
@@ -179,6 +176,19 @@ export function resolveReservationKey(
     )
   }
   return key
+}
+
+/**
+ * unsignedReservationsWarning is what start-up logs at error level when a production worker
+ * has no reservationKey; undefined otherwise. It still starts: producers are inside the
+ * trust boundary by default, and the adapter ignores a carried time beyond the horizon.
+ */
+export function unsignedReservationsWarning(
+  reservationKey: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): string | undefined {
+  if (reservationKey !== undefined || env.NODE_ENV !== 'production') return undefined
+  return 'sources[].reservationKey is not set: carried reservations are unsigned, so a producer that writes job data can forge one up to horizonMs ahead; set it to a secret shared by every worker of the queue'
 }
 
 /** bullmqBacklog is a worker's waiting jobs (throttleStats) as the status and metrics read them. */

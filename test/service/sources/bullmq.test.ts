@@ -7,6 +7,7 @@ import {
   backoffStrategy,
   bullmqBacklog,
   resolveReservationKey,
+  unsignedReservationsWarning,
   useSourceRetries,
 } from '../../../src/service/sources/bullmq.js'
 
@@ -94,5 +95,17 @@ describe('bullmqBacklog', () => {
         lateGrants: 3,
       },
     })
+  })
+})
+
+describe('unsignedReservationsWarning', () => {
+  it('warns a production worker without a reservationKey, and no other', () => {
+    expect(unsignedReservationsWarning(undefined, { NODE_ENV: 'production' })).toContain(
+      'sources[].reservationKey is not set',
+    )
+    expect(
+      unsignedReservationsWarning('a-reservation-key-of-32-bytes!!!', { NODE_ENV: 'production' }),
+    ).toBeUndefined()
+    expect(unsignedReservationsWarning(undefined, {})).toBeUndefined()
   })
 })
