@@ -101,7 +101,7 @@ export async function startKafkaSource(
     name: config.topic,
     concurrency: config.concurrency,
     ready: () => running && assigned,
-    // A lane reads the limiter again at each wake; no standing backlog to move on a change.
+    // The consumer takes no rate-change hook: a lane waiting on a reservation keeps it.
     ratesChanged: () => {},
     backlog: () => kafkaBacklog(consumer.stats()),
     close: async () => {
