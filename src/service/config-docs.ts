@@ -30,11 +30,17 @@ export function configReference(): string {
   const walk = (node: SchemaNode, path: string[]) => {
     if (path.length === 1 && path[0] === 'sources' && node.items !== undefined) {
       for (const kind of node.items.oneOf ?? node.items.anyOf ?? []) {
-        for (const [name, child] of Object.entries(kind.properties ?? {})) {
-          const label = `sources[].${name}`
+        const kindName = String(kind.properties?.kind?.const)
+        const addRow = (label: string, child: SchemaNode) =>
           rows.push(
-            `| \`${label}\` (${String(kind.properties?.kind?.const)}) | ${typeOf(child)} | ${defaultOf(child)} |  | ${child.description ?? ''} |`,
+            `| \`${label}\` (${kindName}) | ${typeOf(child)} | ${defaultOf(child)} |  | ${child.description ?? ''} |`,
           )
+        for (const [name, child] of Object.entries(kind.properties ?? {})) {
+          addRow(`sources[].${name}`, child)
+          // An object field (a Kafka source's parking) gets a row per field of its own.
+          for (const [inner, grandchild] of Object.entries(child.properties ?? {})) {
+            addRow(`sources[].${name}.${inner}`, grandchild)
+          }
         }
       }
       return

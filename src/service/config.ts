@@ -183,6 +183,29 @@ const source = z.discriminatedUnion('kind', [
         .positive()
         .default(8)
         .describe('Attempts before a job is dead-lettered (failed set).'),
+      horizonMs: positiveMs
+        .default(1_000)
+        .describe(
+          "Furthest ahead a job is given a reservation, ms; a job whose merchant's tokens are further ahead is parked in the merchant's backlog in Redis and promoted in order.",
+        ),
+      lateToleranceMs: z
+        .number()
+        .int()
+        .min(0)
+        .default(250)
+        .describe(
+          'A delayed job back more than this after its reserved time is charged again where it runs, ms (so a pause of every worker does not end in a burst).',
+        ),
+      safetyNetMs: positiveMs
+        .default(900_000)
+        .describe(
+          'How long a parked job stays delayed in BullMQ if no worker promotes it (every worker gone), ms; it then comes back as an ordinary job.',
+        ),
+      reservationKey: secretRef
+        .optional()
+        .describe(
+          "HMAC key (16 bytes or more) signing the reservations jobs carry, the same for every worker of the queue: a secret reference, 'env:NAME' or 'file:/path'. Unset: a producer that writes job data can forge a reservation up to horizonMs ahead; with NODE_ENV=production start-up then logs an error (it still starts).",
+        ),
     })
     .strict()
     .superRefine(checkModuleHandler),
@@ -209,6 +232,48 @@ const source = z.discriminatedUnion('kind', [
         .positive()
         .default(8)
         .describe('Handler calls per message before it is dead-lettered.'),
+      parking: z
+        .object({
+          enabled: z
+            .boolean()
+            .default(true)
+            .describe(
+              "Move a behind merchant's further messages, in order, to a parking topic so its partition keeps flowing for the others. false: its partition pauses instead.",
+            ),
+          topic: z
+            .string()
+            .min(1)
+            .optional()
+            .describe('Parking topic, created at start-up when missing. Default: <topic>.parking.'),
+          partitionsPerSource: z
+            .number()
+            .int()
+            .min(1)
+            .max(1_024)
+            .default(16)
+            .describe(
+              "Parking partitions per source partition, for a created topic; an existing one must have a multiple of the source's partitions.",
+            ),
+        })
+        .strict()
+        .prefault({})
+        .describe('The parking path (standing backlogs, see Operations).'),
+      maxBufferedPerMerchant: z
+        .number()
+        .int()
+        .positive()
+        .optional()
+        .describe(
+          "Messages one behind merchant's lane holds before its further ones are parked (or, without parking, the partition pauses). Default: 100 with parking, else 5000.",
+        ),
+      maxBufferedBytes: z
+        .number()
+        .int()
+        .min(1_024)
+        .default(64 * 1024 * 1024)
+        .describe(
+          'Bytes of messages held over all partitions; past it messages are parked or partitions paused.',
+        ),
     })
     .strict()
     .superRefine(checkModuleHandler),

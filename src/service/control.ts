@@ -1,6 +1,7 @@
 import type { Kafka } from 'kafkajs'
 import type { Logger } from 'pino'
 import {
+  type ControlChange,
   type ControlEvent,
   type ControlTable,
   createFileControlSource,
@@ -37,6 +38,16 @@ export interface ControlWiring {
   inFlight: InFlightTable
   metrics: ServiceMetrics
   logger: Logger
+  /**
+   * ratesChanged is called after each change applied to the limiter, with the merchants
+   * it changed (none: every rate), so the sources move their standing backlogs at once.
+   */
+  ratesChanged(merchantKeys?: readonly string[]): void
+}
+
+/** changedMerchants is who a change applied to the limiter changed: a set or clear's merchant, or everyone. */
+export function changedMerchants(change: ControlChange): readonly string[] | undefined {
+  return change.type === 'snapshot' ? undefined : [change.merchant]
 }
 
 /**
@@ -53,6 +64,9 @@ export async function startControl(wiring: ControlWiring): Promise<ServiceContro
     if (event.kind === 'applied') {
       wiring.metrics.controlMessage('applied')
       pushBounded(recentChanges, { atIso, description: describeChange(event.change) })
+      wiring.ratesChanged(changedMerchants(event.change))
+    } else if (event.kind === 'forgotten') {
+      if (event.changed) wiring.ratesChanged()
     } else if (event.kind === 'stale') {
       wiring.metrics.controlMessage('stale')
     } else if (event.kind === 'rejected') {

@@ -6,6 +6,7 @@ import {
   type KeyedLimiter,
   ratePerSec,
 } from '../limiter/index.js'
+import type { BacklogTotals } from './status.js'
 
 /** SlowMerchantGuards are the in-flight table and breakers whose state the metrics read at each scrape. */
 export interface SlowMerchantGuards {
@@ -18,6 +19,39 @@ export const BREAKER_STATE_VALUES = { closed: 0, 'half-open': 1, open: 2 } as co
 
 /** OTHER_MERCHANTS is the label every merchant outside `merchantLabels` is counted under. */
 export const OTHER_MERCHANTS = 'other'
+
+/** BacklogReader reads one source's standing-backlog totals, at each scrape. */
+export interface BacklogReader {
+  source: string
+  read: () => BacklogTotals
+}
+
+/** BACKLOG_GAUGES are the backlog totals exported as gauges, by metric name. */
+const BACKLOG_GAUGES = {
+  mt_parked: [
+    'parked',
+    'Jobs in merchant backlogs (BullMQ) or messages in the parking topic not yet read back (Kafka, the merchants listed).',
+  ],
+  mt_buffered: [
+    'buffered',
+    'Jobs delayed on a reservation by this worker (BullMQ) or messages held in lanes (Kafka).',
+  ],
+  mt_buffered_bytes: [
+    'bufferedBytes',
+    'Bytes of the messages held, as counted against maxBufferedBytes (Kafka).',
+  ],
+  mt_parked_merchants: ['parkedMerchants', 'Merchants with jobs or messages parked now.'],
+} as const satisfies Record<string, readonly [keyof BacklogTotals, string]>
+
+/** BACKLOG_COUNTERS are the backlog totals exported as counters, by metric name. */
+const BACKLOG_COUNTERS = {
+  mt_park_transactions_total: ['parkTransactions', 'Parking moves committed (Kafka transactions).'],
+  mt_park_failures_total: ['parkFailures', 'Parking moves that failed and were tried again (Kafka).'],
+  mt_late_grants_total: [
+    'lateGrants',
+    'Grants that came later than the late tolerance and were charged again.',
+  ],
+} as const satisfies Record<string, readonly [keyof BacklogTotals, string]>
 
 /** DepthReading is one queue's job counts or one partition's lag, read when scraped. */
 export type DepthReader = () => Promise<Array<{ source: string; state: string; value: number }>>
@@ -37,6 +71,7 @@ export class ServiceMetrics {
   private readonly controlMessages: Counter<'result' | 'reason'>
   private readonly breakerTransitions: Counter<'from' | 'to' | 'merchant'>
   private readonly depthReaders: DepthReader[] = []
+  private readonly backlogReaders: BacklogReader[] = []
 
   constructor(limiter: KeyedLimiter, merchantLabels: readonly string[]) {
     this.labelled = new Set(merchantLabels)
@@ -44,7 +79,7 @@ export class ServiceMetrics {
     collectDefaultMetrics({ register: this.registry })
     this.decisions = new Counter({
       name: 'mt_decisions_total',
-      help: 'Limiter decisions on jobs: granted now, delayed to a reservation, run on a carried reservation, deferred.',
+      help: 'Throttle decisions on jobs (BullMQ outcomes): granted now, delayed to a reservation, run on a carried reservation, deferred, backlogged, promoted from a backlog, late and charged again, parked.',
       labelNames: ['source', 'outcome', 'merchant'],
       registers,
     })
@@ -148,6 +183,41 @@ export class ServiceMetrics {
         }
       },
     })
+    this.watchBacklogs()
+  }
+
+  /**
+   * watchBacklogs exports the sources' standing-backlog totals (addBacklogReader), read at
+   * each scrape, one series per source.
+   */
+  private watchBacklogs(): void {
+    const readers = this.backlogReaders
+    const registers = [this.registry]
+    const readAll = () => readers.map(({ source, read }) => ({ source, totals: read() }))
+    for (const [name, [field, help]] of Object.entries(BACKLOG_GAUGES)) {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['source'],
+        registers,
+        collect() {
+          this.reset()
+          for (const { source, totals } of readAll()) this.set({ source }, totals[field])
+        },
+      })
+    }
+    for (const [name, [field, help]] of Object.entries(BACKLOG_COUNTERS)) {
+      new Counter({
+        name,
+        help,
+        labelNames: ['source'],
+        registers,
+        collect() {
+          this.reset()
+          for (const { source, totals } of readAll()) this.inc({ source }, totals[field])
+        },
+      })
+    }
   }
 
   /**
@@ -225,6 +295,11 @@ export class ServiceMetrics {
   /** controlMessage counts one control message; only a rejection has a `reason` label. */
   controlMessage(result: 'applied' | 'stale' | 'rejected', reason?: string): void {
     this.controlMessages.inc(reason === undefined ? { result } : { result, reason })
+  }
+
+  /** addBacklogReader registers a source's backlog totals, read at each scrape. */
+  addBacklogReader(source: string, read: () => BacklogTotals): void {
+    this.backlogReaders.push({ source, read })
   }
 
   /** addDepthReader registers a function read at each scrape for queue depth or lag. */

@@ -15,7 +15,7 @@ import { createHandlers, type HandlerSet } from './handlers.js'
 import { type Readiness, startHttpServer } from './http.js'
 import { ServiceMetrics } from './metrics.js'
 import { resolveSecret } from './secrets.js'
-import { startBullmqSource } from './sources/bullmq.js'
+import { resolveReservationKey, startBullmqSource } from './sources/bullmq.js'
 import { startKafkaSource } from './sources/kafka.js'
 import type { Source, SourceHandler, SourceWiring } from './sources/source.js'
 import { buildStatus, STATUS_LIST_LIMIT, type StatusSnapshot } from './status.js'
@@ -71,9 +71,20 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   metrics.watchSlowMerchants({ inFlight, breakers })
   const activity = new ActivityTracker(monotonicClock)
   const kafka = useKafkaControl ? connections.kafka : undefined
-  const control = await startControl({ config: config.control, kafka, limiter, inFlight, metrics, logger })
-
   const sources: Source[] = []
+  const ratesChanged = (merchantKeys?: readonly string[]) => {
+    for (const source of sources) source.ratesChanged(merchantKeys)
+  }
+  const control = await startControl({
+    config: config.control,
+    kafka,
+    limiter,
+    inFlight,
+    metrics,
+    logger,
+    ratesChanged,
+  })
+
   let stopping = false
   const readiness = (): Readiness => {
     const checks: Record<string, boolean> = { control: control.caughtUp(), accepting: !stopping }
@@ -151,11 +162,12 @@ async function loadSourceHandlers(
     problems.push("config field 'control.source': 'kafka' needs kafka.brokers (or KAFKA_BROKERS)")
   }
   const loaded: SourceHandler[] = []
-  for (const source of config.sources) {
+  for (const [i, source] of config.sources.entries()) {
     if (source.kind === 'kafka' && noBrokers) {
       problems.push(`config field 'sources': kafka source '${source.topic}' needs kafka.brokers`)
     }
     try {
+      if (source.kind === 'bullmq') resolveReservationKey(source, `sources[${i}].reservationKey`)
       loaded.push(await handlers.forSource(source))
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error

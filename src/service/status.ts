@@ -37,7 +37,7 @@ export interface StatusSnapshot {
     recentChanges: Array<{ atIso: string; description: string }>
     recentRejections: Array<{ atIso: string; reason: string; error: string }>
   }
-  sources: SourceStatus[]
+  sources: SourceRow[]
   /** slow is the in-flight caps and circuit breakers over every merchant. */
   slow: {
     defaultMaxInFlight: number | null
@@ -55,8 +55,14 @@ export type MerchantStatus = MerchantActivity & {
   /** limitPerSec is the rate in force per second, rounded for people (roundForPeople). */
   limitPerSec: number
   tokens: number | null
-  /** waiting: units reserved ahead of time and not yet run (the bucket's debt). */
+  /** waiting: the merchant's jobs or messages waiting in the sources, parked ones included (a count of jobs, not tokens). */
   waiting: number
+  /** parked: those of them in a standing backlog (BullMQ backlog in Redis, Kafka parking topic). */
+  parked: number
+  /** oldestWaitingAgeMs: how long ago the oldest waiting one was added to its queue or topic, ms; null when none waits. */
+  oldestWaitingAgeMs: number | null
+  /** reservedAhead: tokens reserved ahead of time and not yet run (the bucket's debt). */
+  reservedAhead: number
   capacity: number | null
   penaltyFactor: number
   /** maxInFlight is the merchant's in-flight cap; null: no cap. */
@@ -74,11 +80,54 @@ export type MerchantStatus = MerchantActivity & {
   } | null
 }
 
-/** SourceStatus names one source the worker consumes. */
+/** SourceRow is one source in a snapshot: its name and its standing-backlog totals. */
+export type SourceRow = Omit<SourceStatus, 'backlog'> & { backlog: BacklogTotals }
+
+/** SourceStatus names one source the worker consumes, and reads its waiting work. */
 export interface SourceStatus {
   kind: 'bullmq' | 'kafka'
   name: string
   concurrency: number
+  /** backlog reads what waits in the source now (see SourceBacklog). */
+  backlog(): SourceBacklog
+}
+
+/** MerchantWaitingJobs is one merchant's jobs or messages waiting in one source. */
+export interface MerchantWaitingJobs {
+  merchantKey: string
+  /** jobs: every job or message of the merchant waiting, parked ones included (a count, not tokens). */
+  jobs: number
+  /** parked: those in the merchant's backlog (BullMQ) or the parking topic (Kafka). */
+  parked: number
+  /** oldestAgeMs: how long ago the oldest of them was added to the queue or topic, ms. */
+  oldestAgeMs: number
+}
+
+/**
+ * SourceBacklog is a source's waiting work: per merchant (BullMQ: every merchant with
+ * jobs delayed or parked; Kafka: the BACKLOG_MERCHANTS with most), and its totals.
+ */
+export interface SourceBacklog {
+  merchants: readonly MerchantWaitingJobs[]
+  totals: BacklogTotals
+}
+
+/** BacklogTotals are a source's standing-backlog figures, for /status.json and the metrics. */
+export interface BacklogTotals {
+  /** parked: jobs in the merchants' backlogs (BullMQ), messages in the parking topic not yet read back (Kafka, the listed merchants). */
+  parked: number
+  /** buffered: jobs delayed on a reservation by this process (BullMQ), messages held in lanes (Kafka). */
+  buffered: number
+  /** bufferedBytes: what the held messages count against maxBufferedBytes (Kafka; 0 on BullMQ). */
+  bufferedBytes: number
+  /** parkedMerchants: merchants with jobs or messages parked now. */
+  parkedMerchants: number
+  /** parkTransactions: parking moves committed (Kafka transactions; 0 on BullMQ), since start. */
+  parkTransactions: number
+  /** parkFailures: parking moves that failed and were tried again (Kafka), since start. */
+  parkFailures: number
+  /** lateGrants: grants that came too late and were charged again, since start. */
+  lateGrants: number
 }
 
 /**
@@ -113,6 +162,7 @@ export const STATUS_LIST_LIMIT = 100
 /** buildStatus assembles /status.json from its parts; events are listed newest first. */
 export function buildStatus(parts: StatusParts): StatusSnapshot {
   const stats = parts.limiter.stats()
+  const backlogs = parts.sources.map((source) => source.backlog())
   const breakerStats = parts.breakers.stats()
   return {
     generatedAt: new Date(parts.nowMs).toISOString(),
@@ -130,7 +180,7 @@ export function buildStatus(parts: StatusParts): StatusSnapshot {
       penalties: stats.penalties,
       penaltiesDropped: stats.penaltiesDropped,
     },
-    merchants: merchantRows(parts),
+    merchants: merchantRows(parts, waitingByMerchant(backlogs)),
     control: {
       source: parts.control.source,
       caughtUp: parts.control.caughtUp,
@@ -140,7 +190,12 @@ export function buildStatus(parts: StatusParts): StatusSnapshot {
       recentChanges: [...parts.control.recentChanges].reverse(),
       recentRejections: [...parts.control.recentRejections].reverse(),
     },
-    sources: parts.sources.map(({ kind, name, concurrency }) => ({ kind, name, concurrency })),
+    sources: parts.sources.map(({ kind, name, concurrency }, i) => ({
+      kind,
+      name,
+      concurrency,
+      backlog: { ...backlogs[i]!.totals },
+    })),
     slow: {
       defaultMaxInFlight: finiteOrNull(parts.inFlight.defaultCapValue),
       inFlight: parts.inFlight.size,
@@ -159,18 +214,41 @@ export function buildStatus(parts: StatusParts): StatusSnapshot {
   }
 }
 
-function merchantRows(parts: StatusParts): MerchantStatus[] {
+/** MerchantWaitingSum is one merchant's waiting jobs summed over the sources. */
+type MerchantWaitingSum = Pick<MerchantStatus, 'waiting' | 'parked'> & { oldestAgeMs: number }
+
+/** waitingByMerchant sums each merchant's waiting jobs over the sources; the oldest is the oldest of any. */
+export function waitingByMerchant(backlogs: readonly SourceBacklog[]): Map<string, MerchantWaitingSum> {
+  const sums = new Map<string, MerchantWaitingSum>()
+  for (const backlog of backlogs) {
+    for (const row of backlog.merchants) {
+      if (row.jobs <= 0) continue
+      const sum = sums.get(row.merchantKey)
+      if (sum === undefined) {
+        sums.set(row.merchantKey, { waiting: row.jobs, parked: row.parked, oldestAgeMs: row.oldestAgeMs })
+      } else {
+        sum.waiting += row.jobs
+        sum.parked += row.parked
+        sum.oldestAgeMs = Math.max(sum.oldestAgeMs, row.oldestAgeMs)
+      }
+    }
+  }
+  return sums
+}
+
+function merchantRows(parts: StatusParts, waiting: Map<string, MerchantWaitingSum>): MerchantStatus[] {
   const table = parts.control.table
   const ownChange = new Map(table.overrides.map((override) => [override.merchant, override]))
   return parts.activity
     .slice(0, STATUS_LIST_LIMIT)
-    .map((row) => merchantStatus(row, parts, ownChange.get(row.merchantKey)))
+    .map((row) => merchantStatus(row, parts, ownChange.get(row.merchantKey), waiting.get(row.merchantKey)))
 }
 
 function merchantStatus(
   row: MerchantActivity,
   parts: StatusParts,
   own: ControlTable['overrides'][number] | undefined,
+  waiting: MerchantWaitingSum | undefined,
 ): MerchantStatus {
   const { limiter, inFlight, breakers } = parts
   const inspection = limiter.inspect(row.merchantKey)
@@ -181,7 +259,10 @@ function merchantStatus(
     rate: formatRate(rate),
     limitPerSec: roundForPeople(ratePerSec(rate)),
     tokens: inspection === undefined ? null : roundForPeople(inspection.tokens),
-    waiting: inspection === undefined ? 0 : Math.max(0, Math.ceil(-inspection.tokens - 1e-9)),
+    waiting: waiting?.waiting ?? 0,
+    parked: waiting?.parked ?? 0,
+    oldestWaitingAgeMs: waiting === undefined ? null : Math.round(waiting.oldestAgeMs),
+    reservedAhead: inspection === undefined ? 0 : Math.max(0, Math.ceil(-inspection.tokens - 1e-9)),
     capacity: inspection === undefined ? null : roundForPeople(inspection.capacity),
     penaltyFactor: roundForPeople(inspection?.penaltyFactor ?? 1),
     maxInFlight: finiteOrNull(inFlight.capOf(row.merchantKey)),

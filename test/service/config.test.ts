@@ -191,6 +191,61 @@ describe('loadConfig', () => {
     )
   })
 
+  it('gives a BullMQ source the backlog timings and a Kafka source its parking topic, each default stated once', () => {
+    const config = loadConfig({
+      configDir: configDir({
+        'default.json': {
+          sources: [
+            { kind: 'bullmq', queue: 'q', handler: 'webhook' },
+            { kind: 'kafka', topic: 't', groupId: 'g', handler: 'webhook' },
+          ],
+        },
+      }),
+      env: {},
+    })
+    expect(config.sources[0]).toMatchObject({ horizonMs: 1_000, lateToleranceMs: 250, safetyNetMs: 900_000 })
+    expect(config.sources[0]).not.toHaveProperty('reservationKey')
+    expect(config.sources[1]).toMatchObject({
+      parking: { enabled: true, partitionsPerSource: 16 },
+      maxBufferedBytes: 64 * 1024 * 1024,
+    })
+    expect(config.sources[1]).not.toHaveProperty('maxBufferedPerMerchant')
+    expect(config.sources[1]).not.toHaveProperty('parking.topic')
+  })
+
+  it('refuses backlog and parking fields out of their bounds, naming each', () => {
+    const error = catchConfigError(() =>
+      loadConfig({
+        configDir: configDir({
+          'default.json': {
+            sources: [
+              { kind: 'bullmq', queue: 'q', handler: 'webhook', horizonMs: 0, reservationKey: '' },
+              {
+                kind: 'kafka',
+                topic: 't',
+                groupId: 'g',
+                handler: 'webhook',
+                parking: { partitionsPerSource: 0, partitions: 16 },
+                maxBufferedBytes: 100,
+              },
+            ],
+          },
+        }),
+        env: {},
+      }),
+    )
+    const text = error.problems.join('\n')
+    for (const field of [
+      'sources.0.horizonMs',
+      'sources.0.reservationKey',
+      'sources.1.parking.partitionsPerSource',
+      'sources.1.parking.partitions',
+      'sources.1.maxBufferedBytes',
+    ]) {
+      expect(text).toContain(`config field '${field}'`)
+    }
+  })
+
   it('refuses to start in production with the development webhook secret', () => {
     expect(() => loadConfig({ env: { NODE_ENV: 'production' } })).toThrow(
       "config field 'webhook.defaultSecret': the development secret",
@@ -231,6 +286,9 @@ describe('config/default.json', () => {
         keyField: 'merchantId',
         instances: 1,
         attempts: 8,
+        horizonMs: 1_000,
+        lateToleranceMs: 250,
+        safetyNetMs: 900_000,
       },
     ])
   })

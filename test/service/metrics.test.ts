@@ -50,6 +50,58 @@ describe('ServiceMetrics', () => {
     expect(text).toContain('mt_penalties_dropped_total 1')
   })
 
+  it("exports each source's standing backlog: parked, buffered and bytes as gauges, moves and late grants as counters", async () => {
+    const limiter = new KeyedLimiter({ rate: '10/s', clock: new FakeClock(0) })
+    const metrics = new ServiceMetrics(limiter, [])
+    let parked = 1_200
+    metrics.addBacklogReader('bullmq:webhooks', () => ({
+      parked,
+      buffered: 7,
+      bufferedBytes: 0,
+      parkedMerchants: 1,
+      parkTransactions: 0,
+      parkFailures: 0,
+      lateGrants: 3,
+    }))
+    metrics.addBacklogReader('kafka:jobs', () => ({
+      parked: 9_900,
+      buffered: 100,
+      bufferedBytes: 51_200,
+      parkedMerchants: 2,
+      parkTransactions: 20,
+      parkFailures: 1,
+      lateGrants: 0,
+    }))
+    const text = await metrics.registry.metrics()
+    for (const line of [
+      'mt_parked{source="bullmq:webhooks"} 1200',
+      'mt_parked{source="kafka:jobs"} 9900',
+      'mt_buffered{source="bullmq:webhooks"} 7',
+      'mt_buffered_bytes{source="kafka:jobs"} 51200',
+      'mt_parked_merchants{source="kafka:jobs"} 2',
+      'mt_park_transactions_total{source="kafka:jobs"} 20',
+      'mt_park_failures_total{source="kafka:jobs"} 1',
+      'mt_late_grants_total{source="bullmq:webhooks"} 3',
+    ]) {
+      expect(text).toContain(line)
+    }
+    parked = 0
+    expect(await metrics.registry.metrics()).toContain('mt_parked{source="bullmq:webhooks"} 0')
+  })
+
+  it('counts the BullMQ backlog outcomes in the decisions counter', async () => {
+    const limiter = new KeyedLimiter({ rate: '10/s', clock: new FakeClock(0) })
+    const metrics = new ServiceMetrics(limiter, [])
+    for (const outcome of ['backlogged', 'promoted', 'late'])
+      metrics.decision('bullmq:webhooks', outcome, 'm')
+    const text = await metrics.registry.metrics()
+    for (const outcome of ['backlogged', 'promoted', 'late']) {
+      expect(text).toContain(
+        `mt_decisions_total{source="bullmq:webhooks",outcome="${outcome}",merchant="other"} 1`,
+      )
+    }
+  })
+
   it('reads queue depth at scrape time', async () => {
     const metrics = new ServiceMetrics(new KeyedLimiter({ rate: '1/s' }), [])
     metrics.addDepthReader(async () => [{ source: 'bullmq:webhooks', state: 'delayed', value: 7 }])

@@ -43,6 +43,8 @@ describe('worker service with a Kafka source and the Kafka control topic', () =>
             groupId: uniqueName('svc-group'),
             handler: 'webhook',
             attempts: 2,
+            // small, so that a merchant behind parks after a few messages
+            maxBufferedPerMerchant: 5,
           },
         ],
         webhook: { defaultSecret: SECRET },
@@ -57,7 +59,9 @@ describe('worker service with a Kafka source and the Kafka control topic', () =>
     await dlqConsumer?.disconnect()
     await producer?.disconnect()
     await admin
-      ?.deleteTopics({ topics: [jobsTopic, `${jobsTopic}.dead-letter`, controlTopic] })
+      ?.deleteTopics({
+        topics: [jobsTopic, `${jobsTopic}.dead-letter`, `${jobsTopic}.parking`, controlTopic],
+      })
       .catch(() => undefined)
     await admin?.disconnect()
     await merchants?.close()
@@ -144,5 +148,45 @@ describe('worker service with a Kafka source and the Kafka control topic', () =>
     )
     expect(reasons.join('\n')).toMatch(/invalid-key/)
     expect(reasons.join('\n')).toMatch(/ssrf-blocked/)
+  })
+
+  it('parks a merchant behind its limit in the parking topic it created, shows its waiting messages, and the others flow', async () => {
+    const metadata = await admin.fetchTopicMetadata({ topics: [`${jobsTopic}.parking`] })
+    expect(metadata.topics[0]!.partitions).toHaveLength(3 * 16)
+    await publishControlChange(
+      producer,
+      { type: 'set', merchant: 'slow', rate: parseRate('2/s'), version: Date.now() * 1_000 },
+      { topic: controlTopic },
+    )
+    await waitFor('the slow rate', () => service.limiter.rateOf('slow').limit === 2, 10_000)
+    const job = (merchantId: string, i: number) => ({
+      key: merchantId,
+      value: JSON.stringify({
+        merchantId,
+        eventId: `evt_${merchantId}_${i}`,
+        url: `${merchants.origin}/${merchantId}`,
+        payload: { i },
+      }),
+    })
+    await producer.send({ topic: jobsTopic, messages: Array.from({ length: 40 }, (_, i) => job('slow', i)) })
+    await producer.send({ topic: jobsTopic, messages: Array.from({ length: 5 }, (_, i) => job('quiet', i)) })
+    const deliveredTo = (merchant: string) =>
+      merchants.requests.filter((r) => r.path === `/${merchant}`).length
+    await waitFor('the quiet merchant delivered', () => deliveredTo('quiet') === 5, 15_000)
+    await waitFor(
+      'the slow merchant parked',
+      () => service.status().sources[0]!.backlog.parkTransactions > 0,
+      15_000,
+    )
+    const status = service.status()
+    const slow = status.merchants.find((m) => m.merchantKey === 'slow')!
+    // 40 sent at 2/s: most still wait, a count of messages, parked ones among them
+    expect(slow.waiting).toBeGreaterThan(20)
+    expect(slow.waiting).toBeLessThanOrEqual(40 - deliveredTo('slow'))
+    expect(slow.parked).toBeGreaterThan(0)
+    expect(slow.oldestWaitingAgeMs).toBeGreaterThanOrEqual(0)
+    expect(status.sources[0]!.backlog).toMatchObject({ parkFailures: 0 })
+    const metrics = await (await fetch(`${service.url}/metrics`)).text()
+    expect(metrics).toMatch(new RegExp(`mt_park_transactions_total\\{source="kafka:${jobsTopic}"\\} [1-9]`))
   })
 })

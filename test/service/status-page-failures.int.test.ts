@@ -7,6 +7,7 @@ import { ActivityTracker } from '../../src/service/activity.js'
 import { type RunningHttpServer, startHttpServer } from '../../src/service/http.js'
 import { buildStatus, type StatusParts } from '../../src/service/status.js'
 import { statusPageRoutes } from '../../src/service/status-page.js'
+import { NO_BACKLOG } from '../support/backlog.js'
 
 // The status page in a real browser (Debian's Chromium), fed a status built by buildStatus
 // from hand-made readings: a merchant whose every job failed with 410 shows as failing,
@@ -43,7 +44,7 @@ describe('status page: failures and dead letters', () => {
         recentChanges: [],
         recentRejections: [],
       },
-      sources: [{ kind: 'bullmq', name: 'webhooks', concurrency: 50 }],
+      sources: [{ kind: 'bullmq', name: 'webhooks', concurrency: 50, backlog: () => NO_BACKLOG }],
     })
     server = await startHttpServer({
       host: '127.0.0.1',

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { CircuitBreakers, FakeClock, InFlightTable, KeyedLimiter } from '../../src/limiter/index.js'
 import { ActivityTracker } from '../../src/service/activity.js'
 import { buildStatus, roundForPeople, type StatusParts } from '../../src/service/status.js'
+import { NO_BACKLOG } from '../support/backlog.js'
 
 const T0 = Date.parse('2026-12-04T01:00:00.000Z')
 
@@ -91,7 +92,7 @@ describe('buildStatus', () => {
         ],
         recentRejections: [{ atIso: '2026-12-04T01:00:03.000Z', reason: 'invalid-json', error: 'bad' }],
       },
-      sources: [{ kind: 'bullmq', name: 'webhooks', concurrency: 50 }],
+      sources: [{ kind: 'bullmq', name: 'webhooks', concurrency: 50, backlog: () => NO_BACKLOG }],
     })
     expect(status).toMatchObject({
       generatedAt: '2026-12-04T01:01:30.000Z',
@@ -105,9 +106,89 @@ describe('buildStatus', () => {
         recentChanges: [{ description: 'second' }, { description: 'first' }],
         recentRejections: [{ reason: 'invalid-json' }],
       },
-      sources: [{ kind: 'bullmq', name: 'webhooks', concurrency: 50 }],
+      sources: [{ kind: 'bullmq', name: 'webhooks', concurrency: 50, backlog: NO_BACKLOG.totals }],
       slow: { defaultMaxInFlight: null, breakersOpen: 1, breakers: [{ merchantKey: 'down', state: 'open' }] },
     })
+  })
+})
+
+describe('buildStatus: waiting jobs', () => {
+  it("gives a merchant's waiting as a count of jobs over the sources, with its parked ones and the oldest's age", () => {
+    const clock = new FakeClock(0)
+    const limiter = new KeyedLimiter({ rate: '10/s', clock })
+    // 15 tokens reserved ahead: the debt is reported apart, not as jobs waiting
+    for (let i = 0; i < 25; i++) limiter.reserve('hot')
+    const activity = new ActivityTracker(clock)
+    for (const key of ['hot', 'warm', 'idle']) activity.seen(key)
+    const bullmq = {
+      merchants: [
+        { merchantKey: 'hot', jobs: 1_205, parked: 1_200, oldestAgeMs: 42_000.4 },
+        { merchantKey: 'warm', jobs: 2, parked: 0, oldestAgeMs: 300 },
+      ],
+      totals: { ...NO_BACKLOG.totals, parked: 1_200, buffered: 7, parkedMerchants: 1, lateGrants: 3 },
+    }
+    const kafka = {
+      merchants: [{ merchantKey: 'hot', jobs: 10_000, parked: 9_900, oldestAgeMs: 61_000 }],
+      totals: {
+        ...NO_BACKLOG.totals,
+        parked: 9_900,
+        buffered: 100,
+        bufferedBytes: 51_200,
+        parkedMerchants: 1,
+      },
+    }
+    const status = buildStatus(
+      partsOf({
+        limiter,
+        activity: activity.snapshot(),
+        sources: [
+          { kind: 'bullmq', name: 'webhooks', concurrency: 50, backlog: () => bullmq },
+          { kind: 'kafka', name: 'jobs', concurrency: 50, backlog: () => kafka },
+        ],
+      }),
+    )
+    const rows = Object.fromEntries(
+      status.merchants.map((m) => [
+        m.merchantKey,
+        { waiting: m.waiting, parked: m.parked, oldest: m.oldestWaitingAgeMs, ahead: m.reservedAhead },
+      ]),
+    )
+    expect(rows).toEqual({
+      hot: { waiting: 11_205, parked: 11_100, oldest: 61_000, ahead: 15 },
+      warm: { waiting: 2, parked: 0, oldest: 300, ahead: 0 },
+      idle: { waiting: 0, parked: 0, oldest: null, ahead: 0 },
+    })
+    expect(status.sources).toEqual([
+      { kind: 'bullmq', name: 'webhooks', concurrency: 50, backlog: bullmq.totals },
+      { kind: 'kafka', name: 'jobs', concurrency: 50, backlog: kafka.totals },
+    ])
+  })
+
+  it('reads each source once per snapshot and changes nothing it reads', () => {
+    const limiter = new KeyedLimiter({ rate: '10/s', clock: new FakeClock(0) })
+    let reads = 0
+    const backlog = {
+      merchants: [{ merchantKey: 'm', jobs: 1, parked: 1, oldestAgeMs: 5 }],
+      totals: NO_BACKLOG.totals,
+    }
+    const parts = partsOf({
+      limiter,
+      sources: [
+        {
+          kind: 'bullmq',
+          name: 'q',
+          concurrency: 1,
+          backlog: () => {
+            reads++
+            return backlog
+          },
+        },
+      ],
+    })
+    const first = buildStatus(parts)
+    expect(buildStatus(parts)).toEqual(first)
+    expect(reads).toBe(2)
+    expect(backlog.merchants).toEqual([{ merchantKey: 'm', jobs: 1, parked: 1, oldestAgeMs: 5 }])
   })
 })
 

@@ -1,10 +1,17 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type Job, Queue, UnrecoverableError } from 'bullmq'
 import type { Redis } from 'ioredis'
-import { createThrottledWorker, type ThrottledWorker } from '../../adapters/bullmq/index.js'
-import { PermanentFailureError, RetryLaterError } from '../../errors.js'
+import {
+  createThrottledWorker,
+  type MerchantWaiting,
+  type ThrottledWorker,
+  type ThrottleStats,
+} from '../../adapters/bullmq/index.js'
+import { ConfigError, PermanentFailureError, RetryLaterError } from '../../errors.js'
 import { backoffMs } from '../../limiter/index.js'
 import type { Config } from '../config.js'
+import { resolveSecret } from '../secrets.js'
+import type { SourceBacklog } from '../status.js'
 import {
   reportDelivered,
   reportFailure,
@@ -65,6 +72,9 @@ export function startBullmqSource(
       throw failure
     }
   }
+  const reservationKey = resolveReservationKey(config, 'sources[].reservationKey')
+  const warning = unsignedReservationsWarning(reservationKey)
+  if (warning !== undefined) log.error(warning)
   const worker: ThrottledWorker<unknown, void> = createThrottledWorker<unknown, void>(
     config.queue,
     processor,
@@ -78,6 +88,10 @@ export function startBullmqSource(
       removeOnFail: { count: 100_000 },
       settings: { backoffStrategy },
       autorun: false,
+      horizonMs: config.horizonMs,
+      lateToleranceMs: config.lateToleranceMs,
+      safetyNetMs: config.safetyNetMs,
+      ...(reservationKey === undefined ? {} : { reservationKey }),
       inFlight: wiring.inFlight,
       breakers: wiring.breakers,
       isEndpointFailure: (error) =>
@@ -97,11 +111,14 @@ export function startBullmqSource(
     const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'failed')
     return Object.entries(counts).map(([state, value]) => ({ source: sourceLabel, state, value }))
   })
+  wiring.metrics.addBacklogReader(sourceLabel, () => bullmqBacklog(worker.throttleStats()).totals)
   return {
     kind: 'bullmq',
     name: config.queue,
     concurrency: config.concurrency,
     ready: () => connection.status === 'ready' && worker.isRunning(),
+    ratesChanged: (merchantKeys) => worker.ratesChanged(merchantKeys),
+    backlog: () => bullmqBacklog(worker.throttleStats()),
     async close(deadlineMs) {
       const closed = worker.close()
       const timedOut = await Promise.race([closed.then(() => false), sleep(deadlineMs).then(() => true)])
@@ -136,4 +153,73 @@ export function backoffStrategy(attemptsMade: number, type?: string): number {
     throw new TypeError(`BullMQ backoff: expected type '${BACKOFF_TYPE}' or a built-in one, got '${type}'`)
   }
   return backoffMs(attemptsMade)
+}
+
+/** RESERVATION_KEY_MIN_BYTES is the shortest reservationKey the adapter takes. */
+export const RESERVATION_KEY_MIN_BYTES = 16
+
+/**
+ * resolveReservationKey reads the source's reservationKey (a secret reference) and checks
+ * its length, so that a short key is a ConfigError naming `field`, never the key.
+ */
+export function resolveReservationKey(
+  config: Pick<BullmqSourceConfig, 'reservationKey'>,
+  field: string,
+  env: NodeJS.ProcessEnv = process.env,
+): string | undefined {
+  if (config.reservationKey === undefined) return undefined
+  const key = resolveSecret(config.reservationKey, field, env)
+  const bytes = Buffer.byteLength(key, 'utf8')
+  if (bytes < RESERVATION_KEY_MIN_BYTES) {
+    throw new ConfigError(
+      `config field '${field}': expected at least ${RESERVATION_KEY_MIN_BYTES} bytes, got ${bytes}`,
+    )
+  }
+  return key
+}
+
+/**
+ * unsignedReservationsWarning is what start-up logs at error level when a production worker
+ * has no reservationKey; undefined otherwise. It still starts: producers are inside the
+ * trust boundary by default, and the adapter ignores a carried time beyond the horizon.
+ */
+export function unsignedReservationsWarning(
+  reservationKey: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): string | undefined {
+  if (reservationKey !== undefined || env.NODE_ENV !== 'production') return undefined
+  return 'sources[].reservationKey is not set: carried reservations are unsigned, so a producer that writes job data can forge one up to horizonMs ahead; set it to a secret shared by every worker of the queue'
+}
+
+/** bullmqBacklog is a worker's waiting jobs (throttleStats) as the status and metrics read them. */
+export function bullmqBacklog(
+  stats: ThrottleStats & { waiting: Record<string, MerchantWaiting> },
+): SourceBacklog {
+  const merchants: SourceBacklog['merchants'][number][] = []
+  let parked = 0
+  let buffered = 0
+  let parkedMerchants = 0
+  for (const [merchantKey, waiting] of Object.entries(stats.waiting)) {
+    merchants.push({
+      merchantKey,
+      jobs: waiting.jobs,
+      parked: waiting.parked,
+      oldestAgeMs: waiting.oldestAgeMs,
+    })
+    parked += waiting.parked
+    buffered += waiting.delayed
+    if (waiting.parked > 0) parkedMerchants++
+  }
+  return {
+    merchants,
+    totals: {
+      parked,
+      buffered,
+      bufferedBytes: 0,
+      parkedMerchants,
+      parkTransactions: 0,
+      parkFailures: 0,
+      lateGrants: stats.late,
+    },
+  }
 }

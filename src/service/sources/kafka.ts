@@ -1,7 +1,13 @@
-import type { Kafka, KafkaMessage } from 'kafkajs'
-import { createThrottledConsumer, type ThrottledConsumer } from '../../adapters/kafka/index.js'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Admin, Kafka, KafkaMessage } from 'kafkajs'
+import {
+  createThrottledConsumer,
+  type ThrottledConsumer,
+  type ThrottledConsumerStats,
+} from '../../adapters/kafka/index.js'
 import { PermanentFailureError, RetryLaterError } from '../../errors.js'
 import type { Config } from '../config.js'
+import type { SourceBacklog } from '../status.js'
 import {
   reportDelivered,
   reportFailure,
@@ -25,7 +31,8 @@ export async function startKafkaSource(
 ): Promise<Source> {
   const sourceLabel = `kafka:${config.topic}`
   const deadLetterTopic = config.deadLetterTopic ?? `${config.topic}.dead-letter`
-  await ensureDeadLetterTopic(kafka, config.topic, deadLetterTopic)
+  const parkingTopic = config.parking.enabled ? parkingTopicOf(config) : undefined
+  await ensureTopics(kafka, config, deadLetterTopic, parkingTopic)
   const keyOf =
     handler.keyOf !== undefined
       ? (message: KafkaMessage) => handler.keyOf!(parseJson(message.value))
@@ -41,6 +48,12 @@ export async function startKafkaSource(
     concurrency: config.concurrency,
     maxAttempts: config.attempts,
     deadLetterTopic,
+    // No consumerConfig: with parking the consumer brings its own partitionAssigners.
+    ...(parkingTopic === undefined ? {} : { parking: { topics: { [config.topic]: parkingTopic } } }),
+    ...(config.maxBufferedPerMerchant === undefined
+      ? {}
+      : { maxBufferedPerMerchant: config.maxBufferedPerMerchant }),
+    maxBufferedBytes: config.maxBufferedBytes,
     stopTimeoutMs,
     inFlight: wiring.inFlight,
     breakers: wiring.breakers,
@@ -70,19 +83,39 @@ export async function startKafkaSource(
   consumer.on('crash', ({ restart }) => {
     if (!restart) running = false
   })
+  // run() resolves before the group is joined; a group without committed offsets starts at
+  // the end of the topic when it first fetches, so "consuming" waits for the first assignment.
+  let assigned = false
+  const joined = new Promise<void>((resolve) =>
+    consumer.on('assignment', () => {
+      assigned = true
+      resolve()
+    }),
+  )
   await consumer.run()
   running = true
+  await Promise.race([joined, sleep(JOIN_WAIT_MS, undefined, { ref: false })])
+  wiring.metrics.addBacklogReader(sourceLabel, () => kafkaBacklog(consumer.stats()).totals)
   return {
     kind: 'kafka',
     name: config.topic,
     concurrency: config.concurrency,
-    ready: () => running,
+    ready: () => running && assigned,
+    // The consumer takes no rate-change hook: a lane waiting on a reservation keeps it.
+    ratesChanged: () => {},
+    backlog: () => kafkaBacklog(consumer.stats()),
     close: async () => {
       running = false
       await consumer.stop()
     },
   }
 }
+
+/** JOIN_WAIT_MS bounds how long start-up waits for the group to give the consumer its partitions. */
+export const JOIN_WAIT_MS = 30_000
+
+/** LEADER_WAIT_MS bounds how long start-up waits for the partitions of topics it created to have leaders. */
+export const LEADER_WAIT_MS = 10_000
 
 function parseJson(value: Buffer | null): unknown {
   if (value === null) return null
@@ -99,12 +132,66 @@ function keySourceOf(keyFrom: string): { header: string } | { field: string } {
   return kind === 'header' ? { header: name } : { field: name }
 }
 
+/** parkingTopicOf is the source's parking topic: its own, or `<topic>.parking`. */
+export function parkingTopicOf(config: Pick<KafkaSourceConfig, 'topic' | 'parking'>): string {
+  return config.parking.topic ?? `${config.topic}.parking`
+}
+
+/** kafkaBacklog is a consumer's waiting messages (stats) as the status and metrics read them. */
+export function kafkaBacklog(
+  stats: Pick<
+    ThrottledConsumerStats,
+    | 'backlog'
+    | 'buffered'
+    | 'bufferedBytes'
+    | 'parkedMerchants'
+    | 'parkTransactions'
+    | 'parkFailures'
+    | 'lateGrants'
+  >,
+): SourceBacklog {
+  let parked = 0
+  const merchants = stats.backlog.map((row) => {
+    parked += row.parked
+    return {
+      merchantKey: row.merchantKey,
+      // Not buffered + parked: a parked message read back into a lane is counted in both
+      // until handled (the adapter's parked is "routed and not yet handled"). The larger
+      // misses at most the source lane (maxBufferedPerMerchant), never counts one twice.
+      jobs: Math.max(row.buffered, row.parked),
+      parked: row.parked,
+      oldestAgeMs: row.oldestAgeMs,
+    }
+  })
+  return {
+    merchants,
+    totals: {
+      parked,
+      buffered: stats.buffered,
+      bufferedBytes: stats.bufferedBytes,
+      parkedMerchants: stats.parkedMerchants,
+      parkTransactions: stats.parkTransactions,
+      parkFailures: stats.parkFailures,
+      lateGrants: stats.lateGrants,
+    },
+  }
+}
+
 /**
- * ensureDeadLetterTopic checks that the source topic exists (a worker never creates the
- * topic it consumes: a typo would otherwise consume an empty new one) and creates the
- * dead-letter topic when missing, with the source's partition count.
+ * ensureTopics checks that the source topic exists (a worker never creates the topic it
+ * consumes: a typo would otherwise consume an empty new one) and creates the dead-letter
+ * topic when missing, with the source's partition count, and the parking topic when
+ * missing, with `parking.partitionsPerSource` times as many. An existing parking topic
+ * must have a multiple of the source's partitions (the consumer maps each source
+ * partition to its own parking partitions).
  */
-async function ensureDeadLetterTopic(kafka: Kafka, topic: string, deadLetterTopic: string): Promise<void> {
+async function ensureTopics(
+  kafka: Kafka,
+  config: KafkaSourceConfig,
+  deadLetterTopic: string,
+  parkingTopic: string | undefined,
+): Promise<void> {
+  const topic = config.topic
   const admin = kafka.admin()
   await admin.connect()
   try {
@@ -112,15 +199,59 @@ async function ensureDeadLetterTopic(kafka: Kafka, topic: string, deadLetterTopi
     if (!topics.includes(topic)) {
       throw new TypeError(`config field 'sources': Kafka topic '${topic}' does not exist; create it first`)
     }
-    if (topics.includes(deadLetterTopic)) return
-    const metadata = await admin.fetchTopicMetadata({ topics: [topic] })
-    const partitions = metadata.topics[0]?.partitions.length ?? 1
-    // kafkajs's waitForLeaders gives up on a KRaft broker still creating the topic; the producer retries
-    await admin.createTopics({
-      waitForLeaders: false,
-      topics: [{ topic: deadLetterTopic, numPartitions: partitions }],
-    })
+    const partitionsOf = async (name: string) =>
+      (await admin.fetchTopicMetadata({ topics: [name] })).topics[0]?.partitions.length ?? 1
+    const partitions = await partitionsOf(topic)
+    const missing: Array<{ topic: string; numPartitions: number }> = []
+    if (!topics.includes(deadLetterTopic)) missing.push({ topic: deadLetterTopic, numPartitions: partitions })
+    if (parkingTopic !== undefined) {
+      if (!topics.includes(parkingTopic)) {
+        missing.push({ topic: parkingTopic, numPartitions: partitions * config.parking.partitionsPerSource })
+      } else {
+        const parkingPartitions = await partitionsOf(parkingTopic)
+        if (parkingPartitions % partitions !== 0) {
+          throw new TypeError(
+            `config field 'sources': parking topic '${parkingTopic}' has ${parkingPartitions} partitions, expected a multiple of the ${partitions} of '${topic}'`,
+          )
+        }
+      }
+    }
+    if (missing.length === 0) return
+    // kafkajs's waitForLeaders gives up on a KRaft broker still creating the topic: poll the metadata instead
+    await admin.createTopics({ waitForLeaders: false, topics: missing })
+    await waitForLeaders(
+      admin,
+      missing.map((created) => created.topic),
+    )
   } finally {
     await admin.disconnect()
+  }
+}
+
+/**
+ * waitForLeaders polls the metadata of just-created `topics` until every partition has a
+ * leader that answers offset look-ups, for at most LEADER_WAIT_MS: a consumer that joins
+ * the group before then has them refused ("not the leader"), crashes and rejoins, and a
+ * new group (no committed offsets) skips what was produced meanwhile. Past the bound it
+ * goes on; kafkajs retries those look-ups.
+ */
+async function waitForLeaders(admin: Admin, topics: string[]): Promise<void> {
+  const deadline = Date.now() + LEADER_WAIT_MS
+  while (Date.now() < deadline) {
+    try {
+      const { topics: metadata } = await admin.fetchTopicMetadata({ topics })
+      const led = metadata.every(
+        (topic) =>
+          topic.partitions.length > 0 && topic.partitions.every((partition) => partition.leader >= 0),
+      )
+      // Metadata can name a leader before it serves the partition: its offsets answer only then.
+      if (led && metadata.length === topics.length) {
+        for (const topic of topics) await admin.fetchTopicOffsets(topic)
+        return
+      }
+    } catch {
+      // not known to the broker yet
+    }
+    await sleep(100)
   }
 }

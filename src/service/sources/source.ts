@@ -10,6 +10,12 @@ import type { SourceStatus } from '../status.js'
 export interface Source extends SourceStatus {
   /** ready: connected and consuming. */
   ready(): boolean
+  /**
+   * ratesChanged tells the source that rates changed (every rate, or those of
+   * `merchantKeys`), after the change was applied to the limiter, so that a standing
+   * backlog moves at the new rate at once.
+   */
+  ratesChanged(merchantKeys?: readonly string[]): void
   /** close stops taking work and lets in-flight work finish within `deadlineMs`. */
   close(deadlineMs: number): Promise<void>
 }

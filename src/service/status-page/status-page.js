@@ -102,6 +102,8 @@
     byId('default-rate').textContent = limiter.defaultRate
     byId('sources').textContent =
       sources.length === 0 ? 'no sources' : sources.map((s) => `${s.kind}:${s.name}`).join(', ')
+    // Older workers serve sources without a backlog.
+    const parked = sources.reduce((sum, s) => sum + (s.backlog?.parked ?? 0), 0)
     byId('keys').textContent = count(limiter.keys)
     const full = limiter.tableFull > 0 ? ` · ${count(limiter.tableFull)} deferred, table full` : ''
     byId('keys-note').textContent =
@@ -112,7 +114,9 @@
     byId('throttled').textContent = count(throttled.length)
     const open = status.slow === undefined ? 0 : status.slow.breakersOpen + status.slow.breakersHalfOpen
     const breakers = open > 0 ? ` · ${count(open)} circuit ${open === 1 ? 'breaker' : 'breakers'} open` : ''
-    byId('throttled-note').textContent = `${count(waiting)} jobs waiting · ${slowed} slowed by 429${breakers}`
+    const parkedNote = parked > 0 ? ` · ${count(parked)} parked` : ''
+    byId('throttled-note').textContent =
+      `${count(waiting)} jobs waiting${parkedNote} · ${slowed} slowed by 429${breakers}`
     byId('control').textContent = `${count(control.applied)} applied`
     const rejected = `${count(control.rejected)} rejected`
     byId('control-note').textContent =
@@ -286,12 +290,7 @@
     if (m.capacity !== null) tokens.append(el('span', 'sub', `of ${rateText(m.capacity)}`))
     row.append(tokens)
 
-    const waiting = cell('num', count(m.waiting))
-    if (m.waiting > 0 && m.limitPerSec > 0) {
-      // The last job in line runs in about this long, at the rate in force.
-      waiting.append(el('span', 'sub', `last runs in ≈ ${duration(Math.ceil(m.waiting / m.limitPerSec))}`))
-    }
-    row.append(waiting)
+    row.append(waitingCell(m))
 
     if (m.lastChange === null) {
       row.append(cell('muted', 'none (configured default)'))
@@ -306,6 +305,21 @@
       row.append(change)
     }
     return row
+  }
+
+  /** waitingCell: the merchant's waiting jobs, how many are parked, the oldest's age and when the last runs. */
+  function waitingCell(m) {
+    const td = cell('num', count(m.waiting))
+    if (m.waiting === 0) return td
+    const parts = []
+    if (m.parked > 0) parts.push(`${count(m.parked)} parked`)
+    if (m.oldestWaitingAgeMs !== null && m.oldestWaitingAgeMs !== undefined) {
+      parts.push(`oldest added ${ago(m.oldestWaitingAgeMs)}`)
+    }
+    // The last job in line runs in about this long, at the rate in force.
+    if (m.limitPerSec > 0) parts.push(`last runs in ≈ ${duration(Math.ceil(m.waiting / m.limitPerSec))}`)
+    if (parts.length > 0) td.append(el('span', 'sub', parts.join(' · ')))
+    return td
   }
 
   function stateCell(m) {

@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest'
+import { kafkaBacklog, parkingTopicOf } from '../../../src/service/sources/kafka.js'
+
+describe('parkingTopicOf', () => {
+  it('is <topic>.parking unless the source names its own', () => {
+    expect(parkingTopicOf({ topic: 'jobs', parking: { enabled: true, partitionsPerSource: 16 } })).toBe(
+      'jobs.parking',
+    )
+    expect(
+      parkingTopicOf({
+        topic: 'jobs',
+        parking: { enabled: true, topic: 'parked-jobs', partitionsPerSource: 16 },
+      }),
+    ).toBe('parked-jobs')
+  })
+})
+
+describe('kafkaBacklog', () => {
+  it("counts a merchant's waiting messages as the larger of its buffered and parked ones (a parked message read back is in both), and keeps the consumer's totals", () => {
+    const backlog = kafkaBacklog({
+      backlog: [
+        { merchantKey: 'hot', buffered: 100, parked: 9_900, oldestAgeMs: 61_000 },
+        { merchantKey: 'warm', buffered: 4, parked: 0, oldestAgeMs: 120 },
+      ],
+      buffered: 140,
+      bufferedBytes: 71_680,
+      parkedMerchants: 1,
+      parkTransactions: 20,
+      parkFailures: 1,
+      lateGrants: 2,
+    })
+    expect(backlog).toEqual({
+      merchants: [
+        { merchantKey: 'hot', jobs: 9_900, parked: 9_900, oldestAgeMs: 61_000 },
+        { merchantKey: 'warm', jobs: 4, parked: 0, oldestAgeMs: 120 },
+      ],
+      totals: {
+        parked: 9_900,
+        buffered: 140,
+        bufferedBytes: 71_680,
+        parkedMerchants: 1,
+        parkTransactions: 20,
+        parkFailures: 1,
+        lateGrants: 2,
+      },
+    })
+  })
+})
