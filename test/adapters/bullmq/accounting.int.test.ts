@@ -10,7 +10,8 @@ import {
 } from '../../../src/adapters/bullmq/index.js'
 import { InFlightTable, KeyedLimiter } from '../../../src/limiter/index.js'
 import { redisUrl, uniqueName } from '../../support/services.js'
-import { connectionOf, removeBacklogKeys, waitUntil } from './support.js'
+import { waitFor } from '../../support/wait-for.js'
+import { connectionOf, removeBacklogKeys } from './support.js'
 
 const connection = connectionOf(redisUrl())
 const cleanups: Array<() => Promise<unknown>> = []
@@ -78,9 +79,9 @@ describe('exact accounting on BullMQ (issue 15)', () => {
       { inFlight },
     )
     await queue.add('pay', { merchantId: 'm-cap', i: 0 })
-    await waitUntil(() => runs.length === 1 && inFlight.count('m-cap') === 0, 5_000, 'the first job done')
+    await waitFor('the first job done', () => runs.length === 1 && inFlight.count('m-cap') === 0, 5_000, 20)
     await queue.addBulk([1, 2].map((i) => ({ name: 'pay', data: { merchantId: 'm-cap', i } })))
-    await waitUntil(() => runs.length === 3, 10_000, 'three jobs run')
+    await waitFor('three jobs run', () => runs.length === 3, 10_000, 20)
     expect(processor.stats().parked).toBeGreaterThanOrEqual(1)
     expect(counted.charges).toBe(3)
   })
@@ -105,11 +106,11 @@ describe('exact accounting on BullMQ (issue 15)', () => {
       { breakers },
     )
     await queue.add('pay', { merchantId: 'm-breaker', i: 0 })
-    await waitUntil(() => runs.length === 1, 5_000, 'the first job run')
+    await waitFor('the first job run', () => runs.length === 1, 5_000, 20)
     await queue.addBulk([1, 2].map((i) => ({ name: 'pay', data: { merchantId: 'm-breaker', i } })))
-    await waitUntil(() => processor.stats().delayed === 2, 5_000, 'two jobs delayed on reservations')
+    await waitFor('two jobs delayed on reservations', () => processor.stats().delayed === 2, 5_000, 20)
     breaker.openUntil = performance.now() + 800
-    await waitUntil(() => runs.length === 3, 10_000, 'three jobs run')
+    await waitFor('three jobs run', () => runs.length === 3, 10_000, 20)
     expect(processor.stats()['breaker-open']).toBeGreaterThanOrEqual(2)
     expect(counted.charges).toBe(3)
   })
@@ -125,12 +126,12 @@ describe('exact accounting on BullMQ (issue 15)', () => {
       { leadMs: 2_000 },
     )
     await queue.add('pay', { merchantId: 'm-abort', i: 0 })
-    await waitUntil(() => runs.length === 1, 5_000, 'the first job run')
+    await waitFor('the first job run', () => runs.length === 1, 5_000, 20)
     const second = await queue.add('pay', { merchantId: 'm-abort', i: 1 }, { attempts: 2, backoff: 0 })
-    await waitUntil(async () => (await second.getState()) === 'active', 2_000, 'the second job waiting')
+    await waitFor('the second job waiting', async () => (await second.getState()) === 'active', 2_000, 20)
     await sleep(100)
     expect(worker.cancelJob(second.id!)).toBe(true)
-    await waitUntil(() => runs.length === 2, 5_000, 'the retried job run')
+    await waitFor('the retried job run', () => runs.length === 2, 5_000, 20)
     expect(counted.charges).toBe(2)
   })
 
@@ -147,7 +148,7 @@ describe('exact accounting on BullMQ (issue 15)', () => {
     await queue.addBulk(
       [0, 1, 2].map((i) => ({ name: 'pay', data: { merchantId: 'm-forged', i, [THROTTLE_FIELD]: forged } })),
     )
-    await waitUntil(() => starts.length === 3, 10_000, 'three jobs run')
+    await waitFor('three jobs run', () => starts.length === 3, 10_000, 20)
     expect(counted.charges).toBe(3)
     const sorted = starts.sort((a, b) => a - b)
     expect(sorted[2]! - sorted[0]!).toBeGreaterThanOrEqual(900)
@@ -165,7 +166,7 @@ describe('exact accounting on BullMQ (issue 15)', () => {
       cost: 1,
     }
     await queue.add('pay', { merchantId: 'm-far', [THROTTLE_FIELD]: farAhead })
-    await waitUntil(() => starts.length === 1, 5_000, 'the job run')
+    await waitFor('the job run', () => starts.length === 1, 5_000, 20)
     expect(counted.charges).toBe(1)
   })
 
@@ -179,7 +180,7 @@ describe('exact accounting on BullMQ (issue 15)', () => {
       Array.from({ length: 40 }, (_, i) => ({ name: 'pay', data: { merchantId: 'm-pause', i } })),
     )
     // Every job reserved and delayed; then every worker stops before they come back.
-    await waitUntil(() => first.processor.stats().delayed >= 34, 5_000, 'the jobs reserved')
+    await waitFor('the jobs reserved', () => first.processor.stats().delayed >= 34, 5_000, 20)
     await first.worker.close(true)
     await sleep(3_000)
     // The same process's limiter (a pause: Redis away, a long GC, workers paused), so the
@@ -196,7 +197,7 @@ describe('exact accounting on BullMQ (issue 15)', () => {
       processor.close()
       await second.close(true)
     })
-    await waitUntil(() => starts.length >= 30, 10_000, 'the jobs run after the pause')
+    await waitFor('the jobs run after the pause', () => starts.length >= 30, 10_000, 20)
     const at = starts.sort((a, b) => a - b)
     let maxInOneSecond = 0
     for (let i = 0, j = 0; i < at.length; i++) {

@@ -6,7 +6,8 @@ import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import { afterEach, describe, expect, it } from 'vitest'
 import { redisUrl, uniqueName } from '../../support/services.js'
-import { connectionOf, removeBacklogKeys, waitUntil } from './support.js'
+import { waitFor } from '../../support/wait-for.js'
+import { connectionOf, removeBacklogKeys } from './support.js'
 
 const fixture = fileURLToPath(new URL('./fixtures/throttled-worker.ts', import.meta.url))
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url))
@@ -100,7 +101,7 @@ describe('standing backlogs over several worker processes', () => {
     await queue.addBulk(
       Array.from({ length: jobs }, (_, i) => ({ name: 'pay', data: { merchantId: 'm-shared', i } })),
     )
-    await waitUntil(async () => (await runsOf('m-shared')).length === jobs, 30_000, 'every job run')
+    await waitFor('every job run', async () => (await runsOf('m-shared')).length === jobs, 30_000, 20)
 
     const starts = (await startsOf('m-shared')).sort((a, b) => a.atMs - b.atMs)
     const at = starts.map((s) => s.atMs)
@@ -132,7 +133,7 @@ describe('standing backlogs over several worker processes', () => {
     await queue.addBulk(
       Array.from({ length: jobs }, (_, i) => ({ name: 'pay', data: { merchantId: 'm-killed', i } })),
     )
-    await waitUntil(async () => (await runsOf('m-killed')).length >= 40, 20_000, '40 jobs run')
+    await waitFor('40 jobs run', async () => (await runsOf('m-killed')).length >= 40, 20_000, 20)
     for (const child of first) child.kill('SIGKILL')
     await Promise.all(first.map((child) => once(child, 'exit')))
     const inFlightAtKill = await queue.getJobCountByTypes('active')
@@ -141,11 +142,12 @@ describe('standing backlogs over several worker processes', () => {
 
     // Restarted faster, so that the rest drains in seconds.
     await startWorkers(3, settings('30000/min burst 50'))
-    await waitUntil(async () => (await runsOf('m-killed')).length === jobs, 40_000, 'every job run')
-    await waitUntil(
+    await waitFor('every job run', async () => (await runsOf('m-killed')).length === jobs, 40_000, 20)
+    await waitFor(
+      'the queue empty',
       async () => (await queue.getJobCountByTypes('active', 'wait', 'delayed')) === 0,
       10_000,
-      'the queue empty',
+      20,
     )
     expect(await queue.getJobCountByTypes('failed')).toBe(0)
     expect(await queue.getJobCountByTypes('completed')).toBe(jobs)

@@ -4,7 +4,8 @@ import { createThrottledWorker, type ThrottledWorker } from '../../../src/adapte
 import type { ThrottleEvent } from '../../../src/adapters/bullmq/stats.js'
 import { KeyedLimiter } from '../../../src/limiter/index.js'
 import { redisUrl, uniqueName } from '../../support/services.js'
-import { connectionOf, removeBacklogKeys, waitUntil } from './support.js'
+import { waitFor } from '../../support/wait-for.js'
+import { connectionOf, removeBacklogKeys } from './support.js'
 
 const connection = connectionOf(redisUrl())
 const cleanups: Array<() => Promise<unknown>> = []
@@ -91,10 +92,10 @@ describe('standing backlogs on BullMQ', () => {
   it('a merchant hours over its rate: bounded moves per job, in order, quiet merchants unslowed, a raise felt within 2 s', async () => {
     const { add, worker, limiter, starts, events, startsOf } = await setup('10/s burst 1')
     await add('m-hot', 1_000)
-    await waitUntil(() => worker.throttleStats().backlogged > 900, 15_000, 'the hot backlog parked')
+    await waitFor('the hot backlog parked', () => worker.throttleStats().backlogged > 900, 15_000, 20)
     const quietAddedAt = performance.now()
     for (let q = 0; q < 20; q++) await add(`m-quiet-${q}`, 1)
-    await waitUntil(() => starts.filter((s) => s.merchantId !== 'm-hot').length === 20, 5_000, 'quiet jobs')
+    await waitFor('quiet jobs', () => starts.filter((s) => s.merchantId !== 'm-hot').length === 20, 5_000, 20)
     const quietLatency = Math.max(
       ...starts.filter((s) => s.merchantId !== 'm-hot').map((s) => s.atMs - quietAddedAt),
     )
@@ -134,7 +135,7 @@ describe('standing backlogs on BullMQ', () => {
   it('a cut reaches the backlog within the horizon and is never exceeded after it; a raise later is felt within 2 s', async () => {
     const { add, worker, limiter, startsOf, events } = await setup('40/s burst 1')
     await add('m-cut', 600)
-    await waitUntil(() => startsOf('m-cut').length >= 40, 5_000, 'the merchant running')
+    await waitFor('the merchant running', () => startsOf('m-cut').length >= 40, 5_000, 20)
     const cutAt = performance.now()
     limiter.setRate('m-cut', '5/s burst 1')
     worker.ratesChanged(['m-cut'])
@@ -157,12 +158,12 @@ describe('standing backlogs on BullMQ', () => {
       overrides: { 'm-over': '1/min' },
     })
     await add('m-over', 60)
-    await waitUntil(() => worker.throttleStats().backlogged === 59, 10_000, '59 jobs parked')
+    await waitFor('59 jobs parked', () => worker.throttleStats().backlogged === 59, 10_000, 20)
     expect(startsOf('m-over')).toHaveLength(1)
     const clearedAt = performance.now()
     limiter.setRate('m-over', null)
     worker.ratesChanged(['m-over'])
-    await waitUntil(() => startsOf('m-over').length === 60, 5_000, 'every job run')
+    await waitFor('every job run', () => startsOf('m-over').length === 60, 5_000, 20)
     // 59 jobs at 50/s after a burst of 5: about 1.1 s, plus promotion and BullMQ's lateness.
     expect(performance.now() - clearedAt).toBeLessThan(3_000)
     expect(outOfOrder(startsOf('m-over'), lateJobs(events))).toEqual([])
@@ -171,12 +172,12 @@ describe('standing backlogs on BullMQ', () => {
   it('a quiet merchant’s job starts within 1 s of being added beside 5,000 parked jobs of another (max of 20)', async () => {
     const { add, worker, starts } = await setup('2/s burst 1')
     await add('m-parked', 5_000)
-    await waitUntil(() => worker.throttleStats().backlogged > 4_990, 60_000, 'the backlog parked')
+    await waitFor('the backlog parked', () => worker.throttleStats().backlogged > 4_990, 60_000, 20)
     const latencies: number[] = []
     for (let q = 0; q < 20; q++) {
       const addedAt = performance.now()
       await add(`m-quiet-${q}`, 1)
-      await waitUntil(() => starts.some((s) => s.merchantId === `m-quiet-${q}`), 5_000, `quiet job ${q}`)
+      await waitFor(`quiet job ${q}`, () => starts.some((s) => s.merchantId === `m-quiet-${q}`), 5_000, 20)
       latencies.push(starts.find((s) => s.merchantId === `m-quiet-${q}`)!.atMs - addedAt)
     }
     expect(Math.max(...latencies)).toBeLessThan(1_000)

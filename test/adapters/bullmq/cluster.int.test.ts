@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createThrottledWorker } from '../../../src/adapters/bullmq/index.js'
 import { KeyedLimiter } from '../../../src/limiter/index.js'
 import { type RedisCluster, startRedisCluster } from '../../setup/redis-cluster.js'
-import { waitUntil } from './support.js'
+import { waitFor } from '../../support/wait-for.js'
 
 let cluster: RedisCluster
 let connection: Cluster
@@ -38,13 +38,13 @@ describe('standing backlogs on a 3-master Redis Cluster', () => {
       await queue.addBulk(
         Array.from({ length: 60 }, (_, i) => ({ name: 'pay', data: { merchantId: 'm-cluster', i } })),
       )
-      await waitUntil(() => worker.throttleStats().backlogged > 0, 10_000, 'jobs parked')
+      await waitFor('jobs parked', () => worker.throttleStats().backlogged > 0, 10_000, 20)
       const node = connection.nodes('master')[0]!
       const slot = Number(
         await node.call('CLUSTER', 'KEYSLOT', `${prefix}:${queue.name}:mt:backlog:m-cluster`),
       )
       expect(slot).toBe(Number(await node.call('CLUSTER', 'KEYSLOT', `${prefix}:${queue.name}:delayed`)))
-      await waitUntil(() => starts.length === 60, 15_000, 'every job run')
+      await waitFor('every job run', () => starts.length === 60, 15_000, 20)
       expect(worker.throttleStats().promoted).toBeGreaterThan(30)
       // In add order, up to neighbours fetched together.
       const displaced = starts.filter((i, place) => Math.abs(i - place) > 3)

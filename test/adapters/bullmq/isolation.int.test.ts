@@ -3,7 +3,8 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { createThrottledWorker } from '../../../src/adapters/bullmq/index.js'
 import { KeyedLimiter } from '../../../src/limiter/index.js'
 import { redisUrl, uniqueName } from '../../support/services.js'
-import { connectionOf, waitUntil } from './support.js'
+import { waitFor } from '../../support/wait-for.js'
+import { connectionOf } from './support.js'
 
 const connection = connectionOf(redisUrl())
 const cleanups: Array<() => Promise<unknown>> = []
@@ -56,7 +57,7 @@ describe('isolation between merchants', () => {
     const addedAtMs = performance.now()
     await queue.addBulk(jobs)
     const quietDone = () => quiet.every((m) => (doneAtMs.get(m)?.length ?? 0) === 20)
-    await waitUntil(quietDone, 25_000, 'the quiet merchants done')
+    await waitFor('the quiet merchants done', quietDone, 25_000, 20)
     const quietFinishedAfterMs = Math.max(...quiet.flatMap((m) => doneAtMs.get(m)!)) - addedAtMs
     const hotDone = doneAtMs.get('m-hot') ?? []
 

@@ -6,7 +6,8 @@ import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { redisUrl, uniqueName } from '../../support/services.js'
-import { connectionOf, waitUntil } from './support.js'
+import { waitFor } from '../../support/wait-for.js'
+import { connectionOf } from './support.js'
 
 const fixture = fileURLToPath(new URL('./fixtures/throttled-worker.ts', import.meta.url))
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url))
@@ -72,10 +73,11 @@ beforeAll(async () => {
   }
   workers = [startWorkerProcess(settings), startWorkerProcess(settings), startWorkerProcess(settings)]
   workerIds = await Promise.all(workers.map((w) => w.workerId))
-  await waitUntil(
+  await waitFor(
+    'every process counting 3 instances',
     () => workers.every((w) => w.instances() === 3),
     10_000,
-    'every process counting 3 instances',
+    20,
   )
 })
 
@@ -108,7 +110,7 @@ describe('several worker processes on one queue', () => {
     await queue.addBulk(
       Array.from({ length: jobs }, (_, i) => ({ name: 'pay', data: { merchantId: 'm-rate', i } })),
     )
-    await waitUntil(async () => (await completedOf('m-rate')) === jobs, 30_000, 'all jobs run')
+    await waitFor('all jobs run', async () => (await completedOf('m-rate')) === jobs, 30_000, 20)
 
     const at = (await redis.lrange(`${startsKey}:m-rate`, 0, -1))
       .map((entry) => Number(entry.split(' ')[0]))
@@ -137,7 +139,7 @@ describe('several worker processes on one queue', () => {
     await queue.addBulk(
       Array.from({ length: jobs }, (_, i) => ({ name: 'pay', data: { merchantId: 'm-kill', i } })),
     )
-    await waitUntil(async () => (await completedOf('m-kill')) >= 60, 20_000, '60 jobs run')
+    await waitFor('60 jobs run', async () => (await completedOf('m-kill')) >= 60, 20_000, 20)
     const victim = workers[0]!
     victim.child.kill('SIGKILL')
     await once(victim.child, 'exit')
@@ -147,11 +149,12 @@ describe('several worker processes on one queue', () => {
     const inFlightAtKill = tokens.filter((token) => token?.startsWith(`${workerIds[0]}:`)).length
     expect(inFlightAtKill).toBeGreaterThan(0)
 
-    await waitUntil(async () => (await completedOf('m-kill')) === jobs, 30_000, 'every job run')
-    await waitUntil(
+    await waitFor('every job run', async () => (await completedOf('m-kill')) === jobs, 30_000, 20)
+    await waitFor(
+      'the queue empty',
       async () => (await queue.getJobCountByTypes('active', 'wait', 'delayed')) === 0,
       10_000,
-      'the queue empty',
+      20,
     )
     expect(await queue.getJobCountByTypes('failed')).toBe(0)
     expect(await queue.getJobCountByTypes('completed')).toBe(400)
@@ -159,10 +162,11 @@ describe('several worker processes on one queue', () => {
     const duplicates = runs.reduce((sum, n) => sum + n - 1, 0)
     expect(duplicates).toBeLessThanOrEqual(inFlightAtKill)
     // The survivors count two instances again, and so take half the limit each.
-    await waitUntil(
+    await waitFor(
+      'the survivors counting 2',
       () => workers.slice(1).every((w) => w.instances() === 2),
       5_000,
-      'the survivors counting 2',
+      20,
     )
     console.info(`kill -9: ${inFlightAtKill} jobs in flight in the killed process, ${duplicates} run twice`)
   })

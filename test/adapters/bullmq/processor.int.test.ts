@@ -4,7 +4,8 @@ import { createThrottledProcessor, type ThrottleOptions } from '../../../src/ada
 import { RetryLaterError } from '../../../src/errors.js'
 import { KeyedLimiter } from '../../../src/limiter/index.js'
 import { redisUrl, uniqueName } from '../../support/services.js'
-import { connectionOf, waitUntil } from './support.js'
+import { waitFor } from '../../support/wait-for.js'
+import { connectionOf } from './support.js'
 
 const connection = connectionOf(redisUrl())
 const cleanups: Array<() => Promise<unknown>> = []
@@ -51,7 +52,7 @@ describe('createThrottledProcessor', () => {
     const { queue, processor } = await setup('600/min', async (job) => runs.push(job.id!))
     const bad = [{ note: 'no merchant' }, { merchantId: 42 }, { merchantId: 'has space' }, { merchantId: '' }]
     await queue.addBulk(bad.map((data) => ({ name: 'pay', data, opts: { attempts: 5 } })))
-    await waitUntil(async () => (await queue.getJobCountByTypes('failed')) === 4, 5_000, '4 failed jobs')
+    await waitFor('4 failed jobs', async () => (await queue.getJobCountByTypes('failed')) === 4, 5_000, 20)
     const reasons = (await queue.getJobs(['failed']))
       .map((job) => [job.failedReason, job.attemptsMade])
       .sort()
@@ -73,10 +74,11 @@ describe('createThrottledProcessor', () => {
       if (runs.length === 1) throw new RetryLaterError(400)
     })
     await queue.add('pay', { merchantId: 'm-429' }, { attempts: 1 })
-    await waitUntil(
+    await waitFor(
+      'the job completed',
       async () => (await queue.getJobCountByTypes('completed')) === 1,
       5_000,
-      'the job completed',
+      20,
     )
     expect(runs).toHaveLength(2)
     expect(runs[1]!.atMs - runs[0]!.atMs).toBeGreaterThanOrEqual(390)
@@ -95,10 +97,11 @@ describe('createThrottledProcessor', () => {
       if (attempts.length === 1) throw new Error('PSP timed out')
     })
     await queue.add('pay', { merchantId: 'm-retry' }, { attempts: 2 })
-    await waitUntil(
+    await waitFor(
+      'the job completed',
       async () => (await queue.getJobCountByTypes('completed')) === 1,
       5_000,
-      'the job completed',
+      20,
     )
     expect(attempts).toEqual([0, 1])
     expect(failed.map((f) => f.error.message)).toEqual(['PSP timed out'])
@@ -111,14 +114,15 @@ describe('createThrottledProcessor', () => {
       starts.set(job.data.i, performance.now())
     })
     await queue.addBulk([0, 1].map((i) => ({ name: 'pay', data: { merchantId: 'm-early', i } })))
-    await waitUntil(
+    await waitFor(
+      'the second job delayed',
       async () => (await queue.getJobCountByTypes('delayed')) === 1,
       5_000,
-      'the second job delayed',
+      20,
     )
     const [delayed] = await queue.getJobs(['delayed'])
     await delayed!.promote()
-    await waitUntil(() => starts.size === 2, 5_000, 'both jobs started')
+    await waitFor('both jobs started', () => starts.size === 2, 5_000, 20)
     expect(starts.get(1)! - starts.get(0)!).toBeGreaterThanOrEqual(990)
     expect(starts.get(1)! - starts.get(0)!).toBeLessThanOrEqual(1_100)
     expect(processor.stats().redelayed).toBe(1)
@@ -136,7 +140,7 @@ describe('createThrottledProcessor', () => {
       { keyOf: (job: Job) => job.data },
     )
     await queue.addBulk([0, 1, 2].map(() => ({ name: 'pay', data: 'm-string' })))
-    await waitUntil(() => starts.length === 3, 10_000, 'three jobs started')
+    await waitFor('three jobs started', () => starts.length === 3, 10_000, 20)
     const sorted = starts.sort((a, b) => a - b)
     expect(sorted[1]! - sorted[0]!).toBeGreaterThanOrEqual(490)
     expect(sorted[2]! - sorted[1]!).toBeGreaterThanOrEqual(490)
@@ -148,7 +152,7 @@ describe('createThrottledProcessor', () => {
     const signals: unknown[] = []
     const withSignal = await setup('600/min', async (_job, _token, signal) => signals.push(signal))
     await withSignal.queue.add('pay', { merchantId: 'm-signal' })
-    await waitUntil(() => signals.length === 1, 5_000, 'the job run')
+    await waitFor('the job run', () => signals.length === 1, 5_000, 20)
     expect(signals[0]).toBeInstanceOf(AbortSignal)
     expect(withSignal.processor.length).toBe(3)
     const without = await setup('600/min', async () => undefined)

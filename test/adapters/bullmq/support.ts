@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { ConnectionOptions, Queue } from 'bullmq'
 
 /** connectionOf turns a redis:// URL into the connection options BullMQ takes. */
@@ -11,19 +10,6 @@ export function connectionOf(url: string): ConnectionOptions {
     password: parsed.password || undefined,
     db: parsed.pathname.length > 1 ? Number(parsed.pathname.slice(1)) : 0,
     maxRetriesPerRequest: null,
-  }
-}
-
-/** waitUntil polls `check` every 20 ms until it holds, or fails naming `what` after `timeoutMs`. */
-export async function waitUntil(
-  check: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-  what: string,
-): Promise<void> {
-  const deadline = performance.now() + timeoutMs
-  while (!(await check())) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await sleep(20)
   }
 }
 

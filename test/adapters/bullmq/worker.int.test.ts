@@ -6,7 +6,8 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { createThrottledWorker } from '../../../src/adapters/bullmq/index.js'
 import { KeyedLimiter } from '../../../src/limiter/index.js'
 import { redisUrl, uniqueName } from '../../support/services.js'
-import { connectionOf, gapsOf, medianOf, waitUntil } from './support.js'
+import { waitFor } from '../../support/wait-for.js'
+import { connectionOf, gapsOf, medianOf } from './support.js'
 
 const connection = connectionOf(redisUrl())
 const cleanups: Array<() => Promise<unknown>> = []
@@ -82,15 +83,16 @@ describe('createThrottledWorker', () => {
     await worker.waitUntilReady()
     // A first job of another merchant warms the worker (scripts loaded into Redis, code paths compiled).
     await queue.add('warm-up', { merchantId: 'm-warm-up' })
-    await waitUntil(() => starts.length === 1, 5_000, 'the warm-up job')
+    await waitFor('the warm-up job', () => starts.length === 1, 5_000, 20)
     starts.length = 0
     await queue.addBulk(
       Array.from({ length: 200 }, (_, i) => ({ name: 'pay', data: { merchantId: 'm-pace', i } })),
     )
-    await waitUntil(
+    await waitFor(
+      '200 completed jobs',
       async () => (await queue.getJobCountByTypes('completed')) === 201,
       30_000,
-      '200 completed jobs',
+      20,
     )
 
     const at = starts.map((s) => s.atMs).sort((a, b) => a - b)
@@ -146,10 +148,10 @@ describe('createThrottledWorker', () => {
     const batch = (from: number) =>
       Array.from({ length: 20 }, (_, k) => ({ name: 'pay', data: { merchantId: 'm-change', i: from + k } }))
     await queue.addBulk(batch(0))
-    await waitUntil(() => counted.grants === 20, 5_000, 'the first batch reserved')
+    await waitFor('the first batch reserved', () => counted.grants === 20, 5_000, 20)
     base.setRate('m-change', '1200/min burst 1')
     await queue.addBulk(batch(20))
-    await waitUntil(() => starts.size === 40, 20_000, '40 jobs started')
+    await waitFor('40 jobs started', () => starts.size === 40, 20_000, 20)
 
     const startsOf = (from: number) =>
       Array.from({ length: 20 }, (_, k) => starts.get(from + k)!).sort((a, b) => a - b)
@@ -186,7 +188,7 @@ describe('createThrottledWorker', () => {
     await queue.addBulk(
       Array.from({ length: 40 }, (_, i) => ({ name: 'pay', data: { merchantId: 'm-close', i } })),
     )
-    await waitUntil(() => runs.size >= 10, 10_000, '10 jobs run')
+    await waitFor('10 jobs run', () => runs.size >= 10, 10_000, 20)
     const closingAtMs = performance.now()
     await first.close()
     // Jobs that were waiting in the process for their reserved time when close began ran before it returned.
@@ -206,8 +208,8 @@ describe('createThrottledWorker', () => {
       }),
     )
     second.on('failed', () => failed++)
-    await waitUntil(() => runs.size === 40, 10_000, 'all 40 jobs run')
-    await waitUntil(async () => (await queue.getJobCountByTypes('completed')) === 40, 5_000, '40 completed')
+    await waitFor('all 40 jobs run', () => runs.size === 40, 10_000, 20)
+    await waitFor('40 completed', async () => (await queue.getJobCountByTypes('completed')) === 40, 5_000, 20)
     expect([...runs.values()].every((n) => n === 1)).toBe(true)
     expect(failed).toBe(0)
     expect(second.throttleStats().reused).toBeGreaterThan(0)
@@ -228,15 +230,21 @@ describe('createThrottledWorker', () => {
     const a = start()
     const b = start()
     cleanups.push(() => a.worker.close())
-    await waitUntil(
+    await waitFor(
+      'both workers counting 2',
       () => a.worker.instanceShare().instances === 2 && b.worker.instanceShare().instances === 2,
       5_000,
-      'both workers counting 2',
+      20,
     )
     expect(a.worker.instanceShare().source).toBe('counted')
     expect(a.limiter.rateOf('m1').limit).toBe(300)
     await b.worker.close()
-    await waitUntil(() => a.worker.instanceShare().instances === 1, 5_000, 'the remaining worker counting 1')
+    await waitFor(
+      'the remaining worker counting 1',
+      () => a.worker.instanceShare().instances === 1,
+      5_000,
+      20,
+    )
     expect(a.limiter.rateOf('m1').limit).toBe(600)
   })
 
@@ -263,10 +271,11 @@ describe('createThrottledWorker', () => {
         instancesRefreshMs: 100,
       }),
     )
-    await waitUntil(
+    await waitFor(
+      'the failed count logged',
       () => logs.some((line) => line.msg.startsWith('cannot count workers')),
       5_000,
-      'the failed count logged',
+      20,
     )
     expect(worker.instanceShare()).toEqual({ instances: 3, source: 'fallback' })
     expect(limiter.rateOf('m1').limit).toBe(200)
