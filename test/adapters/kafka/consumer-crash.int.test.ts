@@ -1,54 +1,25 @@
-import type { ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { Admin, Kafka, Producer } from 'kafkajs'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { kafkaBrokers, uniqueName } from '../../support/services.js'
 import { waitFor } from '../../support/wait-for.js'
-import { exited, readChildLines, startConsumerChild } from './support/child.js'
-import {
-  committedOffsets,
-  createTopics,
-  endOffsets,
-  kafkaClient,
-  merchantSchedule,
-  produce,
-} from './support/kafka.js'
+import { exited, readChildLines, startConsumerChild, useChildHarness } from './support/child.js'
+import { committedOffsets, createTopics, endOffsets, merchantSchedule, produce } from './support/kafka.js'
 
 const PARTITIONS = 3
 const TOTAL = 3_000
 
 describe('createThrottledConsumer killed with SIGKILL', () => {
-  let kafka: Kafka
-  let admin: Admin
-  let producer: Producer
-  const children: ChildProcess[] = []
-  const dir = mkdtempSync(join(tmpdir(), 'mt-kafka-crash-'))
-
-  beforeAll(async () => {
-    kafka = kafkaClient('kafka-crash-test')
-    admin = kafka.admin()
-    producer = kafka.producer()
-    await Promise.all([admin.connect(), producer.connect()])
-  })
-
-  afterAll(async () => {
-    for (const child of children) child.kill('SIGKILL')
-    await Promise.all(children.map(exited))
-    await Promise.all([admin.disconnect(), producer.disconnect()])
-    rmSync(dir, { recursive: true, force: true })
-  })
+  const h = useChildHarness('kafka-crash-test', 'mt-kafka-crash-')
 
   it('a restarted consumer resumes from the committed watermark; nothing is lost', async () => {
     const topic = uniqueName('crash')
     const groupId = uniqueName('group')
-    await createTopics(admin, PARTITIONS, topic)
-    await createTopics(admin, 1, `${topic}-dlq`)
+    await createTopics(h.admin, PARTITIONS, topic)
+    await createTopics(h.admin, 1, `${topic}-dlq`)
     const weights: Record<string, number> = {}
     for (let i = 0; i < 10; i++) weights[`m-${i}`] = 1
     const schedule = merchantSchedule(weights, TOTAL, 3)
-    await produce(producer, topic, schedule)
+    await produce(h.producer, topic, schedule)
     const env = (out: string) => ({
       MT_CHILD_OUT: out,
       MT_CHILD_BROKERS: kafkaBrokers().join(','),
@@ -58,9 +29,9 @@ describe('createThrottledConsumer killed with SIGKILL', () => {
       MT_CHILD_RATE: '100/s burst 5',
     })
 
-    const firstOut = join(dir, 'first.log')
+    const firstOut = join(h.dir, 'first.log')
     const first = startConsumerChild(env(firstOut))
-    children.push(first)
+    h.children.push(first)
     // Let it work and commit a few times, then kill it without warning.
     await waitFor(
       'the first child to handle a third',
@@ -69,20 +40,20 @@ describe('createThrottledConsumer killed with SIGKILL', () => {
     )
     const deadline = performance.now() + 10_000
     while (performance.now() < deadline) {
-      const committed = await committedOffsets(admin, groupId, topic)
+      const committed = await committedOffsets(h.admin, groupId, topic)
       if (Object.values(committed).every((offset) => offset > 0)) break
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
     first.kill('SIGKILL')
     await exited(first)
-    const committedAtKill = await committedOffsets(admin, groupId, topic)
+    const committedAtKill = await committedOffsets(h.admin, groupId, topic)
     const handledByFirst = readChildLines(firstOut)
     expect(handledByFirst.length).toBeLessThan(TOTAL)
     expect(Object.values(committedAtKill).every((offset) => offset >= 0)).toBe(true)
 
-    const secondOut = join(dir, 'second.log')
+    const secondOut = join(h.dir, 'second.log')
     const second = startConsumerChild(env(secondOut))
-    children.push(second)
+    h.children.push(second)
     const unique = () =>
       new Set([...handledByFirst, ...readChildLines(secondOut)].map((l) => `${l.partition}:${l.offset}`))
     await waitFor(`all ${TOTAL} messages handled`, () => unique().size >= TOTAL, 45_000)
@@ -90,7 +61,7 @@ describe('createThrottledConsumer killed with SIGKILL', () => {
     // The second consumer started each partition exactly at the committed watermark: it
     // handled every offset from there to the end, and none below.
     const handledBySecond = readChildLines(secondOut)
-    const ends = await endOffsets(admin, topic)
+    const ends = await endOffsets(h.admin, topic)
     for (let partition = 0; partition < PARTITIONS; partition++) {
       const id = `${topic}:${partition}`
       const offsets = [
@@ -124,7 +95,7 @@ describe('createThrottledConsumer killed with SIGKILL', () => {
 
     second.kill('SIGTERM')
     await exited(second)
-    expect(await committedOffsets(admin, groupId, topic)).toEqual(ends)
+    expect(await committedOffsets(h.admin, groupId, topic)).toEqual(ends)
     console.info(
       `crash test: first child handled ${handledByFirst.length}, ${redone.length} redone after the kill`,
     )

@@ -1,14 +1,17 @@
 import type { ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { Admin, Kafka, Producer } from 'kafkajs'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { ThrottledConsumerStats } from '../../../src/adapters/kafka/index.js'
 import { kafkaBrokers, uniqueName } from '../../support/services.js'
 import { waitFor } from '../../support/wait-for.js'
-import { type ChildLine, exited, readChildLines, startConsumerChild } from './support/child.js'
-import { createTopics, kafkaClient, merchantSchedule, produce } from './support/kafka.js'
+import {
+  type ChildLine,
+  exited,
+  readChildLines,
+  startConsumerChild,
+  useChildHarness,
+} from './support/child.js'
+import { createTopics, merchantSchedule, produce } from './support/kafka.js'
 
 const HOT = 2_000
 const QUIET = 100
@@ -36,36 +39,18 @@ function firstSeenInOrder(lines: ChildLine[]): string[] {
 }
 
 describe('createThrottledConsumer with parking, killed with SIGKILL in the middle of moves', () => {
-  let kafka: Kafka
-  let admin: Admin
-  let producer: Producer
-  const children: ChildProcess[] = []
-  const dir = mkdtempSync(join(tmpdir(), 'mt-kafka-park-crash-'))
-
-  beforeAll(async () => {
-    kafka = kafkaClient('kafka-park-crash-test')
-    admin = kafka.admin()
-    producer = kafka.producer()
-    await Promise.all([admin.connect(), producer.connect()])
-  })
-
-  afterAll(async () => {
-    for (const child of children) child.kill('SIGKILL')
-    await Promise.all(children.map(exited))
-    await Promise.all([admin.disconnect(), producer.disconnect()])
-    rmSync(dir, { recursive: true, force: true })
-  })
+  const h = useChildHarness('kafka-park-crash-test', 'mt-kafka-park-crash-')
 
   it('keeps every message (at least once) and each merchant in order; duplicates counted and bounded', async () => {
     const topic = uniqueName('park-crash')
     const parkingTopic = `${topic}-parking`
     const groupId = uniqueName('group')
-    await createTopics(admin, 1, topic, `${topic}-dlq`)
-    await createTopics(admin, 16, parkingTopic)
+    await createTopics(h.admin, 1, topic, `${topic}-dlq`)
+    await createTopics(h.admin, 16, parkingTopic)
     const weights: Record<string, number> = { hot: HOT / (QUIET / 5) }
     for (let i = 0; i < 5; i++) weights[`quiet-${i}`] = 1
     const schedule = merchantSchedule(weights, HOT + QUIET, 11)
-    await produce(producer, topic, schedule)
+    await produce(h.producer, topic, schedule)
     const env = (out: string) => ({
       MT_CHILD_OUT: out,
       MT_CHILD_BROKERS: kafkaBrokers().join(','),
@@ -77,9 +62,9 @@ describe('createThrottledConsumer with parking, killed with SIGKILL in the middl
       MT_CHILD_HOT_RATE: '400/s burst 10',
     })
 
-    const firstOut = join(dir, 'first.log')
+    const firstOut = join(h.dir, 'first.log')
     const first = startConsumerChild(env(firstOut))
-    children.push(first)
+    h.children.push(first)
     // Kill it while it is moving the hot merchant's backlog, 20 messages a transaction.
     let atKill: ThrottledConsumerStats | undefined
     await waitFor('the first child to be moving', () => readChildLines(firstOut).length > 0, 30_000)
@@ -94,9 +79,9 @@ describe('createThrottledConsumer with parking, killed with SIGKILL in the middl
     await exited(first)
     expect(atKill, 'the child never parked').toBeDefined()
 
-    const secondOut = join(dir, 'second.log')
+    const secondOut = join(h.dir, 'second.log')
     const second = startConsumerChild(env(secondOut))
-    children.push(second)
+    h.children.push(second)
     const all = () => [...readChildLines(firstOut), ...readChildLines(secondOut)]
     const unique = () => new Set(all().map((l) => `${l.merchant}#${l.seq}`))
     await waitFor(`all ${schedule.length} messages handled`, () => unique().size >= schedule.length, 60_000)
