@@ -46,6 +46,12 @@ export interface ThrottledConsumerStats extends DispatcherStats, ParkerStats {
   bufferedBytes: number
   /** parkedMerchants: merchants with messages parked now, over the source partitions held. */
   parkedMerchants: number
+  /**
+   * parkedWaiting: parked messages not yet handled now, over every merchant of the source
+   * partitions held (the sum of MerchantBacklog.parked over all merchants, not only those
+   * listed). `parked` is the cumulative count of moves since start.
+   */
+  parkedWaiting: number
   /** parkedHandled: messages read back from a parking topic and finished. */
   parkedHandled: number
   /** parkedSkipped: source messages skipped because a committed move had parked them already (after a restart or rebalance). */
@@ -75,11 +81,16 @@ export const BACKLOG_MERCHANTS = 20
 /** MerchantBacklog is one merchant's messages waiting in this consumer, and how old the oldest is. */
 export interface MerchantBacklog {
   merchantKey: string
-  /** buffered: its messages held in lanes (source and parking partitions). */
+  /**
+   * buffered: its messages held in source-partition lanes, plus those read back into a
+   * parking lane whose source partition this consumer does not hold (during a rebalance):
+   * never one counted in `parked`, so buffered + parked is what waits.
+   */
   buffered: number
   /**
-   * parked: its messages in the parking topic not yet read back, as counted since this
-   * consumer took the partition (a backlog parked by a previous owner shows once read).
+   * parked: its messages routed to parking and not yet handled, on their way to the parking
+   * topic, in it, or read back from it into a lane (after a restart or rebalance: the moved
+   * stretch's length, an upper bound, until the merchant catches up).
    */
   parked: number
   /** oldestAgeMs: age of its oldest message held, from the message's timestamp (wall clock). */
@@ -361,11 +372,13 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
     let buffered = 0
     let pausedPartitions = 0
     let parkedMerchants = 0
+    let parkedWaiting = 0
     const committed: Record<string, number> = {}
     const watermarks: Record<string, number> = {}
     for (const state of this.partitions.values()) {
       buffered += state.buffered
       parkedMerchants += state.parked.size
+      parkedWaiting += state.parked.total
       if (state.paused) pausedPartitions++
       if (state.committedOffset !== undefined) committed[state.id] = state.committedOffset
       const watermark = state.tracker.watermark
@@ -380,6 +393,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
       buffered,
       bufferedBytes: this.totalBytes,
       parkedMerchants,
+      parkedWaiting,
       backlog: this.backlog(),
       committed,
       watermarks,
@@ -401,7 +415,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
     for (const state of this.partitions.values()) {
       for (const lane of state.group.lanes.values()) {
         const backlog = entry(lane.merchantKey)
-        backlog.buffered += lane.size
+        if (!this.countedAsParked(lane)) backlog.buffered += lane.size
         const head = lane.peek()
         if (head !== undefined) {
           const ageMs = nowMs - Number(head.message.timestamp)
@@ -418,6 +432,18 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
     return [...byMerchant.values()]
       .sort((a, b) => b.buffered + b.parked - (a.buffered + a.parked))
       .slice(0, BACKLOG_MERCHANTS)
+  }
+
+  /**
+   * countedAsParked says whether a lane's messages are in its merchant's parked count: a lane
+   * of a parking partition whose source partition is held here with the merchant parked.
+   */
+  private countedAsParked(lane: Lane<BufferedMessage<T>>): boolean {
+    const head = lane.peek()
+    const state = head?.partition
+    if (state?.sourceTopic === undefined || head?.origin === undefined) return false
+    const source = this.partitions.get(partitionId(state.sourceTopic, head.origin.partition))
+    return source?.parked.has(lane.merchantKey) ?? false
   }
 
   /**

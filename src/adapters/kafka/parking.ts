@@ -31,11 +31,12 @@ interface ParkedRange {
   /** lastMoved is the offset of its last message whose move committed; -1 before the first. */
   lastMoved: number
   /**
-   * count is how many of its messages were routed to parking and not yet handled, as seen
-   * by this consumer (after a restart: the stretch's length, an upper bound).
+   * count is how many of its messages were routed to parking and not yet handled: on their
+   * way to the parking topic, in it, or read back from it and held in a lane (after a
+   * restart: the moved stretch's length, an upper bound).
    */
   count: number
-  /** oldestTimestampMs is the timestamp of its oldest parked message not yet read back (NaN once unknown). */
+  /** oldestTimestampMs is the timestamp of its oldest parked message not yet handled (NaN once unknown). */
   oldestTimestampMs: number
 }
 
@@ -51,9 +52,15 @@ interface ParkedRange {
 export class ParkedMerchants {
   private readonly ranges = new Map<string, ParkedRange>()
   private encodedLength = 20
+  private waitingTotal = 0
 
   get size(): number {
     return this.ranges.size
+  }
+
+  /** total is the sum of the merchants' counts: parked messages not yet handled (see ParkedRange.count). */
+  get total(): number {
+    return this.waitingTotal
   }
 
   has(merchantKey: string): boolean {
@@ -77,6 +84,7 @@ export class ParkedMerchants {
     if (range !== undefined) {
       range.lastRouted = offset
       range.count++
+      this.waitingTotal++
       return true
     }
     const length = entryLength(merchantKey)
@@ -89,6 +97,7 @@ export class ParkedMerchants {
       count: 1,
       oldestTimestampMs: timestampMs,
     })
+    this.waitingTotal++
     return true
   }
 
@@ -117,9 +126,13 @@ export class ParkedMerchants {
   handled(merchantKey: string, offset: number): boolean {
     const range = this.ranges.get(merchantKey)
     if (range === undefined) return false
-    range.count = Math.max(0, range.count - 1)
+    if (range.count > 0) {
+      range.count--
+      this.waitingTotal--
+    }
     range.oldestTimestampMs = Number.NaN
     if (offset < range.lastRouted) return false
+    this.waitingTotal -= range.count
     this.ranges.delete(merchantKey)
     this.encodedLength -= entryLength(merchantKey)
     return true
@@ -166,6 +179,7 @@ export class ParkedMerchants {
       restored.lastRouted = lastMoved
       restored.lastMoved = lastMoved
       restored.count = lastMoved - first + 1
+      merchants.waitingTotal += restored.count - 1
     }
     return merchants
   }

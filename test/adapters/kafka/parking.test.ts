@@ -117,3 +117,38 @@ describe('ParkedMerchants after a restart', () => {
     expect(restored.precedes('other', 1)).toBe(false)
   })
 })
+
+describe('ParkedMerchants.total', () => {
+  it('counts the messages routed to parking and not yet handled, over every merchant', () => {
+    const parked = new ParkedMerchants()
+    parked.route('hot', 10, 0)
+    parked.route('hot', 11, 0)
+    parked.route('warm', 12, 0)
+    expect(parked.total).toBe(3)
+    // Moved into the parking topic: still not handled, still counted.
+    parked.moved('hot', 10)
+    expect(parked.total).toBe(3)
+    parked.handled('hot', 10)
+    expect(parked.total).toBe(2)
+    parked.handled('warm', 12)
+    expect(parked.total).toBe(1)
+    expect([...parked.waiting()].map(([merchantKey, { count }]) => [merchantKey, count])).toEqual([
+      ['hot', 1],
+    ])
+  })
+
+  it('after a restart counts the moved stretch, and drops what is left of it when the merchant catches up', () => {
+    const parked = new ParkedMerchants()
+    parked.route('hot', 100, 0)
+    parked.moved('hot', 100)
+    parked.route('hot', 104, 0)
+    parked.moved('hot', 104)
+    const restored = ParkedMerchants.decode(parked.encode())
+    // Offsets 100..104, other merchants' messages among them: an upper bound.
+    expect(restored.total).toBe(5)
+    restored.handled('hot', 100)
+    expect(restored.total).toBe(4)
+    expect(restored.handled('hot', 104)).toBe(true)
+    expect(restored.total).toBe(0)
+  })
+})
