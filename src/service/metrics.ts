@@ -30,11 +30,11 @@ export interface BacklogReader {
 const BACKLOG_GAUGES = {
   mt_parked: [
     'parked',
-    'Jobs in merchant backlogs (BullMQ) or messages in the parking topic not yet read back (Kafka, the merchants listed).',
+    'Jobs in merchant backlogs (BullMQ) or parked messages not yet handled, read back ones included (Kafka, every merchant).',
   ],
   mt_buffered: [
     'buffered',
-    'Jobs delayed on a reservation by this worker (BullMQ) or messages held in lanes (Kafka).',
+    'Jobs delayed on a reservation by this worker (BullMQ) or messages held (Kafka, read back parked ones included).',
   ],
   mt_buffered_bytes: [
     'bufferedBytes',

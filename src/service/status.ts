@@ -114,9 +114,9 @@ export interface SourceBacklog {
 
 /** BacklogTotals are a source's standing-backlog figures, for /status.json and the metrics. */
 export interface BacklogTotals {
-  /** parked: jobs in the merchants' backlogs (BullMQ), messages in the parking topic not yet read back (Kafka, the listed merchants). */
+  /** parked: jobs in the merchants' backlogs (BullMQ), parked messages not yet handled, read back ones included (Kafka, every merchant). */
   parked: number
-  /** buffered: jobs delayed on a reservation by this process (BullMQ), messages held in lanes (Kafka). */
+  /** buffered: jobs delayed on a reservation by this process (BullMQ), messages held (Kafka: read back parked ones included, so not to add to parked). */
   buffered: number
   /** bufferedBytes: what the held messages count against maxBufferedBytes (Kafka; 0 on BullMQ). */
   bufferedBytes: number

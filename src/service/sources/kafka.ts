@@ -145,28 +145,23 @@ export function kafkaBacklog(
     | 'buffered'
     | 'bufferedBytes'
     | 'parkedMerchants'
+    | 'parkedWaiting'
     | 'parkTransactions'
     | 'parkFailures'
     | 'lateGrants'
   >,
 ): SourceBacklog {
-  let parked = 0
-  const merchants = stats.backlog.map((row) => {
-    parked += row.parked
-    return {
-      merchantKey: row.merchantKey,
-      // Not buffered + parked: a parked message read back into a lane is counted in both
-      // until handled (the adapter's parked is "routed and not yet handled"). The larger
-      // misses at most the source lane (maxBufferedPerMerchant), never counts one twice.
-      jobs: Math.max(row.buffered, row.parked),
-      parked: row.parked,
-      oldestAgeMs: row.oldestAgeMs,
-    }
-  })
+  // The adapter counts a parked message read back into a lane in `parked` only, so the two add up.
+  const merchants = stats.backlog.map((row) => ({
+    merchantKey: row.merchantKey,
+    jobs: row.buffered + row.parked,
+    parked: row.parked,
+    oldestAgeMs: row.oldestAgeMs,
+  }))
   return {
     merchants,
     totals: {
-      parked,
+      parked: stats.parkedWaiting,
       buffered: stats.buffered,
       bufferedBytes: stats.bufferedBytes,
       parkedMerchants: stats.parkedMerchants,

@@ -16,7 +16,7 @@ describe('parkingTopicOf', () => {
 })
 
 describe('kafkaBacklog', () => {
-  it("counts a merchant's waiting messages as the larger of its buffered and parked ones (a parked message read back is in both), and keeps the consumer's totals", () => {
+  it("counts a merchant's waiting messages as its buffered plus its parked ones, and takes the parked total over every merchant, not only those listed", () => {
     const backlog = kafkaBacklog({
       backlog: [
         { merchantKey: 'hot', buffered: 100, parked: 9_900, oldestAgeMs: 61_000 },
@@ -24,21 +24,23 @@ describe('kafkaBacklog', () => {
       ],
       buffered: 140,
       bufferedBytes: 71_680,
-      parkedMerchants: 1,
+      parkedMerchants: 2,
+      // 9 900 of the listed merchant plus 35 of one past the listed ones
+      parkedWaiting: 9_935,
       parkTransactions: 20,
       parkFailures: 1,
       lateGrants: 2,
     })
     expect(backlog).toEqual({
       merchants: [
-        { merchantKey: 'hot', jobs: 9_900, parked: 9_900, oldestAgeMs: 61_000 },
+        { merchantKey: 'hot', jobs: 10_000, parked: 9_900, oldestAgeMs: 61_000 },
         { merchantKey: 'warm', jobs: 4, parked: 0, oldestAgeMs: 120 },
       ],
       totals: {
-        parked: 9_900,
+        parked: 9_935,
         buffered: 140,
         bufferedBytes: 71_680,
-        parkedMerchants: 1,
+        parkedMerchants: 2,
         parkTransactions: 20,
         parkFailures: 1,
         lateGrants: 2,
