@@ -56,17 +56,23 @@ function userEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
 }
 
 /**
- * startInTerminal starts `command` in a pseudo-terminal (`script -qec`; the installed bin,
- * not npx: Ctrl-C reaches npx too, which then exits 130 whatever the worker did), waits for /readyz to
+ * startInTerminal starts `command` in a pseudo-terminal (`script -qec`), waits for /readyz to
  * answer 200, stops it with Ctrl-C typed into the terminal and returns its output and exit code.
+ * The command is exec'd, so the worker itself is the terminal's foreground process: Ctrl-C
+ * reaches every process of that group, and a shell (dash, which `script` runs when SHELL is
+ * /bin/sh or unset) or npx standing between would die of it and report 130 whatever the worker
+ * did. SHELL is set to /bin/sh so every machine runs the command as CI does.
  */
 async function startInTerminal(command: string, env: Record<string, string>) {
   transcript.push(
     `$ ${Object.entries(env)
       .map(([k, v]) => `${k}=${v} `)
-      .join('')}script -qec "${command}" /dev/null`,
+      .join('')}script -qec "exec ${command}" /dev/null`,
   )
-  const child = spawn('script', ['-qec', command, '/dev/null'], { cwd: project, env: userEnv(env) })
+  const child = spawn('script', ['-qec', `exec ${command}`, '/dev/null'], {
+    cwd: project,
+    env: userEnv({ ...env, SHELL: '/bin/sh' }),
+  })
   children.add(child)
   let output = ''
   child.stdout.on('data', (chunk: Buffer) => {
