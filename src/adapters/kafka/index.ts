@@ -1,13 +1,12 @@
-export {
-  type AssignmentEvent,
-  BACKLOG_MERCHANTS,
-  createThrottledConsumer,
-  type DeadLetterEvent,
-  type MerchantBacklog,
-  type ThrottledConsumer,
-  type ThrottledConsumerEvents,
-  type ThrottledConsumerStats,
-} from './consumer.js'
+export { BACKLOG_MERCHANTS, type MerchantBacklog } from './backlog.js'
+export { createThrottledConsumer } from './consumer.js'
+export type {
+  AssignmentEvent,
+  DeadLetterEvent,
+  ThrottledConsumer,
+  ThrottledConsumerEvents,
+  ThrottledConsumerStats,
+} from './consumer-api.js'
 export { DEAD_LETTER_HEADERS, type DeadLetterReason } from './dead-letter.js'
 export { FAIR_SCAN_LANES, LATE_TOLERANCE_MS } from './dispatcher.js'
 export type { LaneBreakers, LaneSlots } from './gate.js'
