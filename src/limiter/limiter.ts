@@ -88,7 +88,7 @@ export class KeyedLimiter {
       throw new TypeError(`KeyedLimiter: expected an options object, got ${String(options)}`)
     }
     this.clock = options.clock ?? monotonicClock
-    this.guard = new SkewGuard(options.clockSkewToleranceMs ?? 100, options.onClockSkew)
+    this.guard = new SkewGuard(options.clockSkewToleranceMs ?? 100, options.onClockSkew, this.clock.witness)
     this.table = new KeyTable(options.maxKeys ?? 1_000_000)
     this.codes = this.table.codes
     this.tatMs = this.table.tatMs
