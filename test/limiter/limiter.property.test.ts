@@ -8,7 +8,10 @@ import { parseRate, type Rate } from '../../src/limiter/rate.js'
 // steps, at clock origins 0, 2^35 and 1.7e12 ms, checked against the rate guarantee of
 // DESIGN.md: for every key and every window of length W, the work granted is at most
 // burst + rate × W (one burst more per change inside the window), under a standing
-// backlog at least rate × W − 1, and nothing is granted inside a Retry-After.
+// backlog at least rate × W − 1, and nothing is granted inside a Retry-After. Half the
+// schedules run on a stepping clock with a monotonic witness beside it (as the wall clock
+// has performance.now()), with forward steps, corrections and idle gaps, and are checked
+// in true time: the witness's.
 
 const KEYS = ['a', 'b'] as const
 const RATES = [
@@ -26,6 +29,10 @@ const EPS = 1e-6
 type Op =
   | { kind: 'advance'; ms: number }
   | { kind: 'back'; ms: number }
+  /** jump steps the clock forward by `ms` that do not pass (the witness does not move). */
+  | { kind: 'jump'; ms: number }
+  /** correct sets the clock back on true time, undoing every step so far. */
+  | { kind: 'correct' }
   | { kind: 'try'; key: string; cost: number }
   | { kind: 'reserve'; key: string; cost: number; times: number }
   | { kind: 'cancel'; pick: number; which: 'pending' | 'passed' | 'latest' }
@@ -55,6 +62,20 @@ const decisions: fc.WeightedArbitrary<Op>[] = [
     weight: 1,
     arbitrary: fc.record({ kind: fc.constant('back' as const), ms: fc.integer({ min: 101, max: 5_000 }) }),
   },
+  {
+    weight: 1,
+    arbitrary: fc.record({ kind: fc.constant('jump' as const), ms: fc.integer({ min: 1, max: 5_000 }) }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({ kind: fc.constant('jump' as const), ms: fc.integer({ min: 1, max: 99 }) }),
+  },
+  // an idle gap: true time passes with no reading
+  {
+    weight: 1,
+    arbitrary: fc.record({ kind: fc.constant('advance' as const), ms: fc.integer({ min: 101, max: 10_000 }) }),
+  },
+  { weight: 1, arbitrary: fc.constant({ kind: 'correct' as const }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('try' as const), key, cost }) },
   {
     weight: 4,
@@ -99,7 +120,9 @@ const changes: fc.WeightedArbitrary<Op>[] = [
 
 interface Grant {
   key: string
+  /** atMs is when the work runs on the limiter's clock; trueMs in true time (see run). */
   atMs: number
+  trueMs: number
   /** seq counts the decisions and penalties, in the order they were made. */
   seq: number
   cost: number
@@ -115,15 +138,23 @@ interface Block {
 
 interface Run {
   grants: Grant[]
-  /** changeTimes are the guarded times of rate, share and penalty changes. */
+  /** changeTimes are the true times of rate, share and penalty changes. */
   changeTimes: number[]
   ratesSeen: Rate[]
   blocks: Block[]
 }
 
-function run(ops: Op[], defaultRate: string, originMs: number): Run {
-  const clock = new FakeClock(originMs + 1_000)
+/**
+ * run plays `ops` on a limiter. With `witnessed`, its clock steps beside a witness that
+ * reads true time, and every time recorded is true time: the witness's reading when the
+ * work was granted plus its delay. Without, the clock is all there is, and times are the
+ * limiter's.
+ */
+function run(ops: Op[], defaultRate: string, originMs: number, witnessed = false): Run {
+  const witness = witnessed ? new FakeClock(0) : undefined
+  const clock = new FakeClock(originMs + 1_000, witness)
   const limiter = new KeyedLimiter({ rate: defaultRate, clock, horizonMs: 5_000 })
+  const trueNow = () => witness?.now() ?? limiter.now()
   const grants: Grant[] = []
   const changeTimes: number[] = []
   const ratesSeen: Rate[] = [parseRate(defaultRate)]
@@ -134,7 +165,9 @@ function run(ops: Op[], defaultRate: string, originMs: number): Run {
     const cost = op.cost === 0 ? Math.max(1, Math.floor(limiter.inspect(op.key)?.capacity ?? 1)) : op.cost
     try {
       if (op.kind === 'try') {
-        if (limiter.tryAcquire(op.key, cost)) grants.push({ key: op.key, atMs: now, seq: seq++, cost })
+        if (limiter.tryAcquire(op.key, cost)) {
+          grants.push({ key: op.key, atMs: now, trueMs: trueNow(), seq: seq++, cost })
+        }
         return
       }
       for (let i = 0; i < op.times; i++) {
@@ -145,7 +178,9 @@ function run(ops: Op[], defaultRate: string, originMs: number): Run {
         }
         expect(reservation.delayMs).toBeGreaterThanOrEqual(0)
         expect(reservation.delayMs).toBeLessThanOrEqual(5_000)
-        grants.push({ key: op.key, atMs: reservation.reservedAtMs, seq: seq++, cost, reservation })
+        const { reservedAtMs, delayMs } = reservation
+        const trueMs = witness === undefined ? reservedAtMs : witness.now() + delayMs
+        grants.push({ key: op.key, atMs: reservedAtMs, trueMs, seq: seq++, cost, reservation })
       }
     } catch (error) {
       // a cost above this process's share of the burst is refused up front, never deferred forever
@@ -157,9 +192,16 @@ function run(ops: Op[], defaultRate: string, originMs: number): Run {
     switch (op.kind) {
       case 'advance':
         clock.advance(op.ms)
+        witness?.advance(op.ms)
         break
       case 'back':
         clock.advance(-op.ms)
+        break
+      case 'jump':
+        clock.advance(op.ms)
+        break
+      case 'correct':
+        if (witness !== undefined) clock.set(originMs + 1_000 + witness.now())
         break
       case 'try':
       case 'reserve':
@@ -184,10 +226,10 @@ function run(ops: Op[], defaultRate: string, originMs: number): Run {
       case 'setRate':
         limiter.setRate(op.key, op.rate)
         ratesSeen.push(parseRate(op.rate))
-        changeTimes.push(limiter.now())
+        changeTimes.push(trueNow())
         break
       case 'penalize': {
-        const now = limiter.now()
+        const now = trueNow()
         limiter.penalize(op.key, op.retryAfterMs)
         blocks.push({ key: op.key, seq: seq++, fromMs: now, untilMs: now + op.retryAfterMs })
         changeTimes.push(now)
@@ -195,7 +237,7 @@ function run(ops: Op[], defaultRate: string, originMs: number): Run {
       }
       case 'share':
         limiter.setShare(op.instances)
-        changeTimes.push(limiter.now())
+        changeTimes.push(trueNow())
         break
     }
     for (const k of KEYS) {
@@ -222,28 +264,29 @@ function slack(originMs: number, rates: readonly Rate[]): number {
 
 /** worstWindow returns the largest excess of granted work over `bound(W, from, to)` for a key. */
 function worstWindow(grants: Grant[], key: string, bound: (fromMs: number, toMs: number) => number): number {
-  const mine = grants.filter((g) => g.key === key).sort((x, y) => x.atMs - y.atMs)
+  const mine = grants.filter((g) => g.key === key).sort((x, y) => x.trueMs - y.trueMs)
   let worst = Number.NEGATIVE_INFINITY
   for (let i = 0; i < mine.length; i++) {
     let work = 0
     for (let j = i; j < mine.length; j++) {
       work += mine[j]!.cost
-      worst = Math.max(worst, work - bound(mine[i]!.atMs, mine[j]!.atMs))
+      worst = Math.max(worst, work - bound(mine[i]!.trueMs, mine[j]!.trueMs))
     }
   }
   return worst
 }
 
 describe('KeyedLimiter properties', () => {
-  it('never grants more than burst + rate × W in any window, whatever the clock does', () => {
+  it('never grants more than burst + rate × W in any window, whatever the clock does (with a witness, in true time)', () => {
     fc.assert(
       fc.property(
         fc.constantFrom(...RATES),
         fc.constantFrom(...ORIGINS),
+        fc.boolean(),
         fc.array(fc.oneof(...decisions), { maxLength: 150, size: 'max' }),
-        (rateText, originMs, ops) => {
+        (rateText, originMs, witnessed, ops) => {
           const rate = parseRate(rateText)
-          const { grants } = run(ops, rateText, originMs)
+          const { grants } = run(ops, rateText, originMs, witnessed)
           for (const k of KEYS) {
             const excess = worstWindow(
               grants,
@@ -263,9 +306,10 @@ describe('KeyedLimiter properties', () => {
       fc.property(
         fc.constantFrom(...RATES),
         fc.constantFrom(...ORIGINS),
+        fc.boolean(),
         fc.array(fc.oneof(...decisions, ...changes), { maxLength: 150, size: 'max' }),
-        (rateText, originMs, ops) => {
-          const { grants, changeTimes, ratesSeen, blocks } = run(ops, rateText, originMs)
+        (rateText, originMs, witnessed, ops) => {
+          const { grants, changeTimes, ratesSeen, blocks } = run(ops, rateText, originMs, witnessed)
           const maxBurst = Math.max(...ratesSeen.map((r) => r.burst))
           const maxPerMs = Math.max(...ratesSeen.map((r) => r.limit / r.intervalMs))
           for (const k of KEYS) {
@@ -278,7 +322,7 @@ describe('KeyedLimiter properties', () => {
           for (const block of blocks) {
             const inside = grants.filter(
               (g) =>
-                g.key === block.key && g.seq > block.seq && g.atMs >= block.fromMs && g.atMs < block.untilMs,
+                g.key === block.key && g.seq > block.seq && g.trueMs >= block.fromMs && g.trueMs < block.untilMs,
             )
             expect(inside).toEqual([])
           }
