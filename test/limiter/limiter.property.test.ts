@@ -73,7 +73,10 @@ const decisions: fc.WeightedArbitrary<Op>[] = [
   // an idle gap: true time passes with no reading
   {
     weight: 1,
-    arbitrary: fc.record({ kind: fc.constant('advance' as const), ms: fc.integer({ min: 101, max: 10_000 }) }),
+    arbitrary: fc.record({
+      kind: fc.constant('advance' as const),
+      ms: fc.integer({ min: 101, max: 10_000 }),
+    }),
   },
   { weight: 1, arbitrary: fc.constant({ kind: 'correct' as const }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('try' as const), key, cost }) },
@@ -322,7 +325,10 @@ describe('KeyedLimiter properties', () => {
           for (const block of blocks) {
             const inside = grants.filter(
               (g) =>
-                g.key === block.key && g.seq > block.seq && g.trueMs >= block.fromMs && g.trueMs < block.untilMs,
+                g.key === block.key &&
+                g.seq > block.seq &&
+                g.trueMs >= block.fromMs &&
+                g.trueMs < block.untilMs,
             )
             expect(inside).toEqual([])
           }
