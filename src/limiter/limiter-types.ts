@@ -56,8 +56,9 @@ export interface LimiterStats {
   staleChanges: number
   /**
    * penaltiesDropped counts penalties for keys the limiter could not hold (the table
-   * full of buckets in use, and no rate of their own): there was no bucket to block,
-   * and the key's next request waits for room in the table as any new key does.
+   * full of buckets in use, and no rate of their own): their rate decrease is dropped,
+   * their Retry-After kept in a fixed 32 KB of cells, so the key, placed later, gets
+   * nothing before its end (nor does a new key sharing its cell).
    */
   penaltiesDropped: number
   /** skewCorrected counts forward clock jumps taken as the correction of a rebase (no time added). */

@@ -15,6 +15,7 @@ import {
 } from './rate-change.js'
 import { GrantedReservation, type Reservation } from './reservation.js'
 import { KeyTable, rateIdOfCode, slotOfCode, OWN_RATE as TABLE_OWN_RATE } from './table.js'
+import { UnheldBlocks } from './unheld-blocks.js'
 
 export type { ConfiguredRates, KeyedLimiterOptions, KeyInspection, LimiterStats } from './limiter-types.js'
 export type { PenaltyOptions } from './penalties.js'
@@ -60,6 +61,8 @@ export class KeyedLimiter {
   private readonly maxKeyLength: number
   private readonly evictionScan: number
   private readonly penalty: Penalties
+  /** unheld keeps the Retry-After of keys penalized while the table could not hold them. */
+  private readonly unheld = new UnheldBlocks()
   private readonly bucketRates: BucketRates
   private readonly refundBound: (reservation: GrantedReservation) => void
   /** epochMs is the guarded time every internal time counts from; NaN until the first reading. */
@@ -270,7 +273,9 @@ export class KeyedLimiter {
    * and its rate drops by `decreaseFactor` (at most once per cooldown), then climbs back
    * by `increaseStep` every `increaseEveryMs`. A penalized key is held like any other,
    * within `maxKeys`: when the table cannot hold it (full of buckets in use) and it has
-   * no rate of its own, the penalty is counted in `stats().penaltiesDropped` and not kept.
+   * no rate of its own, its rate is not lowered (counted in `stats().penaltiesDropped`),
+   * but its Retry-After is kept, in a fixed 32 KB (see UnheldBlocks): placed later, the key
+   * gets nothing before its end.
    * A key is not evicted while its rate is lowered (nor inside its Retry-After, its bucket
    * not full), so it never comes back to a fuller bucket than it had.
    */
@@ -291,6 +296,7 @@ export class KeyedLimiter {
     if (id === undefined) {
       if (slot === undefined) {
         this.penaltiesDropped++
+        this.unheld.block(key, now + retryAfterMs)
         return
       }
       id = this.bucketRates.add(key, new BucketRate(this.bucketRates.default.base, true, this.share))
@@ -491,11 +497,30 @@ export class KeyedLimiter {
     ) {
       this.bucketRates.remove(evicted)
     }
+    const unheldUntilMs = this.unheld.until(key, now)
+    if (unheldUntilMs > now) return this.holdBlocked(key, slot, id, unheldUntilMs, now)
     if (id !== 0) {
       const rate = this.bucketRates.byId[id]!
       table.tatMs[slot] = Math.max(now, this.blockFloor(rate, now))
     }
     return slot + id * OWN_RATE
+  }
+
+  /**
+   * holdBlocked finishes placing a key whose Retry-After was kept while it was not held:
+   * it is kept on the key's own rate (one for the penalty alone, if it had none), as for
+   * a key penalized while held. Returns the key's code.
+   */
+  private holdBlocked(key: string, slot: number, id: number, untilMs: number, now: number): number {
+    let ownId = id
+    if (ownId === 0) {
+      ownId = this.bucketRates.add(key, new BucketRate(this.bucketRates.default.base, true, this.share))
+      this.table.setRateId(key, slot, ownId)
+    }
+    const rate = this.bucketRates.byId[ownId]!
+    rate.blockedUntilMs = Math.max(rate.blockedUntilMs, untilMs)
+    this.table.tatMs[slot] = Math.max(now, this.blockFloor(rate, now))
+    return slot + ownId * OWN_RATE
   }
 
   /** rateAt is the rate of a held key whose code names a rate of its own, recovered to `now`. */
@@ -569,6 +594,7 @@ export class KeyedLimiter {
     if (Number.isNaN(shiftMs)) return 0
     this.table.shiftTimes(shiftMs, 0)
     for (const rate of this.bucketRates.byId) rate?.shiftTimes(shiftMs)
+    this.unheld.shiftTimes(shiftMs)
     return 0
   }
 
