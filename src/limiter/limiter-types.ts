@@ -12,6 +12,12 @@ export interface KeyedLimiterOptions {
   clockSkewToleranceMs?: number
   /** maxKeys bounds the keys held; only full buckets are evicted. Default 1 000 000. */
   maxKeys?: number
+  /**
+   * maxOverrides bounds the keys with a rate override of their own (setRate, apply),
+   * held or not: a change that would pass it throws a RangeError and changes nothing.
+   * Each costs about 260 bytes beside its key. Penalties do not count. Default 100 000.
+   */
+  maxOverrides?: number
   /** horizonMs is the furthest ahead a reservation commits tokens. Default 60 000. */
   horizonMs?: number
   /** maxKeyLength bounds a key, in UTF-16 code units. Default 128. */

@@ -6,6 +6,7 @@ import { Penalties } from './penalties.js'
 import { parseRate, type Rate, type RateInput } from './rate.js'
 import {
   type ApplyResult,
+  type CheckedChange,
   checkChange,
   checkNonNegative,
   checkPositiveInteger,
@@ -28,6 +29,9 @@ export type { DeferReason, Deferred, Granted, Reservation } from './reservation.
  * 2^-30 ms) does not depend on where the clock started.
  */
 const REBASE_AFTER_MS = 2 ** 22
+
+/** DEFAULT_MAX_OVERRIDES bounds the keys with a rate override of their own (about 260 bytes each, beside the key). */
+const DEFAULT_MAX_OVERRIDES = 100_000
 
 /**
  * OWN_RATE is the table's first code of a key with a rate of its own, copied into a
@@ -60,6 +64,9 @@ export class KeyedLimiter {
   private readonly horizonMs: number
   private readonly maxKeyLength: number
   private readonly evictionScan: number
+  private readonly maxOverrides: number
+  /** overrideCount is the number of keys with a rate override of their own (not a penalty alone). */
+  private overrideCount = 0
   private readonly penalty: Penalties
   /** unheld keeps the Retry-After of keys penalized while the table could not hold them. */
   private readonly unheld = new UnheldBlocks()
@@ -98,6 +105,7 @@ export class KeyedLimiter {
     this.horizonMs = checkNonNegative(options.horizonMs ?? 60_000, 'horizonMs')
     this.maxKeyLength = checkPositiveInteger(options.maxKeyLength ?? MAX_MERCHANT_KEY_LENGTH, 'maxKeyLength')
     this.evictionScan = checkPositiveInteger(options.evictionScan ?? 64, 'evictionScan')
+    this.maxOverrides = checkPositiveInteger(options.maxOverrides ?? DEFAULT_MAX_OVERRIDES, 'maxOverrides')
     this.penalty = new Penalties(options.penalty)
     this.table.keptUntilMs = (rateId) => this.penalty.recoveredAtMs(this.bucketRates.byId[rateId]!)
     this.defaultRate = new BucketRate(parseRate(options.rate), false, 1)
@@ -209,7 +217,9 @@ export class KeyedLimiter {
 
   /**
    * apply makes a RateChange in one synchronous step: every rate is checked first, and
-   * a bad one throws a TypeError with nothing changed. No decision ever sees half of it.
+   * a bad one throws a TypeError with nothing changed. A change that would leave more
+   * than `maxOverrides` keys with an override throws a RangeError, nothing changed. No
+   * decision ever sees half of it.
    */
   apply(change: RateChange): ApplyResult {
     return this.applyAt(change, this.clock.now())
@@ -222,6 +232,7 @@ export class KeyedLimiter {
       this.staleChanges++
       return { applied: false, reason: 'stale-version' }
     }
+    this.checkOverrideBound(checked, change.replace === true)
     const now = this.relative(nowMs)
     const inheritance = change.inheritance ?? 'proportional'
     if (checked.defaultRate !== undefined) this.changeDefault(checked.defaultRate, now, inheritance)
@@ -621,11 +632,36 @@ export class KeyedLimiter {
     )
   }
 
+  /** checkOverrideBound throws when `checked` would leave more than maxOverrides keys with an override. */
+  private checkOverrideBound(checked: CheckedChange, replace: boolean): void {
+    let count = replace ? 0 : this.overrideCount
+    for (const [key, rate] of checked.overrides) {
+      const had = !replace && this.hasOverride(key)
+      if (rate !== null && !had) count++
+      else if (rate === null && had) count--
+    }
+    if (count > this.maxOverrides) {
+      throw new RangeError(
+        `apply: ${count} rate overrides would exceed maxOverrides (${this.maxOverrides}); nothing was changed`,
+      )
+    }
+  }
+
+  private hasOverride(key: string): boolean {
+    const id = this.bucketRates.idOf(key)
+    return id !== undefined && !this.bucketRates.byId[id]!.followsDefault
+  }
+
   private changeOverride(key: string, rate: Rate | null, now: number, inheritance: Inheritance): void {
     const slot = this.table.slotOf(key)
     const id = this.bucketRates.idOf(key)
     const current = this.bucketRates.byId[id ?? 0]!
     const before = paramsOf(current)
+    if (
+      rate === null ? id !== undefined && !current.followsDefault : id === undefined || current.followsDefault
+    ) {
+      this.overrideCount += rate === null ? -1 : 1
+    }
     if (rate === null) {
       if (id === undefined || current.followsDefault) return
       // a penalty outlives its override only on a key held: no bucket, nothing to keep it for
