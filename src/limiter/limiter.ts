@@ -460,6 +460,14 @@ export class KeyedLimiter {
         return TOO_SOON
       }
     }
+    // a Retry-After is a time: neither the tolerance nor the rounding of the bucket's sums grants before its end
+    if (now + delayMs < rate.blockedUntilMs) {
+      delayMs = untilMs(now, rate.blockedUntilMs)
+      if (delayMs > maxDelayMs) {
+        this.decidedDelayMs = delayMs
+        return TOO_SOON
+      }
+    }
     tatMs[slot] = next
     this.decidedDelayMs = delayMs
     if (reserving) {
@@ -743,6 +751,12 @@ export class KeyedLimiter {
     }
     tatMs[slot] = Math.max(converted, this.blockFloor(to, now))
   }
+}
+
+/** untilMs is the least delay from `now` that reaches `endMs`, rounding included. */
+function untilMs(now: number, endMs: number): number {
+  const delayMs = endMs - now
+  return now + delayMs < endMs ? delayMs + Math.abs(endMs) * Number.EPSILON : delayMs
 }
 
 function badDefault(): never {
