@@ -34,8 +34,15 @@ type Op =
   /** correct sets the clock back on true time, undoing every step so far. */
   | { kind: 'correct' }
   | { kind: 'try'; key: string; cost: number }
-  | { kind: 'reserve'; key: string; cost: number; times: number }
-  | { kind: 'cancel'; pick: number; which: 'pending' | 'passed' | 'latest' }
+  /** drain takes every unit `key` has now, one at a time. */
+  | { kind: 'drain'; key: string }
+  /** reserve makes one reservation per cost, in order: a big one then small ones stand behind it. */
+  | { kind: 'reserve'; key: string; costs: number[] }
+  /**
+   * cancel gives up one reservation: one still ahead, one whose time has passed, the
+   * latest, or one still ahead with a later one of its key standing behind it (`shadowed`).
+   */
+  | { kind: 'cancel'; pick: number; which: 'pending' | 'passed' | 'latest' | 'shadowed' }
   | { kind: 'setRate'; key: string; rate: string }
   | { kind: 'penalize'; key: string; retryAfterMs: number }
   | { kind: 'share'; instances: number }
@@ -47,7 +54,7 @@ const key = fc.constantFrom(...KEYS)
 const cost = fc.oneof(fc.integer({ min: 1, max: 3 }), fc.constant(0))
 const decisions: fc.WeightedArbitrary<Op>[] = [
   {
-    weight: 3,
+    weight: 4,
     arbitrary: fc.record({ kind: fc.constant('advance' as const), ms: fc.integer({ min: 0, max: 120 }) }),
   },
   {
@@ -85,8 +92,7 @@ const decisions: fc.WeightedArbitrary<Op>[] = [
     arbitrary: fc.record({
       kind: fc.constant('reserve' as const),
       key,
-      cost,
-      times: fc.integer({ min: 1, max: 8 }),
+      costs: fc.array(cost, { minLength: 1, maxLength: 8 }),
     }),
   },
   {
@@ -94,7 +100,13 @@ const decisions: fc.WeightedArbitrary<Op>[] = [
     arbitrary: fc.record({
       kind: fc.constant('cancel' as const),
       pick: fc.nat(),
-      which: fc.constantFrom('pending' as const, 'passed' as const, 'latest' as const),
+      which: fc.constantFrom(
+        'pending' as const,
+        'passed' as const,
+        'latest' as const,
+        'shadowed' as const,
+        'shadowed' as const,
+      ),
     }),
   },
 ]
@@ -120,6 +132,103 @@ const changes: fc.WeightedArbitrary<Op>[] = [
     arbitrary: fc.record({ kind: fc.constant('share' as const), instances: fc.integer({ min: 1, max: 3 }) }),
   },
 ]
+
+/**
+ * Hard schedules, drawn as a whole beside the single operations: the few steps in which a
+ * wrong cancel or change shows, which random single steps seldom line up (at 300 runs they
+ * did not find a cancel that gave back part of a span a later reservation stood behind).
+ * Each drains a key first, so its bucket is saturated and a unit too many exceeds the bound.
+ */
+const stack = fc.array(cost, { minLength: 2, maxLength: 5 })
+/** recent picks a shadowed reservation from the latest ones: 0 is the newest with one behind it. */
+const recent = fc.oneof(fc.constant(0), fc.nat(3))
+const drain = (k: string): Op => ({ kind: 'drain', key: k })
+const hardDecisions: fc.WeightedArbitrary<Op[]>[] = [
+  {
+    // cancel while a later reservation stands: a big one then small ones, the big one given up
+    weight: 3,
+    arbitrary: fc
+      .record({ k: key, first: stack, then: stack, picks: fc.array(recent, { minLength: 1, maxLength: 3 }) })
+      .map(({ k, first, then, picks }): Op[] => [
+        drain(k),
+        { kind: 'reserve', key: k, costs: first },
+        ...picks.map((pick): Op => ({ kind: 'cancel', pick, which: 'shadowed' })),
+        { kind: 'reserve', key: k, costs: then },
+      ]),
+  },
+  {
+    // cancel after its time has passed, with later ones standing or not
+    weight: 2,
+    arbitrary: fc
+      .record({ k: key, first: stack, ms: fc.integer({ min: 0, max: 2_000 }), then: stack, pick: fc.nat() })
+      .map(({ k, first, ms, then, pick }): Op[] => [
+        drain(k),
+        { kind: 'reserve', key: k, costs: first },
+        { kind: 'advance', ms },
+        { kind: 'cancel', pick, which: 'passed' },
+        drain(k),
+        { kind: 'reserve', key: k, costs: then },
+      ]),
+  },
+]
+/** hardChanges are changes made while a key is in debt, with cancels around them. */
+const hardChanges: fc.WeightedArbitrary<Op[]>[] = [
+  {
+    // a rate change while in debt, then a cancel of what was reserved before it
+    weight: 2,
+    arbitrary: fc
+      .record({
+        k: key,
+        first: stack,
+        target: fc.constantFrom('*', ...KEYS),
+        rate: fc.constantFrom(...RATES),
+        then: stack,
+        pick: fc.nat(),
+        which: fc.constantFrom('shadowed' as const, 'pending' as const, 'latest' as const),
+      })
+      .map(({ k, first, target, rate, then, pick, which }): Op[] => [
+        drain(k),
+        { kind: 'reserve', key: k, costs: first },
+        { kind: 'setRate', key: target, rate },
+        { kind: 'reserve', key: k, costs: then },
+        { kind: 'cancel', pick, which },
+        { kind: 'reserve', key: k, costs: [1] },
+      ]),
+  },
+  {
+    // a share change and a penalty together, around standing reservations
+    weight: 1,
+    arbitrary: fc
+      .record({
+        k: key,
+        first: stack,
+        instances: fc.integer({ min: 1, max: 3 }),
+        retryAfterMs: fc.integer({ min: 0, max: 3_000 }),
+        pick: fc.nat(),
+      })
+      .map(({ k, first, instances, retryAfterMs, pick }): Op[] => [
+        drain(k),
+        { kind: 'reserve', key: k, costs: first },
+        { kind: 'share', instances },
+        { kind: 'penalize', key: k, retryAfterMs },
+        { kind: 'cancel', pick, which: 'shadowed' },
+        { kind: 'reserve', key: k, costs: [0, 1] },
+      ]),
+  },
+]
+
+/** schedule draws up to `maxLength` steps: single operations and hard schedules, flattened. */
+function schedule(
+  singles: fc.WeightedArbitrary<Op>[],
+  hard: fc.WeightedArbitrary<Op[]>[],
+  maxLength: number,
+) {
+  const steps = [
+    ...singles.map(({ weight, arbitrary }) => ({ weight, arbitrary: arbitrary.map((op) => [op]) })),
+    ...hard,
+  ]
+  return fc.array(fc.oneof(...steps), { maxLength, size: 'max' }).map((chunks) => chunks.flat())
+}
 
 interface Grant {
   key: string
@@ -163,17 +272,20 @@ function run(ops: Op[], defaultRate: string, originMs: number, witnessed = false
   const ratesSeen: Rate[] = [parseRate(defaultRate)]
   const blocks: Block[] = []
   let seq = 0
+  const costOf = (key: string, cost: number) =>
+    cost === 0 ? Math.max(1, Math.floor(limiter.inspect(key)?.capacity ?? 1)) : cost
   const decide = (op: Extract<Op, { kind: 'try' | 'reserve' }>) => {
     const now = limiter.now()
-    const cost = op.cost === 0 ? Math.max(1, Math.floor(limiter.inspect(op.key)?.capacity ?? 1)) : op.cost
     try {
       if (op.kind === 'try') {
+        const cost = costOf(op.key, op.cost)
         if (limiter.tryAcquire(op.key, cost)) {
           grants.push({ key: op.key, atMs: now, trueMs: trueNow(), seq: seq++, cost })
         }
         return
       }
-      for (let i = 0; i < op.times; i++) {
+      for (const asked of op.costs) {
+        const cost = costOf(op.key, asked)
         const reservation = limiter.reserve(op.key, cost)
         if (!reservation.ok) {
           expect(Number.isFinite(reservation.delayMs) && reservation.delayMs > 0).toBe(true)
@@ -210,19 +322,32 @@ function run(ops: Op[], defaultRate: string, originMs: number, witnessed = false
       case 'reserve':
         decide(op)
         break
+      case 'drain':
+        while (limiter.tryAcquire(op.key)) {
+          grants.push({ key: op.key, atMs: limiter.now(), trueMs: trueNow(), seq: seq++, cost: 1 })
+        }
+        break
       case 'cancel': {
-        // cancelled work does not run: before its time (it gives back what no later one
-        // stands behind) and after it (it gives back nothing)
+        // work cancelled before its time does not run (it gives back what no later one
+        // stands behind); work whose time has passed may have run, and stays counted (it
+        // gives back nothing), up to a ms of rounding either side of now
         const now = limiter.now()
         const held = grants.filter((g) => g.reservation)
         const pool =
           op.which === 'latest'
             ? held.slice(-1)
-            : held.filter((g) => (op.which === 'pending' ? g.atMs > now : g.atMs <= now))
-        const victim = pool[op.pick % Math.max(1, pool.length)]
+            : op.which === 'shadowed'
+              ? held.filter((g) => g.atMs > now && held.some((h) => h.key === g.key && h.seq > g.seq))
+              : held.filter((g) => (op.which === 'pending' ? g.atMs > now : g.atMs <= now))
+        // shadowed ones are picked among the latest few, where the hard schedules put them
+        const victim =
+          op.which === 'shadowed'
+            ? pool[pool.length - 1 - (op.pick % Math.min(4, Math.max(1, pool.length)))]
+            : pool[op.pick % Math.max(1, pool.length)]
         if (victim?.reservation) {
           victim.reservation.cancel()
-          grants.splice(grants.indexOf(victim), 1)
+          if (victim.atMs < now - 1) victim.reservation = undefined
+          else grants.splice(grants.indexOf(victim), 1)
         }
         break
       }
@@ -279,6 +404,42 @@ function worstWindow(grants: Grant[], key: string, bound: (fromMs: number, toMs:
   return worst
 }
 
+/**
+ * grantsInsideRetryAfter lists the grants made after a penalty that fall inside its
+ * Retry-After. The run records the penalty's end as its reading of now plus the
+ * Retry-After, where the limiter adds it to its own time, so they may differ by the
+ * rounding of a time of that size.
+ */
+function grantsInsideRetryAfter({ grants, blocks }: Pick<Run, 'grants' | 'blocks'>): Grant[] {
+  return blocks.flatMap((block) => {
+    const roundingMs = 4 * Number.EPSILON * Math.abs(block.untilMs)
+    return grants.filter(
+      (g) =>
+        g.key === block.key &&
+        g.seq > block.seq &&
+        g.trueMs >= block.fromMs &&
+        g.trueMs < block.untilMs - roundingMs,
+    )
+  })
+}
+
+/** worstLinearWindow is worstWindow for the bound burst + perMs × W, in one pass over the key's grants. */
+function worstLinearWindow(grants: Grant[], key: string, burst: number, perMs: number): number {
+  const mine = grants.filter((g) => g.key === key).sort((x, y) => x.trueMs - y.trueMs)
+  const firstMs = mine[0]?.trueMs ?? 0
+  let worst = Number.NEGATIVE_INFINITY
+  // the excess of window [i, j] is (work to j − perMs·t_j) − (work before i − perMs·t_i) − burst: keep the least second term
+  let least = Number.POSITIVE_INFINITY
+  let work = 0
+  for (const grant of mine) {
+    const driftMs = perMs * (grant.trueMs - firstMs)
+    least = Math.min(least, work - driftMs)
+    work += grant.cost
+    worst = Math.max(worst, work - driftMs - least - burst)
+  }
+  return worst
+}
+
 describe('KeyedLimiter properties', () => {
   it('never grants more than burst + rate × W in any window, whatever the clock does (with a witness, in true time)', () => {
     fc.assert(
@@ -286,16 +447,12 @@ describe('KeyedLimiter properties', () => {
         fc.constantFrom(...RATES),
         fc.constantFrom(...ORIGINS),
         fc.boolean(),
-        fc.array(fc.oneof(...decisions), { maxLength: 150, size: 'max' }),
+        schedule(decisions, hardDecisions, 120),
         (rateText, originMs, witnessed, ops) => {
           const rate = parseRate(rateText)
           const { grants } = run(ops, rateText, originMs, witnessed)
           for (const k of KEYS) {
-            const excess = worstWindow(
-              grants,
-              k,
-              (from, to) => rate.burst + (rate.limit * (to - from)) / rate.intervalMs,
-            )
+            const excess = worstLinearWindow(grants, k, rate.burst, rate.limit / rate.intervalMs)
             expect(excess).toBeLessThanOrEqual(slack(originMs, [rate]))
           }
         },
@@ -310,7 +467,7 @@ describe('KeyedLimiter properties', () => {
         fc.constantFrom(...RATES),
         fc.constantFrom(...ORIGINS),
         fc.boolean(),
-        fc.array(fc.oneof(...decisions, ...changes), { maxLength: 150, size: 'max' }),
+        schedule([...decisions, ...changes], [...hardDecisions, ...hardChanges], 120),
         (rateText, originMs, witnessed, ops) => {
           const { grants, changeTimes, ratesSeen, blocks } = run(ops, rateText, originMs, witnessed)
           const maxBurst = Math.max(...ratesSeen.map((r) => r.burst))
@@ -322,20 +479,32 @@ describe('KeyedLimiter properties', () => {
             })
             expect(excess).toBeLessThanOrEqual(slack(originMs, ratesSeen))
           }
-          for (const block of blocks) {
-            const inside = grants.filter(
-              (g) =>
-                g.key === block.key &&
-                g.seq > block.seq &&
-                g.trueMs >= block.fromMs &&
-                g.trueMs < block.untilMs,
-            )
-            expect(inside).toEqual([])
-          }
+          expect(grantsInsideRetryAfter({ grants, blocks })).toEqual([])
         },
       ),
       { numRuns: 300 },
     )
+  })
+
+  it('grants nothing inside a Retry-After at its very end: a reservation 2e-12 ms before it (found by the hard schedules)', () => {
+    // the bucket's sums put the first unit after a penalty at 14050.999999999998 for a Retry-After ending at 14051
+    const ops: Op[] = [
+      { kind: 'drain', key: 'b' },
+      { kind: 'reserve', key: 'b', costs: [1, 1] },
+      { kind: 'penalize', key: 'b', retryAfterMs: 0 },
+      { kind: 'cancel', pick: 0, which: 'shadowed' },
+      { kind: 'reserve', key: 'b', costs: [0, 1] },
+      { kind: 'setRate', key: '*', rate: '1/s burst 3' },
+      { kind: 'advance', ms: 11_230 },
+      { kind: 'penalize', key: 'b', retryAfterMs: 1_821 },
+      { kind: 'drain', key: 'b' },
+      { kind: 'reserve', key: 'b', costs: [0, 0] },
+      { kind: 'cancel', pick: 0, which: 'shadowed' },
+      { kind: 'reserve', key: 'b', costs: [1, 0] },
+    ]
+    const { grants, blocks } = run(ops, '10/s', 0)
+    expect(grants.some((g) => g.key === 'b' && g.seq > blocks[1]!.seq)).toBe(true)
+    expect(grants.filter((g) => g.seq > blocks[1]!.seq && g.trueMs < blocks[1]!.untilMs)).toEqual([])
   })
 
   it('grants at least rate × W − 1 under a standing backlog', () => {
