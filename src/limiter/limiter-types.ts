@@ -6,7 +6,11 @@ import type { Rate, RateInput } from './rate.js'
 export interface KeyedLimiterOptions {
   /** rate is the default rate, for every key without an override. */
   rate: RateInput
-  /** clock gives the time in ms. Default: monotonicClock. */
+  /**
+   * clock gives the time in ms. Default: monotonicClock. A clock that can step should
+   * carry a monotonic witness (Clock.witness, as wallClock does), so that no forward
+   * step of it counts as elapsed time.
+   */
   clock?: Clock
   /** clockSkewToleranceMs: a backward clock step up to this is absorbed silently. Default 100. */
   clockSkewToleranceMs?: number

@@ -51,7 +51,9 @@ type Verdict = typeof GRANTED | typeof TOO_SOON | typeof TABLE_FULL
  * key. Every decision is one synchronous call, so it is atomic on the event loop
  * however many jobs are in flight. Every method that reads the clock has a form ending
  * in `At` that takes the time in ms; the clock is read through a skew guard either way,
- * and kept inside as ms since the limiter's own epoch.
+ * and kept inside as ms since the limiter's own epoch. With a clock that has a witness,
+ * the guard reads the witness beside each new reading, so `nowMs` should be a reading
+ * of that clock just taken.
  */
 export class KeyedLimiter {
   private readonly clock: Clock
