@@ -6,12 +6,22 @@ import type { Rate, RateInput } from './rate.js'
 export interface KeyedLimiterOptions {
   /** rate is the default rate, for every key without an override. */
   rate: RateInput
-  /** clock gives the time in ms. Default: monotonicClock. */
+  /**
+   * clock gives the time in ms. Default: monotonicClock. A clock that can step should
+   * carry a monotonic witness (Clock.witness, as wallClock does), so that no forward
+   * step of it counts as elapsed time.
+   */
   clock?: Clock
   /** clockSkewToleranceMs: a backward clock step up to this is absorbed silently. Default 100. */
   clockSkewToleranceMs?: number
   /** maxKeys bounds the keys held; only full buckets are evicted. Default 1 000 000. */
   maxKeys?: number
+  /**
+   * maxOverrides bounds the keys with a rate override of their own (setRate, apply),
+   * held or not: a change that would pass it throws a RangeError and changes nothing.
+   * Each costs about 260 bytes beside its key. Penalties do not count. Default 100 000.
+   */
+  maxOverrides?: number
   /** horizonMs is the furthest ahead a reservation commits tokens. Default 60 000. */
   horizonMs?: number
   /** maxKeyLength bounds a key, in UTF-16 code units. Default 128. */
@@ -56,8 +66,9 @@ export interface LimiterStats {
   staleChanges: number
   /**
    * penaltiesDropped counts penalties for keys the limiter could not hold (the table
-   * full of buckets in use, and no rate of their own): there was no bucket to block,
-   * and the key's next request waits for room in the table as any new key does.
+   * full of buckets in use, and no rate of their own): their rate decrease is dropped,
+   * their Retry-After kept in a fixed 32 KB of cells, so the key, placed later, gets
+   * nothing before its end (nor does a new key sharing its cell).
    */
   penaltiesDropped: number
   /** skewCorrected counts forward clock jumps taken as the correction of a rebase (no time added). */

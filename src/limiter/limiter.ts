@@ -6,6 +6,7 @@ import { Penalties } from './penalties.js'
 import { parseRate, type Rate, type RateInput } from './rate.js'
 import {
   type ApplyResult,
+  type CheckedChange,
   checkChange,
   checkNonNegative,
   checkPositiveInteger,
@@ -15,6 +16,7 @@ import {
 } from './rate-change.js'
 import { GrantedReservation, type Reservation } from './reservation.js'
 import { KeyTable, rateIdOfCode, slotOfCode, OWN_RATE as TABLE_OWN_RATE } from './table.js'
+import { UnheldBlocks } from './unheld-blocks.js'
 
 export type { ConfiguredRates, KeyedLimiterOptions, KeyInspection, LimiterStats } from './limiter-types.js'
 export type { PenaltyOptions } from './penalties.js'
@@ -27,6 +29,9 @@ export type { DeferReason, Deferred, Granted, Reservation } from './reservation.
  * 2^-30 ms) does not depend on where the clock started.
  */
 const REBASE_AFTER_MS = 2 ** 22
+
+/** DEFAULT_MAX_OVERRIDES bounds the keys with a rate override of their own (about 260 bytes each, beside the key). */
+const DEFAULT_MAX_OVERRIDES = 100_000
 
 /**
  * OWN_RATE is the table's first code of a key with a rate of its own, copied into a
@@ -46,7 +51,9 @@ type Verdict = typeof GRANTED | typeof TOO_SOON | typeof TABLE_FULL
  * key. Every decision is one synchronous call, so it is atomic on the event loop
  * however many jobs are in flight. Every method that reads the clock has a form ending
  * in `At` that takes the time in ms; the clock is read through a skew guard either way,
- * and kept inside as ms since the limiter's own epoch.
+ * and kept inside as ms since the limiter's own epoch. With a clock that has a witness,
+ * the guard reads the witness beside each new reading, so `nowMs` should be a reading
+ * of that clock just taken.
  */
 export class KeyedLimiter {
   private readonly clock: Clock
@@ -59,7 +66,12 @@ export class KeyedLimiter {
   private readonly horizonMs: number
   private readonly maxKeyLength: number
   private readonly evictionScan: number
+  private readonly maxOverrides: number
+  /** overrideCount is the number of keys with a rate override of their own (not a penalty alone). */
+  private overrideCount = 0
   private readonly penalty: Penalties
+  /** unheld keeps the Retry-After of keys penalized while the table could not hold them. */
+  private readonly unheld = new UnheldBlocks()
   private readonly bucketRates: BucketRates
   private readonly refundBound: (reservation: GrantedReservation) => void
   /** epochMs is the guarded time every internal time counts from; NaN until the first reading. */
@@ -88,13 +100,14 @@ export class KeyedLimiter {
       throw new TypeError(`KeyedLimiter: expected an options object, got ${String(options)}`)
     }
     this.clock = options.clock ?? monotonicClock
-    this.guard = new SkewGuard(options.clockSkewToleranceMs ?? 100, options.onClockSkew)
+    this.guard = new SkewGuard(options.clockSkewToleranceMs ?? 100, options.onClockSkew, this.clock.witness)
     this.table = new KeyTable(options.maxKeys ?? 1_000_000)
     this.codes = this.table.codes
     this.tatMs = this.table.tatMs
     this.horizonMs = checkNonNegative(options.horizonMs ?? 60_000, 'horizonMs')
     this.maxKeyLength = checkPositiveInteger(options.maxKeyLength ?? MAX_MERCHANT_KEY_LENGTH, 'maxKeyLength')
     this.evictionScan = checkPositiveInteger(options.evictionScan ?? 64, 'evictionScan')
+    this.maxOverrides = checkPositiveInteger(options.maxOverrides ?? DEFAULT_MAX_OVERRIDES, 'maxOverrides')
     this.penalty = new Penalties(options.penalty)
     this.table.keptUntilMs = (rateId) => this.penalty.recoveredAtMs(this.bucketRates.byId[rateId]!)
     this.defaultRate = new BucketRate(parseRate(options.rate), false, 1)
@@ -206,7 +219,9 @@ export class KeyedLimiter {
 
   /**
    * apply makes a RateChange in one synchronous step: every rate is checked first, and
-   * a bad one throws a TypeError with nothing changed. No decision ever sees half of it.
+   * a bad one throws a TypeError with nothing changed. A change that would leave more
+   * than `maxOverrides` keys with an override throws a RangeError, nothing changed. No
+   * decision ever sees half of it.
    */
   apply(change: RateChange): ApplyResult {
     return this.applyAt(change, this.clock.now())
@@ -219,6 +234,7 @@ export class KeyedLimiter {
       this.staleChanges++
       return { applied: false, reason: 'stale-version' }
     }
+    this.checkOverrideBound(checked, change.replace === true)
     const now = this.relative(nowMs)
     const inheritance = change.inheritance ?? 'proportional'
     if (checked.defaultRate !== undefined) this.changeDefault(checked.defaultRate, now, inheritance)
@@ -270,7 +286,9 @@ export class KeyedLimiter {
    * and its rate drops by `decreaseFactor` (at most once per cooldown), then climbs back
    * by `increaseStep` every `increaseEveryMs`. A penalized key is held like any other,
    * within `maxKeys`: when the table cannot hold it (full of buckets in use) and it has
-   * no rate of its own, the penalty is counted in `stats().penaltiesDropped` and not kept.
+   * no rate of its own, its rate is not lowered (counted in `stats().penaltiesDropped`),
+   * but its Retry-After is kept, in a fixed 32 KB (see UnheldBlocks): placed later, the key
+   * gets nothing before its end.
    * A key is not evicted while its rate is lowered (nor inside its Retry-After, its bucket
    * not full), so it never comes back to a fuller bucket than it had.
    */
@@ -291,6 +309,7 @@ export class KeyedLimiter {
     if (id === undefined) {
       if (slot === undefined) {
         this.penaltiesDropped++
+        this.unheld.block(key, now + retryAfterMs)
         return
       }
       id = this.bucketRates.add(key, new BucketRate(this.bucketRates.default.base, true, this.share))
@@ -443,6 +462,14 @@ export class KeyedLimiter {
         return TOO_SOON
       }
     }
+    // a Retry-After is a time: neither the tolerance nor the rounding of the bucket's sums grants before its end
+    if (now + delayMs < rate.blockedUntilMs) {
+      delayMs = untilMs(now, rate.blockedUntilMs)
+      if (delayMs > maxDelayMs) {
+        this.decidedDelayMs = delayMs
+        return TOO_SOON
+      }
+    }
     tatMs[slot] = next
     this.decidedDelayMs = delayMs
     if (reserving) {
@@ -491,11 +518,30 @@ export class KeyedLimiter {
     ) {
       this.bucketRates.remove(evicted)
     }
+    const unheldUntilMs = this.unheld.until(key, now)
+    if (unheldUntilMs > now) return this.holdBlocked(key, slot, id, unheldUntilMs, now)
     if (id !== 0) {
       const rate = this.bucketRates.byId[id]!
       table.tatMs[slot] = Math.max(now, this.blockFloor(rate, now))
     }
     return slot + id * OWN_RATE
+  }
+
+  /**
+   * holdBlocked finishes placing a key whose Retry-After was kept while it was not held:
+   * it is kept on the key's own rate (one for the penalty alone, if it had none), as for
+   * a key penalized while held. Returns the key's code.
+   */
+  private holdBlocked(key: string, slot: number, id: number, untilMs: number, now: number): number {
+    let ownId = id
+    if (ownId === 0) {
+      ownId = this.bucketRates.add(key, new BucketRate(this.bucketRates.default.base, true, this.share))
+      this.table.setRateId(key, slot, ownId)
+    }
+    const rate = this.bucketRates.byId[ownId]!
+    rate.blockedUntilMs = Math.max(rate.blockedUntilMs, untilMs)
+    this.table.tatMs[slot] = Math.max(now, this.blockFloor(rate, now))
+    return slot + ownId * OWN_RATE
   }
 
   /** rateAt is the rate of a held key whose code names a rate of its own, recovered to `now`. */
@@ -569,6 +615,7 @@ export class KeyedLimiter {
     if (Number.isNaN(shiftMs)) return 0
     this.table.shiftTimes(shiftMs, 0)
     for (const rate of this.bucketRates.byId) rate?.shiftTimes(shiftMs)
+    this.unheld.shiftTimes(shiftMs)
     return 0
   }
 
@@ -595,11 +642,36 @@ export class KeyedLimiter {
     )
   }
 
+  /** checkOverrideBound throws when `checked` would leave more than maxOverrides keys with an override. */
+  private checkOverrideBound(checked: CheckedChange, replace: boolean): void {
+    let count = replace ? 0 : this.overrideCount
+    for (const [key, rate] of checked.overrides) {
+      const had = !replace && this.hasOverride(key)
+      if (rate !== null && !had) count++
+      else if (rate === null && had) count--
+    }
+    if (count > this.maxOverrides) {
+      throw new RangeError(
+        `apply: ${count} rate overrides would exceed maxOverrides (${this.maxOverrides}); nothing was changed`,
+      )
+    }
+  }
+
+  private hasOverride(key: string): boolean {
+    const id = this.bucketRates.idOf(key)
+    return id !== undefined && !this.bucketRates.byId[id]!.followsDefault
+  }
+
   private changeOverride(key: string, rate: Rate | null, now: number, inheritance: Inheritance): void {
     const slot = this.table.slotOf(key)
     const id = this.bucketRates.idOf(key)
     const current = this.bucketRates.byId[id ?? 0]!
     const before = paramsOf(current)
+    if (
+      rate === null ? id !== undefined && !current.followsDefault : id === undefined || current.followsDefault
+    ) {
+      this.overrideCount += rate === null ? -1 : 1
+    }
     if (rate === null) {
       if (id === undefined || current.followsDefault) return
       // a penalty outlives its override only on a key held: no bucket, nothing to keep it for
@@ -681,6 +753,12 @@ export class KeyedLimiter {
     }
     tatMs[slot] = Math.max(converted, this.blockFloor(to, now))
   }
+}
+
+/** untilMs is the least delay from `now` that reaches `endMs`, rounding included. */
+function untilMs(now: number, endMs: number): number {
+  const delayMs = endMs - now
+  return now + delayMs < endMs ? delayMs + Math.abs(endMs) * Number.EPSILON : delayMs
 }
 
 function badDefault(): never {

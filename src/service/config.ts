@@ -374,6 +374,14 @@ export const configSchema = z
           .positive()
           .default(1_000_000)
           .describe('Most merchant keys held; only full buckets are evicted.'),
+        maxOverrides: z
+          .number()
+          .int()
+          .positive()
+          .default(100_000)
+          .describe(
+            'Most merchants with a rate of their own; a control change that would pass it is rejected.',
+          ),
         horizonMs: positiveMs.default(60_000).describe('Furthest ahead a reservation is made, ms.'),
         maxInFlight: z
           .number()
@@ -504,6 +512,7 @@ export const ENV_VARIABLES: ReadonlyArray<{
   { name: 'MT_LOG_PRETTY', path: ['log', 'pretty'], type: 'string' },
   { name: 'MT_DEFAULT_RATE', path: ['limiter', 'defaultRate'], type: 'string' },
   { name: 'MT_MAX_KEYS', path: ['limiter', 'maxKeys'], type: 'number' },
+  { name: 'MT_MAX_OVERRIDES', path: ['limiter', 'maxOverrides'], type: 'number' },
   { name: 'MT_CONTROL_SOURCE', path: ['control', 'source'], type: 'string' },
   { name: 'MT_CONTROL_FILE', path: ['control', 'file'], type: 'string' },
   { name: 'MT_CONTROL_TOPIC', path: ['control', 'topic'], type: 'string' },

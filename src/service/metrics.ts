@@ -149,7 +149,7 @@ export class ServiceMetrics {
     mirroredCounter(
       this.registry,
       'mt_penalties_dropped_total',
-      'Penalties not kept because the key table could hold no slot for their key.',
+      'Penalties for keys the table could hold no slot for: rate decrease dropped, Retry-After kept.',
       () => limiter.stats().penaltiesDropped,
     )
     const labelled = this.labelled

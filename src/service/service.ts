@@ -59,6 +59,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     rate: config.limiter.defaultRate,
     clockSkewToleranceMs: config.limiter.clockSkewToleranceMs,
     maxKeys: config.limiter.maxKeys,
+    maxOverrides: config.limiter.maxOverrides,
     horizonMs: config.limiter.horizonMs,
     onClockSkew: (event) => log.warn({ skew: event }, 'clock stepped backwards'),
   })

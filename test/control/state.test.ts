@@ -1,5 +1,7 @@
 import fc from 'fast-check'
+import { pino } from 'pino'
 import { describe, expect, it } from 'vitest'
+import { logControlEvents } from '../../src/control/log.js'
 import type { ControlChange } from '../../src/control/schema.js'
 import { type ControlEvent, ControlState } from '../../src/control/state.js'
 import { FakeClock, KeyedLimiter, parseRate, type Rate } from '../../src/limiter/index.js'
@@ -265,6 +267,28 @@ describe('ControlState ordering', () => {
     ])
     expect(state.versionOf('toolong')).toBeUndefined()
     expect(state.accept(set('toolong', '5/s', 1))).toBe('rejected') // not stale: the first never counted
+  })
+
+  it("a flood of sets beyond the limiter's maxOverrides is rejected and counted one by one, and logged, with every rate in force kept", () => {
+    const limiter = new KeyedLimiter({ rate: '1/s', maxOverrides: 3, clock: new FakeClock(0) })
+    const lines: string[] = []
+    const logger = pino({ level: 'warn' }, { write: (line: string) => lines.push(line) })
+    const state = new ControlState({ target: limiter })
+    logControlEvents(state, logger)
+    const outcomes = Array.from({ length: 1_000 }, (_, i) => state.accept(set(`m${i}`, '5/s', i + 1)))
+    expect(outcomes.filter((outcome) => outcome === 'applied')).toHaveLength(3)
+    expect(state.stats().rejectedBy['limiter-refused']).toBe(997)
+    expect(lines).toHaveLength(997)
+    expect(JSON.parse(lines[0]!).msg).toBe(
+      'control message rejected (limiter-refused): limiter: apply: 4 rate overrides would exceed maxOverrides (3); nothing was changed',
+    )
+    expect(Object.keys(limiter.rates().overrides)).toEqual(['m0', 'm1', 'm2'])
+    expect(stateTable(state)).toEqual({ m0: '5/1000ms', m1: '5/1000ms', m2: '5/1000ms' })
+    // the default still changes, and a merchant in force still can
+    expect(state.accept(set('*', '2/s', 2_000))).toBe('applied')
+    expect(state.accept(set('m1', '7/s', 2_001))).toBe('applied')
+    expect(limiter.rateOf('m1').limit).toBe(7)
+    expect(limiter.rateOf('m999').limit).toBe(2)
   })
 
   it('clearing the default is misuse', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { FakeClock, type SkewEvent, SkewGuard } from '../../src/limiter/clock.js'
+import { FakeClock, monotonicClock, type SkewEvent, SkewGuard, wallClock } from '../../src/limiter/clock.js'
 
 describe('FakeClock', () => {
   it('moves only when told, backwards too', () => {
@@ -62,5 +62,62 @@ describe('SkewGuard', () => {
     guard.read(10)
     expect(() => guard.read(Number.NaN)).toThrow(TypeError)
     expect(() => new SkewGuard(-1)).toThrow(/clockSkewToleranceMs/)
+  })
+})
+
+describe('SkewGuard with a monotonic witness', () => {
+  it('never lets time pass faster than the witness, and follows the raw clock otherwise', () => {
+    const events: SkewEvent[] = []
+    const witness = new FakeClock(0)
+    const guard = new SkewGuard(100, (event) => events.push(event), witness)
+    const rows: Array<[raw: number, witnessed: number, guarded: number, comment: string]> = [
+      [1_000, 0, 1_000, 't0: raw is wall time, the witness starts at 0'],
+      [1_100, 100, 1_100, 'both move 100 ms'],
+      [1_050, 150, 1_100, 'back 100 ms from where it should be: tolerated, time stands still'],
+      [1_150, 250, 1_150, 'caught up: time moves with the raw clock'],
+      [2_150, 350, 1_250, 'a forward step of 900 ms the witness did not see: 100 ms pass, not 1000'],
+      [2_250, 450, 1_350, 'behind the raw clock by 900 ms: time moves with the witness'],
+      [1_450, 550, 1_450, 'the clock steps back 900 ms, to where guarded time is: nothing to absorb'],
+      [950, 650, 1_550, 'back 600 ms: rebased, and the 100 ms the witness saw pass'],
+      [2_950, 2_650, 3_550, 'an idle gap of 2 s before the correction: 2 s pass'],
+      [3_551, 2_651, 3_551, 'the correction, 600 ms forward in 1 ms: undoes the rebase, 1 ms passes'],
+      [3_651, 2_751, 3_651, 'on the raw clock again'],
+    ]
+    for (const [raw, witnessed, guarded, comment] of rows) {
+      witness.set(witnessed)
+      expect(guard.read(raw), comment).toBe(guarded)
+    }
+    expect(events).toEqual([
+      { kind: 'tolerated', backMs: 100 },
+      { kind: 'rebased', backMs: 600 },
+    ])
+    expect(guard.corrected).toBe(1)
+  })
+
+  it('rebases a step back hidden in an idle gap (the raw clock moved less than the witness saw)', () => {
+    const witness = new FakeClock(0)
+    const guard = new SkewGuard(100, undefined, witness)
+    guard.read(1_000)
+    witness.set(5_000)
+    expect(guard.read(3_000)).toBe(6_000) // 5 s passed; the clock reads 3 s back
+    expect(guard.rebased).toBe(1)
+    witness.set(5_001)
+    expect(guard.read(6_001)).toBe(6_001) // corrected: back on the raw clock
+    expect(guard.corrected).toBe(1)
+  })
+
+  it('takes a witness that goes back as no time passing', () => {
+    const witness = new FakeClock(10)
+    const guard = new SkewGuard(100, undefined, witness)
+    guard.read(0)
+    witness.set(5)
+    expect(guard.read(500)).toBe(0)
+    witness.set(20)
+    expect(guard.read(520)).toBe(10)
+  })
+
+  it('is what the wall clock comes with: wallClock is witnessed by monotonicClock', () => {
+    expect(wallClock.witness).toBe(monotonicClock)
+    expect(monotonicClock.witness).toBeUndefined()
   })
 })
