@@ -5,8 +5,8 @@ import type { DeadLetter, DeadLetterReason } from './dead-letter.js'
 import { DeadLetterWriter } from './dead-letter-writer.js'
 import { Deque } from './deque.js'
 import { type LaneBreakers, LaneGate, type LaneSlots } from './gate.js'
-import { type Lane, LaneGroup } from './lanes.js'
-import type { WakeQueue } from './wake-queue.js'
+import { type Lane, LaneGroup, LaneWake } from './lanes.js'
+import type { TimerHeap, WakeQueue } from './wake-queue.js'
 
 /** LaneLimiter is what the dispatcher needs of a KeyedLimiter. */
 export interface LaneLimiter {
@@ -43,7 +43,7 @@ export type Outcome = 'handled' | 'dead-lettered'
 /** DispatcherOptions wire a Dispatcher to its limiter, handler and dead-letter sink. */
 export interface DispatcherOptions<I extends LaneItem> {
   limiter: LaneLimiter
-  /** wakes schedules reservation waits and retries on the limiter's clock. */
+  /** wakes times reservation waits and retries on the limiter's clock (the lanes' own heap is made on it). */
   wakes: WakeQueue
   /** concurrency is the most handlers running at once, over all partitions. */
   concurrency: number
@@ -139,13 +139,16 @@ export class Dispatcher<I extends LaneItem> {
   /** waitingBehind: per lane, the lanes waiting for it to empty (see DispatcherOptions.behind). */
   private readonly waitingBehind = new Map<Lane<I>, Lane<I>[]>()
   private readonly deadLetters: DeadLetterWriter<I>
+  /** laneWakes times the lanes' waits: each lane is its own entry, so a wait allocates nothing. */
+  private readonly laneWakes: TimerHeap<Lane<I>>
 
   constructor(private readonly options: DispatcherOptions<I>) {
+    this.laneWakes = options.wakes.heapOf<Lane<I>>((lane) => this.woke(lane))
     this.gate = new LaneGate<I>({
       inFlight: options.inFlight,
       breakers: options.breakers,
       isEndpointFailure: options.isEndpointFailure,
-      wait: (lane, delayMs, then) => this.waitThen(lane, delayMs, then),
+      wait: (lane, delayMs) => this.waitThen(lane, delayMs, LaneWake.ASK),
       retry: (lane) => this.schedule(lane),
     })
     this.deadLetters = new DeadLetterWriter<I>({
@@ -222,6 +225,7 @@ export class Dispatcher<I extends LaneItem> {
     this.deadLetters.close()
     for (const group of this.groups) for (const lane of group.lanes.values()) this.release(lane)
     this.options.wakes.clear()
+    this.laneWakes.clear()
   }
 
   /** whenIdle resolves once no handler and no dead-letter write is in flight. */
@@ -294,7 +298,7 @@ export class Dispatcher<I extends LaneItem> {
     const reservation = limiter.reserve(lane.merchantKey)
     if (!reservation.ok) {
       this.counters.deferred++
-      this.waitThen(lane, reservation.delayMs, () => this.schedule(lane))
+      this.waitThen(lane, reservation.delayMs, LaneWake.ASK)
       return false
     }
     lane.reservation = reservation
@@ -303,16 +307,21 @@ export class Dispatcher<I extends LaneItem> {
       return true
     }
     this.counters.delayed++
-    this.waitThen(lane, reservation.delayMs, () => this.enqueueReady(lane, reservation.reservedAtMs))
+    this.waitThen(lane, reservation.delayMs, LaneWake.READY)
     return false
   }
 
-  private waitThen(lane: Lane<I>, delayMs: number, then: () => void): void {
+  /** waitThen puts the lane to sleep for `delayMs`; then it asks again, or joins the ready queue with its grant. */
+  private waitThen(lane: Lane<I>, delayMs: number, then: LaneWake): void {
     lane.state = 'waiting'
-    lane.wake = this.options.wakes.after(delayMs, () => {
-      lane.wake = undefined
-      then()
-    })
+    lane.onWake = then
+    this.laneWakes.schedule(lane, delayMs)
+  }
+
+  private woke(lane: Lane<I>): void {
+    if (lane.onWake === LaneWake.READY && lane.reservation !== undefined)
+      this.enqueueReady(lane, lane.reservation.reservedAtMs)
+    else this.schedule(lane)
   }
 
   /**
@@ -433,7 +442,7 @@ export class Dispatcher<I extends LaneItem> {
       this.counters.retryLater++
       lane.attempts--
       this.options.limiter.penalize(lane.merchantKey, error.retryAfterMs)
-      this.waitThen(lane, error.retryAfterMs, () => this.schedule(lane))
+      this.waitThen(lane, error.retryAfterMs, LaneWake.ASK)
     } else {
       this.counters.failedAttempts++
       if (error instanceof PermanentFailureError) this.deadLetterHead(lane, item, 'permanent-failure', error)
@@ -444,7 +453,7 @@ export class Dispatcher<I extends LaneItem> {
           { merchantKey: lane.merchantKey, attempt: lane.attempts, err: error },
           'handler failed; retrying',
         )
-        this.waitThen(lane, this.options.retryDelayMs(lane.attempts), () => this.schedule(lane))
+        this.waitThen(lane, this.options.retryDelayMs(lane.attempts), LaneWake.ASK)
       }
     }
     this.settle()
@@ -475,7 +484,7 @@ export class Dispatcher<I extends LaneItem> {
     if (waiting === undefined) return
     this.waitingBehind.delete(lane)
     for (const next of waiting) {
-      if (next.state !== 'waiting' || next.group.dropped || next.wake !== undefined) continue
+      if (next.state !== 'waiting' || next.group.dropped || next.waking) continue
       next.state = 'idle'
       this.schedule(next)
     }
@@ -489,10 +498,7 @@ export class Dispatcher<I extends LaneItem> {
    * merchant back tokens for a moment that is gone.
    */
   private release(lane: Lane<I>): void {
-    if (lane.wake !== undefined) {
-      this.options.wakes.cancel(lane.wake)
-      lane.wake = undefined
-    }
+    this.laneWakes.cancel(lane)
     this.cancelIfAhead(lane)
 
     this.gate.release(lane)

@@ -1,6 +1,6 @@
 import type { Granted } from '../../limiter/index.js'
 import { Deque } from './deque.js'
-import type { Wake } from './wake-queue.js'
+import type { Timed } from './wake-queue.js'
 
 /**
  * LaneState is where a lane's head message is: `idle` (lane empty, or not scheduled),
@@ -10,16 +10,23 @@ import type { Wake } from './wake-queue.js'
 export type LaneState = 'idle' | 'waiting' | 'ready' | 'running'
 
 /**
+ * LaneWake says what a waiting lane does when its wake-up fires: ask again (`ASK`), or
+ * join the ready queue with the grant it holds (`READY`).
+ */
+export const LaneWake = { ASK: 1, READY: 2 } as const
+export type LaneWake = (typeof LaneWake)[keyof typeof LaneWake]
+
+/**
  * Lane is one merchant's messages of one partition, in offset order. Only the head runs;
  * the rest wait behind it, so a merchant's messages are handled in the order they were
- * produced while other lanes of the same partition run independently.
+ * produced while other lanes of the same partition run independently. A lane is its own
+ * wake-up (Timed: an entry of the dispatcher's TimerHeap), and holds its head inline: most
+ * lanes only ever hold one message, so the queue behind the head exists only once needed.
  */
-export class Lane<I> extends Deque<I> {
+export class Lane<I> implements Timed {
   state: LaneState = 'idle'
   /** attempts is how many times the head item has been tried; 0 before its first try. */
   attempts = 0
-  /** wake is the pending timer of a waiting lane. */
-  wake: Wake | undefined
   /** reservation holds the head's tokens from grant until the handler starts. */
   reservation: Granted | undefined
   /** late: the head's grant came back, or waited through a hold, past LATE_TOLERANCE_MS (it asks again). */
@@ -28,23 +35,52 @@ export class Lane<I> extends Deque<I> {
   counted = false
   /** admitted: the merchant's breaker let the head through (maybe as the probe); its outcome is owed. */
   admitted = false
+  dueMs = 0
+  heapIndex = -1
+  seq = 0
+  /** onWake is what the lane does when its wake-up fires (see LaneWake). */
+  onWake: LaneWake = LaneWake.ASK
+  private head: I | undefined
+  private rest: Deque<I> | undefined
+  private count = 0
 
   constructor(
     readonly merchantKey: string,
     readonly group: LaneGroup<I>,
-  ) {
-    super()
-  }
+  ) {}
 
   /** size is the number of items in the lane, the head included. */
   get size(): number {
-    return this.length
+    return this.count
+  }
+
+  /** waking says whether the lane's wake-up is pending. */
+  get waking(): boolean {
+    return this.heapIndex >= 0
+  }
+
+  push(item: I): void {
+    if (this.count === 0) this.head = item
+    else {
+      this.rest ??= new Deque<I>(2)
+      this.rest.push(item)
+    }
+    this.count++
+  }
+
+  /** peek returns the head item, or undefined when empty. */
+  peek(): I | undefined {
+    return this.head
   }
 
   /** shift removes the head item; the next one becomes the head, with no attempt made yet. */
-  override shift(): I | undefined {
+  shift(): I | undefined {
     this.attempts = 0
-    return super.shift()
+    if (this.count === 0) return undefined
+    const item = this.head
+    this.head = this.rest?.shift()
+    this.count--
+    return item
   }
 }
 
