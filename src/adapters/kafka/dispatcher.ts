@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import { PermanentFailureError, RetryLaterError } from '../../errors.js'
-import type { Reservation } from '../../limiter/index.js'
+import { type Deferred, ReservationBook } from '../../limiter/index.js'
 import type { DeadLetter, DeadLetterReason } from './dead-letter.js'
 import { DeadLetterWriter } from './dead-letter-writer.js'
 import { Deque } from './deque.js'
@@ -11,7 +11,10 @@ import type { TimerHeap, WakeQueue } from './wake-queue.js'
 /** LaneLimiter is what the dispatcher needs of a KeyedLimiter. */
 export interface LaneLimiter {
   tryAcquire(key: string, cost?: number): boolean
-  reserve(key: string, cost?: number): Reservation
+  /** reserveIn reserves with the grant held as a row of `book` (see KeyedLimiter.reserveIn). */
+  reserveIn(book: ReservationBook, key: string, cost?: number): number | Deferred
+  /** cancelIn cancels the reservation of `row` and frees the row (see KeyedLimiter.cancelIn). */
+  cancelIn(book: ReservationBook, row: number): boolean
   penalize(key: string, retryAfterMs: number): void
   /** now is the limiter's clock, in ms: reservation times are on it. */
   now(): number
@@ -141,6 +144,8 @@ export class Dispatcher<I extends LaneItem> {
   private readonly deadLetters: DeadLetterWriter<I>
   /** laneWakes times the lanes' waits: each lane is its own entry, so a wait allocates nothing. */
   private readonly laneWakes: TimerHeap<Lane<I>>
+  /** reservations holds the waiting lanes' reservations packed, one row each (see Lane.reservation). */
+  private readonly reservations = new ReservationBook()
 
   constructor(private readonly options: DispatcherOptions<I>) {
     this.laneWakes = options.wakes.heapOf<Lane<I>>((lane) => this.woke(lane))
@@ -295,19 +300,20 @@ export class Dispatcher<I extends LaneItem> {
       this.counters.grantedNow++
       return true
     }
-    const reservation = limiter.reserve(lane.merchantKey)
-    if (!reservation.ok) {
+    const reservation = limiter.reserveIn(this.reservations, lane.merchantKey)
+    if (typeof reservation !== 'number') {
       this.counters.deferred++
       this.waitThen(lane, reservation.delayMs, LaneWake.ASK)
       return false
     }
     lane.reservation = reservation
-    if (reservation.delayMs <= 0) {
+    const delayMs = this.reservations.lastDelayMs
+    if (delayMs <= 0) {
       this.counters.grantedNow++
       return true
     }
     this.counters.delayed++
-    this.waitThen(lane, reservation.delayMs, LaneWake.READY)
+    this.waitThen(lane, delayMs, LaneWake.READY)
     return false
   }
 
@@ -319,8 +325,8 @@ export class Dispatcher<I extends LaneItem> {
   }
 
   private woke(lane: Lane<I>): void {
-    if (lane.onWake === LaneWake.READY && lane.reservation !== undefined)
-      this.enqueueReady(lane, lane.reservation.reservedAtMs)
+    if (lane.onWake === LaneWake.READY && lane.reserved)
+      this.enqueueReady(lane, this.reservations.reservedAtMs(lane.reservation))
     else this.schedule(lane)
   }
 
@@ -399,12 +405,12 @@ export class Dispatcher<I extends LaneItem> {
     if (lane.late) {
       lane.late = false
       this.counters.lateGrants++
-      lane.reservation = undefined
+      this.forgetReservation(lane)
       if (!this.ask(lane)) return
     }
     const item = lane.peek()!
     lane.state = 'running'
-    lane.reservation = undefined
+    this.forgetReservation(lane)
     lane.attempts++
     this.running++
     let result: Promise<void>
@@ -506,10 +512,18 @@ export class Dispatcher<I extends LaneItem> {
   }
 
   private cancelIfAhead(lane: Lane<I>): void {
-    const reservation = lane.reservation
-    lane.reservation = undefined
-    if (reservation !== undefined && reservation.reservedAtMs > this.options.limiter.now())
-      reservation.cancel()
+    if (!lane.reserved) return
+    if (this.reservations.reservedAtMs(lane.reservation) > this.options.limiter.now()) {
+      this.options.limiter.cancelIn(this.reservations, lane.reservation)
+      lane.reservation = -1
+    } else this.forgetReservation(lane)
+  }
+
+  /** forgetReservation frees the lane's reservation row, refunding nothing (the head runs, or its time passed). */
+  private forgetReservation(lane: Lane<I>): void {
+    if (!lane.reserved) return
+    this.reservations.release(lane.reservation)
+    lane.reservation = -1
   }
 
   /** settle wakes whenIdle waiters and refills free slots. */

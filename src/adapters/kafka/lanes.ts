@@ -1,4 +1,3 @@
-import type { Granted } from '../../limiter/index.js'
 import { Deque } from './deque.js'
 import type { Timed } from './wake-queue.js'
 
@@ -27,8 +26,11 @@ export class Lane<I> implements Timed {
   state: LaneState = 'idle'
   /** attempts is how many times the head item has been tried; 0 before its first try. */
   attempts = 0
-  /** reservation holds the head's tokens from grant until the handler starts. */
-  reservation: Granted | undefined
+  /**
+   * reservation is the row, in the dispatcher's ReservationBook, of the reservation that
+   * holds the head's tokens from grant until the handler starts; -1 when none.
+   */
+  reservation = -1
   /** late: the head's grant came back, or waited through a hold, past LATE_TOLERANCE_MS (it asks again). */
   late = false
   /** counted: the head holds one of its merchant's in-flight places, from its admission until its handler ends. */
@@ -52,6 +54,11 @@ export class Lane<I> implements Timed {
   /** size is the number of items in the lane, the head included. */
   get size(): number {
     return this.count
+  }
+
+  /** reserved says whether the lane holds a reservation (see reservation). */
+  get reserved(): boolean {
+    return this.reservation >= 0
   }
 
   /** waking says whether the lane's wake-up is pending. */

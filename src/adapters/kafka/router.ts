@@ -135,7 +135,7 @@ export class MessageRouter<T> {
    * lane (up to maxBufferedPerPartition): parking it would only cost a second write.
    */
   private isBehind(lane: Lane<BufferedMessage<T>>): boolean {
-    if (lane.state === 'waiting' && lane.reservation === undefined) return true
+    if (lane.state === 'waiting' && !lane.reserved) return true
     const limiter = this.options.limiter
     if (limiter.inspect === undefined) return true
     const bucket = limiter.inspect(lane.merchantKey)
