@@ -12,18 +12,28 @@ export type LaneState = 'idle' | 'waiting' | 'ready' | 'running'
  * LaneWake says what a waiting lane does when its wake-up fires: ask again (`ASK`), or
  * join the ready queue with the grant it holds (`READY`).
  */
-export const LaneWake = { ASK: 1, READY: 2 } as const
+export const LaneWake = { ASK: 0, READY: 1 } as const
 export type LaneWake = (typeof LaneWake)[keyof typeof LaneWake]
+
+const STATES: readonly LaneState[] = ['idle', 'waiting', 'ready', 'running']
+const STATE_MASK = 0b11
+const LATE = 1 << 2
+const COUNTED = 1 << 3
+const ADMITTED = 1 << 4
+const WAKE_READY = 1 << 5
 
 /**
  * Lane is one merchant's messages of one partition, in offset order. Only the head runs;
  * the rest wait behind it, so a merchant's messages are handled in the order they were
- * produced while other lanes of the same partition run independently. A lane is its own
- * wake-up (Timed: an entry of the dispatcher's TimerHeap), and holds its head inline: most
- * lanes only ever hold one message, so the queue behind the head exists only once needed.
+ * produced while other lanes of the same partition run independently.
+ *
+ * One lane exists per merchant with messages held, so it is kept small: it is its own
+ * wake-up (Timed: an entry of the dispatcher's TimerHeap, no timer object or closure), its
+ * reservation is a row of the dispatcher's ReservationBook, its state and flags share one
+ * small integer, and it holds its head inline: most lanes hold one message at a time, so
+ * the queue behind the head exists only while there is one.
  */
 export class Lane<I> implements Timed {
-  state: LaneState = 'idle'
   /** attempts is how many times the head item has been tried; 0 before its first try. */
   attempts = 0
   /**
@@ -31,29 +41,66 @@ export class Lane<I> implements Timed {
    * holds the head's tokens from grant until the handler starts; -1 when none.
    */
   reservation = -1
-  /** late: the head's grant came back, or waited through a hold, past LATE_TOLERANCE_MS (it asks again). */
-  late = false
-  /** counted: the head holds one of its merchant's in-flight places, from its admission until its handler ends. */
-  counted = false
-  /** admitted: the merchant's breaker let the head through (maybe as the probe); its outcome is owed. */
-  admitted = false
   dueMs = 0
   heapIndex = -1
   seq = 0
-  /** onWake is what the lane does when its wake-up fires (see LaneWake). */
-  onWake: LaneWake = LaneWake.ASK
+  /** bits holds the state and the flags (STATE_MASK, LATE, COUNTED, ADMITTED, WAKE_READY). */
+  private bits = 0
   private head: I | undefined
   private rest: Deque<I> | undefined
-  private count = 0
 
   constructor(
     readonly merchantKey: string,
     readonly group: LaneGroup<I>,
   ) {}
 
+  get state(): LaneState {
+    return STATES[this.bits & STATE_MASK]!
+  }
+
+  set state(state: LaneState) {
+    this.bits = (this.bits & ~STATE_MASK) | STATES.indexOf(state)
+  }
+
+  /** late: the head's grant came back, or waited through a hold, past LATE_TOLERANCE_MS (it asks again). */
+  get late(): boolean {
+    return (this.bits & LATE) !== 0
+  }
+
+  set late(late: boolean) {
+    this.flag(LATE, late)
+  }
+
+  /** counted: the head holds one of its merchant's in-flight places, from its admission until its handler ends. */
+  get counted(): boolean {
+    return (this.bits & COUNTED) !== 0
+  }
+
+  set counted(counted: boolean) {
+    this.flag(COUNTED, counted)
+  }
+
+  /** admitted: the merchant's breaker let the head through (maybe as the probe); its outcome is owed. */
+  get admitted(): boolean {
+    return (this.bits & ADMITTED) !== 0
+  }
+
+  set admitted(admitted: boolean) {
+    this.flag(ADMITTED, admitted)
+  }
+
+  /** onWake is what the lane does when its wake-up fires (see LaneWake). */
+  get onWake(): LaneWake {
+    return this.bits & WAKE_READY ? LaneWake.READY : LaneWake.ASK
+  }
+
+  set onWake(onWake: LaneWake) {
+    this.flag(WAKE_READY, onWake === LaneWake.READY)
+  }
+
   /** size is the number of items in the lane, the head included. */
   get size(): number {
-    return this.count
+    return this.head === undefined ? 0 : 1 + (this.rest?.length ?? 0)
   }
 
   /** reserved says whether the lane holds a reservation (see reservation). */
@@ -67,12 +114,11 @@ export class Lane<I> implements Timed {
   }
 
   push(item: I): void {
-    if (this.count === 0) this.head = item
+    if (this.head === undefined) this.head = item
     else {
       this.rest ??= new Deque<I>(2)
       this.rest.push(item)
     }
-    this.count++
   }
 
   /** peek returns the head item, or undefined when empty. */
@@ -83,11 +129,14 @@ export class Lane<I> implements Timed {
   /** shift removes the head item; the next one becomes the head, with no attempt made yet. */
   shift(): I | undefined {
     this.attempts = 0
-    if (this.count === 0) return undefined
     const item = this.head
     this.head = this.rest?.shift()
-    this.count--
+    if (this.rest !== undefined && this.rest.length === 0) this.rest = undefined
     return item
+  }
+
+  private flag(bit: number, on: boolean): void {
+    this.bits = on ? this.bits | bit : this.bits & ~bit
   }
 }
 
