@@ -41,9 +41,7 @@ export class Lane<I> implements Timed {
    * holds the head's tokens from grant until the handler starts; -1 when none.
    */
   reservation = -1
-  dueMs = 0
   heapIndex = -1
-  seq = 0
   /** bits holds the state and the flags (STATE_MASK, LATE, COUNTED, ADMITTED, WAKE_READY). */
   private bits = 0
   private head: I | undefined

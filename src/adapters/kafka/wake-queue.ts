@@ -13,27 +13,27 @@ export const realTimers: Timers = {
 }
 
 /**
- * Timed is an entry of a TimerHeap: when it is due, and where it sits in the heap. The
- * entry carries these fields itself (a lane is its own entry), so a pending wake-up costs
- * no object and no closure of its own.
+ * Timed is an entry of a TimerHeap. The entry carries its place in the heap itself (a
+ * lane is its own entry), and the heap keeps the due times, so a pending wake-up costs no
+ * object, no closure and no boxed number of its own.
  */
 export interface Timed {
-  /** dueMs is when the entry fires, on the heap's clock. */
-  dueMs: number
   /** heapIndex is the entry's place in the heap, -1 when not pending. */
   heapIndex: number
-  /** seq orders entries due at the same time: first scheduled, first fired. */
-  seq: number
 }
 
 /**
  * TimerHeap fires entries at their due times on one timer, whatever the number pending: a
  * binary heap ordered by due time (then by scheduling order), and a single timer armed
- * for the earliest. 100,000 throttled lanes cost 100,000 heap slots, not 100,000 Node
- * timers. `fire` is told of each entry that falls due.
+ * for the earliest. The due times and scheduling numbers are typed arrays beside the
+ * entries, in heap order. 100,000 throttled lanes cost 100,000 heap slots, not 100,000
+ * Node timers. `fire` is told of each entry that falls due.
  */
 export class TimerHeap<E extends Timed> {
   private readonly heap: E[] = []
+  /** dueAt[i] is when heap[i] fires, on the clock; seqAt[i] its scheduling number (first scheduled, first fired). */
+  private dueAt = new Float64Array(16)
+  private seqAt = new Float64Array(16)
   private timer: unknown
   private timerDueMs = Number.POSITIVE_INFINITY
   private seq = 0
@@ -55,11 +55,13 @@ export class TimerHeap<E extends Timed> {
    */
   schedule(entry: E, delayMs: number): void {
     if (entry.heapIndex >= 0) this.removeAt(entry.heapIndex)
-    entry.dueMs = this.clock.now() + Math.max(0, delayMs)
-    entry.seq = this.seq++
-    entry.heapIndex = this.heap.length
+    const index = this.heap.length
+    if (index === this.dueAt.length) this.grow()
     this.heap.push(entry)
-    this.up(entry.heapIndex)
+    entry.heapIndex = index
+    this.dueAt[index] = this.clock.now() + Math.max(0, delayMs)
+    this.seqAt[index] = this.seq++
+    this.up(index)
     this.arm()
   }
 
@@ -83,7 +85,7 @@ export class TimerHeap<E extends Timed> {
     this.timer = undefined
     this.timerDueMs = Number.POSITIVE_INFINITY
     const nowMs = this.clock.now()
-    while (this.heap.length > 0 && this.heap[0]!.dueMs <= nowMs) {
+    while (this.heap.length > 0 && this.dueAt[0]! <= nowMs) {
       const entry = this.heap[0]!
       this.removeAt(0)
       this.fire(entry)
@@ -92,15 +94,15 @@ export class TimerHeap<E extends Timed> {
   }
 
   private arm(): void {
-    const first = this.heap[0]
-    if (first === undefined) {
+    if (this.heap.length === 0) {
       this.disarm()
       return
     }
-    if (this.timer !== undefined && this.timerDueMs <= first.dueMs) return
+    const firstDueMs = this.dueAt[0]!
+    if (this.timer !== undefined && this.timerDueMs <= firstDueMs) return
     this.disarm()
-    this.timerDueMs = first.dueMs
-    this.timer = this.timers.set(() => this.fireDue(), Math.max(0, first.dueMs - this.clock.now()))
+    this.timerDueMs = firstDueMs
+    this.timer = this.timers.set(() => this.fireDue(), Math.max(0, firstDueMs - this.clock.now()))
   }
 
   private disarm(): void {
@@ -110,41 +112,55 @@ export class TimerHeap<E extends Timed> {
     this.timerDueMs = Number.POSITIVE_INFINITY
   }
 
+  private grow(): void {
+    const dueAt = new Float64Array(this.dueAt.length * 2)
+    dueAt.set(this.dueAt)
+    this.dueAt = dueAt
+    const seqAt = new Float64Array(this.seqAt.length * 2)
+    seqAt.set(this.seqAt)
+    this.seqAt = seqAt
+  }
+
   private removeAt(index: number): void {
-    const removed = this.heap[index]!
-    const last = this.heap.pop()!
+    const heap = this.heap
+    const removed = heap[index]!
+    const lastIndex = heap.length - 1
+    const last = heap.pop()!
     removed.heapIndex = -1
     if (last === removed) return
-    this.heap[index] = last
+    heap[index] = last
     last.heapIndex = index
+    this.dueAt[index] = this.dueAt[lastIndex]!
+    this.seqAt[index] = this.seqAt[lastIndex]!
     this.down(index)
     this.up(last.heapIndex)
   }
 
-  private before(a: E, b: E): boolean {
-    return a.dueMs < b.dueMs || (a.dueMs === b.dueMs && a.seq < b.seq)
+  private before(a: number, b: number): boolean {
+    const dueA = this.dueAt[a]!
+    const dueB = this.dueAt[b]!
+    return dueA < dueB || (dueA === dueB && this.seqAt[a]! < this.seqAt[b]!)
   }
 
   private up(index: number): void {
-    const heap = this.heap
     let i = index
     while (i > 0) {
       const parent = (i - 1) >> 1
-      if (!this.before(heap[i]!, heap[parent]!)) break
+      if (!this.before(i, parent)) break
       this.swap(i, parent)
       i = parent
     }
   }
 
   private down(index: number): void {
-    const heap = this.heap
+    const length = this.heap.length
     let i = index
     for (;;) {
       const left = 2 * i + 1
       const right = left + 1
       let smallest = i
-      if (left < heap.length && this.before(heap[left]!, heap[smallest]!)) smallest = left
-      if (right < heap.length && this.before(heap[right]!, heap[smallest]!)) smallest = right
+      if (left < length && this.before(left, smallest)) smallest = left
+      if (right < length && this.before(right, smallest)) smallest = right
       if (smallest === i) return
       this.swap(i, smallest)
       i = smallest
@@ -159,6 +175,13 @@ export class TimerHeap<E extends Timed> {
     heap[b] = ea
     ea.heapIndex = b
     eb.heapIndex = a
+    const { dueAt, seqAt } = this
+    const due = dueAt[a]!
+    dueAt[a] = dueAt[b]!
+    dueAt[b] = due
+    const seq = seqAt[a]!
+    seqAt[a] = seqAt[b]!
+    seqAt[b] = seq
   }
 }
 
@@ -178,7 +201,7 @@ export class WakeQueue extends TimerHeap<Wake> {
 
   /** after runs `callback` once `delayMs` ms have passed on the clock (0 or less: on the next turn). */
   after(delayMs: number, callback: () => void): Wake {
-    const wake: Wake = { dueMs: 0, heapIndex: -1, seq: 0, callback }
+    const wake: Wake = { heapIndex: -1, callback }
     this.schedule(wake, delayMs)
     return wake
   }
