@@ -19,6 +19,7 @@ import {
   type HeldReservation,
   type Reservation,
   type ReservationBook,
+  reservedTime,
 } from './reservation.js'
 import { KeyTable, rateIdOfCode, slotOfCode, OWN_RATE as TABLE_OWN_RATE } from './table.js'
 
@@ -192,7 +193,7 @@ export class KeyedLimiter {
   reserveIn(book: ReservationBook, key: string, cost = 1): number | Deferred {
     const deferred = this.grant(key, cost, this.clock.now())
     if (deferred !== undefined) return deferred
-    return book.take(key, this.decidedDelayMs, this.grantedAtMs, {
+    return book.take(key, this.decidedDelayMs, {
       atMs: this.lastNowMs + this.decidedDelayMs,
       spanMs: this.decidedSpanMs,
       endMs: this.decidedEndMs,
@@ -224,11 +225,7 @@ export class KeyedLimiter {
     const delayMs = this.decidedDelayMs
     if (verdict === TOO_SOON)
       return { ok: false, delayMs: delayMs - this.horizonMs, reason: 'beyond-horizon' }
-    const atMs = this.lastNowMs + delayMs
-    let reservedAtMs = this.epochMs + atMs
-    // far from 0 the clock's own rounding is coarser than a unit at a fast rate: never round the time early
-    if (reservedAtMs - this.epochMs < atMs) reservedAtMs += Math.abs(reservedAtMs) * Number.EPSILON
-    this.grantedAtMs = reservedAtMs
+    this.grantedAtMs = reservedTime(this.epochMs, this.lastNowMs + delayMs)
     return undefined
   }
 

@@ -64,14 +64,23 @@ export class GrantedReservation implements Granted, HeldReservation {
   }
 }
 
-/** ROW_NUMBERS is how many numbers a ReservationBook row holds (see ReservationBook). */
-const ROW_NUMBERS = 5
+/** ROW_NUMBERS is how many numbers a ReservationBook row holds: atMs, spanMs, endMs, epochMs (see HeldReservation). */
+const ROW_NUMBERS = 4
 
 /**
- * ReservationBook holds granted reservations as rows of one packed Float64Array (its
- * time, and where it sits on the limiter's timeline) beside its key, for a caller that
- * holds many at once, such as a Kafka consumer with one reservation per waiting lane:
- * about 50 bytes a row, where a Granted object and its numbers cost about 200. A row is
+ * reservedTime is the clock time of a reservation `atMs` after `epochMs`. Far from 0 the
+ * clock's own rounding is coarser than a unit at a fast rate: the time is never rounded early.
+ */
+export function reservedTime(epochMs: number, atMs: number): number {
+  const reservedAtMs = epochMs + atMs
+  return reservedAtMs - epochMs < atMs ? reservedAtMs + Math.abs(reservedAtMs) * Number.EPSILON : reservedAtMs
+}
+
+/**
+ * ReservationBook holds granted reservations as rows of one packed Float64Array (where
+ * each sits on the limiter's timeline, its time read from that) beside its key, for a
+ * caller that holds many at once, such as a Kafka consumer with one reservation per
+ * waiting lane: about 40 bytes a row, where a Granted object and its numbers cost about 200. A row is
  * taken by KeyedLimiter.reserveIn and given back by KeyedLimiter.cancelIn or release; its
  * number is only valid until then (rows are reused).
  */
@@ -95,7 +104,8 @@ export class ReservationBook {
 
   /** reservedAtMs is when the row's work may run, on the limiter's clock. */
   reservedAtMs(row: number): number {
-    return this.numbers[row * ROW_NUMBERS]!
+    const at = row * ROW_NUMBERS
+    return reservedTime(this.numbers[at + 3]!, this.numbers[at]!)
   }
 
   /** release gives the row back without refunding anything (the work ran, or the time passed). */
@@ -107,7 +117,7 @@ export class ReservationBook {
   }
 
   /** take records a reservation (KeyedLimiter.reserveIn's half) and returns its row. */
-  take(key: string, delayMs: number, reservedAtMs: number, held: Omit<HeldReservation, 'key'>): number {
+  take(key: string, delayMs: number, held: Omit<HeldReservation, 'key'>): number {
     const row = this.freeRows.pop() ?? this.keys.length
     if ((row + 1) * ROW_NUMBERS > this.numbers.length) {
       const grown = new Float64Array(this.numbers.length * 2)
@@ -117,11 +127,10 @@ export class ReservationBook {
     this.keys[row] = key
     const at = row * ROW_NUMBERS
     const numbers = this.numbers
-    numbers[at] = reservedAtMs
-    numbers[at + 1] = held.atMs
-    numbers[at + 2] = held.spanMs
-    numbers[at + 3] = held.endMs
-    numbers[at + 4] = held.epochMs
+    numbers[at] = held.atMs
+    numbers[at + 1] = held.spanMs
+    numbers[at + 2] = held.endMs
+    numbers[at + 3] = held.epochMs
     this.lastDelayMs = delayMs
     this.held++
     return row
@@ -135,10 +144,10 @@ export class ReservationBook {
     const numbers = this.numbers
     return {
       key,
-      atMs: numbers[at + 1]!,
-      spanMs: numbers[at + 2]!,
-      endMs: numbers[at + 3]!,
-      epochMs: numbers[at + 4]!,
+      atMs: numbers[at]!,
+      spanMs: numbers[at + 1]!,
+      endMs: numbers[at + 2]!,
+      epochMs: numbers[at + 3]!,
     }
   }
 }

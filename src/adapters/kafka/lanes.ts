@@ -21,6 +21,8 @@ const LATE = 1 << 2
 const COUNTED = 1 << 3
 const ADMITTED = 1 << 4
 const WAKE_READY = 1 << 5
+/** ATTEMPT is one attempt in Lane.bits: attempts count above the flags (arithmetic, so any count fits). */
+const ATTEMPT = 1 << 6
 
 /**
  * Lane is one merchant's messages of one partition, in offset order. Only the head runs;
@@ -34,15 +36,13 @@ const WAKE_READY = 1 << 5
  * the queue behind the head exists only while there is one.
  */
 export class Lane<I> implements Timed {
-  /** attempts is how many times the head item has been tried; 0 before its first try. */
-  attempts = 0
   /**
    * reservation is the row, in the dispatcher's ReservationBook, of the reservation that
    * holds the head's tokens from grant until the handler starts; -1 when none.
    */
   reservation = -1
   heapIndex = -1
-  /** bits holds the state and the flags (STATE_MASK, LATE, COUNTED, ADMITTED, WAKE_READY). */
+  /** bits holds the state and flags (STATE_MASK, LATE, COUNTED, ADMITTED, WAKE_READY) plus attempts × ATTEMPT. */
   private bits = 0
   private head: I | undefined
   private rest: Deque<I> | undefined
@@ -52,17 +52,26 @@ export class Lane<I> implements Timed {
     readonly group: LaneGroup<I>,
   ) {}
 
+  /** attempts is how many times the head item has been tried; 0 before its first try. */
+  get attempts(): number {
+    return Math.floor(this.bits / ATTEMPT)
+  }
+
+  set attempts(attempts: number) {
+    this.bits = this.flags + attempts * ATTEMPT
+  }
+
   get state(): LaneState {
-    return STATES[this.bits & STATE_MASK]!
+    return STATES[this.flags & STATE_MASK]!
   }
 
   set state(state: LaneState) {
-    this.bits = (this.bits & ~STATE_MASK) | STATES.indexOf(state)
+    this.bits += ((this.flags & ~STATE_MASK) | STATES.indexOf(state)) - this.flags
   }
 
   /** late: the head's grant came back, or waited through a hold, past LATE_TOLERANCE_MS (it asks again). */
   get late(): boolean {
-    return (this.bits & LATE) !== 0
+    return (this.flags & LATE) !== 0
   }
 
   set late(late: boolean) {
@@ -71,7 +80,7 @@ export class Lane<I> implements Timed {
 
   /** counted: the head holds one of its merchant's in-flight places, from its admission until its handler ends. */
   get counted(): boolean {
-    return (this.bits & COUNTED) !== 0
+    return (this.flags & COUNTED) !== 0
   }
 
   set counted(counted: boolean) {
@@ -80,7 +89,7 @@ export class Lane<I> implements Timed {
 
   /** admitted: the merchant's breaker let the head through (maybe as the probe); its outcome is owed. */
   get admitted(): boolean {
-    return (this.bits & ADMITTED) !== 0
+    return (this.flags & ADMITTED) !== 0
   }
 
   set admitted(admitted: boolean) {
@@ -89,7 +98,7 @@ export class Lane<I> implements Timed {
 
   /** onWake is what the lane does when its wake-up fires (see LaneWake). */
   get onWake(): LaneWake {
-    return this.bits & WAKE_READY ? LaneWake.READY : LaneWake.ASK
+    return this.flags & WAKE_READY ? LaneWake.READY : LaneWake.ASK
   }
 
   set onWake(onWake: LaneWake) {
@@ -126,15 +135,21 @@ export class Lane<I> implements Timed {
 
   /** shift removes the head item; the next one becomes the head, with no attempt made yet. */
   shift(): I | undefined {
-    this.attempts = 0
+    this.bits = this.flags
     const item = this.head
     this.head = this.rest?.shift()
     if (this.rest !== undefined && this.rest.length === 0) this.rest = undefined
     return item
   }
 
+  /** flags are the state and flags part of bits. */
+  private get flags(): number {
+    return this.bits % ATTEMPT
+  }
+
   private flag(bit: number, on: boolean): void {
-    this.bits = on ? this.bits | bit : this.bits & ~bit
+    const flags = this.flags
+    this.bits += (on ? flags | bit : flags & ~bit) - flags
   }
 }
 

@@ -96,7 +96,10 @@ export class MessageRouter<T> {
       dispatcher.deadLetterNow(state.group, item, { reason: 'invalid-key', error, attempts: 0 })
       return
     }
-    const item: BufferedMessage<T> = { merchantKey, partition: state, seq, message, value, bytes, origin }
+    const item: BufferedMessage<T> =
+      this.options.decode === undefined && origin === undefined
+        ? { merchantKey, partition: state, seq, message, bytes }
+        : { merchantKey, partition: state, seq, message, bytes, value, origin }
     if (this.routeToParking(state, item, offset)) return
     dispatcher.push(state.group, item)
     const lane = state.group.lanes.get(merchantKey)
