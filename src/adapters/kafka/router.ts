@@ -89,13 +89,15 @@ export class MessageRouter<T> {
       }
       value = decoded.value
     }
-    const merchantKey = readKey(this.options.keyOf, message, value, this.options.maxKeyLength)
-    if (typeof merchantKey !== 'string') {
+    const key = readKey(this.options.keyOf, message, value, this.options.maxKeyLength)
+    if (typeof key !== 'string') {
       const item = { merchantKey: '', partition: state, seq, message, value, bytes, origin }
-      const error = `invalid merchant key: ${merchantKey.reason}`
+      const error = `invalid merchant key: ${key.reason}`
       dispatcher.deadLetterNow(state.group, item, { reason: 'invalid-key', error, attempts: 0 })
       return
     }
+    // The lane's own copy of the key, when it has one: a backlog of N messages holds one key string, not N.
+    const merchantKey = state.group.lanes.get(key)?.merchantKey ?? key
     const item: BufferedMessage<T> =
       this.options.decode === undefined && origin === undefined
         ? { merchantKey, partition: state, seq, message, bytes }
