@@ -134,6 +134,16 @@ Command: \`node --import tsx bench/kafka-memory.ts\` (it reruns itself with \`--
 | process RSS at the reading | ${fixed(rss / 2 ** 20)} MiB |
 
 At the reading: ${stats.lanes} lanes, ${stats.lanesWaiting} waiting, ${stats.buffered} messages buffered, ${limiter.size} limiter keys.
+
+**Target (issue 14): lanes + limiter at most 300 B per active merchant.** Here
+${fixed(perMerchant - perMessage, 0)} B (everything but the buffered kafkajs message): ${perMerchant - perMessage <= 300 ? '**met**' : '**not met**'}.
+What each active merchant holds: its lane (one small object: state, flags and attempts in one
+integer, the head message inline, no timer or closure), an entry in its partition's lane Map, a
+row of the dispatcher's ReservationBook (4 numbers in one Float64Array) for the reservation it
+waits on, a slot of the wake-up heap (its due time in a Float64Array), the buffered message's
+item (partition, sequence number, bytes, key) and its offset's slot in the partition's tracker;
+in the limiter, its key's Map entry and arrival time. The buffer itself is bounded in bytes
+(\`maxBufferedBytes\`).
 A merchant with nothing buffered costs only its limiter key: lanes are removed as soon as they
 are empty. (A kafkajs message's key and value are slices of its fetch response, so a buffered
 message can keep that response's buffer alive.)`,
