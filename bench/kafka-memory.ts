@@ -4,7 +4,7 @@
 import { spawnSync } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { createThrottledConsumer } from '../src/adapters/kafka/index.js'
-import { KeyedLimiter } from '../src/limiter/index.js'
+import { KeyedLimiter, ReservationBook } from '../src/limiter/index.js'
 import { benchBrokers, benchKafka, createTopic, fixed, produceKeyed, versionsLine } from './kafka-support.js'
 import { machineLine, writeSection } from './report.js'
 
@@ -41,12 +41,14 @@ await produceKeyed(
   Array.from({ length: 2 * MERCHANTS }, (_, i) => ({ key: key(i), value: `{"order":${i},"amount":1250}` })),
 )
 
-// The limiter alone, with the same keys and reservations, for the breakdown.
+// The limiter alone, with the same keys and reservations held as the lanes hold them (rows
+// of a ReservationBook), for the breakdown.
 const limiterBaseMs = heapUsedAfterGc()
 const lone = new KeyedLimiter({ rate: '1/min burst 1', maxKeys: 2 * MERCHANTS })
+const book = new ReservationBook()
 const held = Array.from({ length: MERCHANTS }, (_, i) => {
   lone.tryAcquire(key(i))
-  return lone.reserve(key(i))
+  return lone.reserveIn(book, key(i))
 })
 const limiterBytes = heapUsedAfterGc() - limiterBaseMs
 held.length = 0
@@ -126,12 +128,22 @@ Command: \`node --import tsx bench/kafka-memory.ts\` (it reruns itself with \`--
 | --- | ---: |
 | heap growth, whole consumer | ${fixed((after - before) / 2 ** 20)} MiB |
 | per active merchant (lane, reservation, wake-up, buffered message, limiter key) | **${fixed(perMerchant, 0)}** |
-| of which the limiter, per key with a held reservation (measured alone) | ${fixed(limiterPerKey, 0)} |
+| of which the limiter, per key with a held reservation (a ReservationBook row, measured alone) | ${fixed(limiterPerKey, 0)} |
 | of which the buffered kafkajs message (measured alone: a plain consumer keeping ${MERCHANTS.toLocaleString('en')}) | ${fixed(perMessage, 0)} |
 | the rest: lane, wake-up, offset tracking, per merchant | ${fixed(perMerchant - limiterPerKey - perMessage, 0)} |
 | process RSS at the reading | ${fixed(rss / 2 ** 20)} MiB |
 
 At the reading: ${stats.lanes} lanes, ${stats.lanesWaiting} waiting, ${stats.buffered} messages buffered, ${limiter.size} limiter keys.
+
+**Target (issue 14): lanes + limiter at most 300 B per active merchant.** Here
+${fixed(perMerchant - perMessage, 0)} B (everything but the buffered kafkajs message): ${perMerchant - perMessage <= 300 ? '**met**' : '**not met**'}.
+What each active merchant holds: its lane (one small object: state, flags and attempts in one
+integer, the head message inline, no timer or closure), an entry in its partition's lane Map, a
+row of the dispatcher's ReservationBook (4 numbers in one Float64Array) for the reservation it
+waits on, a slot of the wake-up heap (its due time in a Float64Array), the buffered message's
+item (partition, sequence number, bytes, key) and its offset's slot in the partition's tracker;
+in the limiter, its key's Map entry and arrival time. The buffer itself is bounded in bytes
+(\`maxBufferedBytes\`).
 A merchant with nothing buffered costs only its limiter key: lanes are removed as soon as they
 are empty. (A kafkajs message's key and value are slices of its fetch response, so a buffered
 message can keep that response's buffer alive.)`,

@@ -32,6 +32,7 @@ export {
   type PenaltyOptions,
   type RateChange,
   type Reservation,
+  ReservationBook,
 } from './limiter.js'
 export {
   formatRate,

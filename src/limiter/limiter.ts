@@ -14,7 +14,14 @@ import {
   type Inheritance,
   type RateChange,
 } from './rate-change.js'
-import { GrantedReservation, type Reservation } from './reservation.js'
+import {
+  type Deferred,
+  GrantedReservation,
+  type HeldReservation,
+  type Reservation,
+  type ReservationBook,
+  reservedTime,
+} from './reservation.js'
 import { KeyTable, rateIdOfCode, slotOfCode, OWN_RATE as TABLE_OWN_RATE } from './table.js'
 import { UnheldBlocks } from './unheld-blocks.js'
 
@@ -22,6 +29,7 @@ export type { ConfiguredRates, KeyedLimiterOptions, KeyInspection, LimiterStats 
 export type { PenaltyOptions } from './penalties.js'
 export type { ApplyResult, Inheritance, RateChange } from './rate-change.js'
 export type { DeferReason, Deferred, Granted, Reservation } from './reservation.js'
+export { ReservationBook } from './reservation.js'
 
 /**
  * REBASE_AFTER_MS is how far from its epoch the limiter lets time run before it moves
@@ -73,7 +81,7 @@ export class KeyedLimiter {
   /** unheld keeps the Retry-After of keys penalized while the table could not hold them. */
   private readonly unheld = new UnheldBlocks()
   private readonly bucketRates: BucketRates
-  private readonly refundBound: (reservation: GrantedReservation) => void
+  private readonly refundBound: (reservation: HeldReservation) => void
   /** epochMs is the guarded time every internal time counts from; NaN until the first reading. */
   private epochMs = Number.NaN
   private share = 1
@@ -92,6 +100,8 @@ export class KeyedLimiter {
   private decidedDelayMs = 0
   private decidedSpanMs = 0
   private decidedEndMs = 0
+  /** grantedAtMs is the reserved time grant found, on the clock. */
+  private grantedAtMs = 0
   /** slotRate is the rate slotOf found. */
   private slotRate: BucketRate
 
@@ -172,6 +182,55 @@ export class KeyedLimiter {
 
   /** reserveAt is reserve at time `nowMs`. */
   reserveAt(key: string, cost: number, nowMs: number): Reservation {
+    const deferred = this.grant(key, cost, nowMs)
+    if (deferred !== undefined) return deferred
+    return new GrantedReservation(
+      key,
+      cost,
+      this.decidedDelayMs,
+      this.grantedAtMs,
+      this.lastNowMs + this.decidedDelayMs,
+      this.decidedSpanMs,
+      this.decidedEndMs,
+      this.epochMs,
+      this.refundBound,
+    )
+  }
+
+  /**
+   * reserveIn is reserve with the grant held as a row of `book` instead of a Granted
+   * object (for callers holding many): it returns the row, its delay in
+   * `book.lastDelayMs` and its time in `book.reservedAtMs(row)`, or the Deferred answer.
+   * Give the row back with cancelIn (as Granted.cancel) or `book.release` (the work ran).
+   */
+  reserveIn(book: ReservationBook, key: string, cost = 1): number | Deferred {
+    const deferred = this.grant(key, cost, this.clock.now())
+    if (deferred !== undefined) return deferred
+    return book.take(key, this.decidedDelayMs, {
+      atMs: this.lastNowMs + this.decidedDelayMs,
+      spanMs: this.decidedSpanMs,
+      endMs: this.decidedEndMs,
+      epochMs: this.epochMs,
+    })
+  }
+
+  /**
+   * cancelIn cancels the reservation held in `row` of `book`, as Granted.cancel does, and
+   * gives the row back; false when the row is not held.
+   */
+  cancelIn(book: ReservationBook, row: number): boolean {
+    const held = book.heldAt(row)
+    if (held === undefined) return false
+    book.release(row)
+    this.refund(held)
+    return true
+  }
+
+  /**
+   * grant is the decision of reserveAt and reserveIn: undefined when granted (the delay in
+   * decidedDelayMs, the time in grantedAtMs), otherwise the Deferred answer.
+   */
+  private grant(key: string, cost: number, nowMs: number): Deferred | undefined {
     const verdict = this.decide(key, cost, nowMs, this.horizonMs, true)
     if (verdict === TABLE_FULL) {
       return { ok: false, delayMs: Math.max(1, this.table.refusedWaitMs), reason: 'table-full' }
@@ -179,21 +238,8 @@ export class KeyedLimiter {
     const delayMs = this.decidedDelayMs
     if (verdict === TOO_SOON)
       return { ok: false, delayMs: delayMs - this.horizonMs, reason: 'beyond-horizon' }
-    const atMs = this.lastNowMs + delayMs
-    let reservedAtMs = this.epochMs + atMs
-    // far from 0 the clock's own rounding is coarser than a unit at a fast rate: never round the time early
-    if (reservedAtMs - this.epochMs < atMs) reservedAtMs += Math.abs(reservedAtMs) * Number.EPSILON
-    return new GrantedReservation(
-      key,
-      cost,
-      delayMs,
-      reservedAtMs,
-      atMs,
-      this.decidedSpanMs,
-      this.decidedEndMs,
-      this.epochMs,
-      this.refundBound,
-    )
+    this.grantedAtMs = reservedTime(this.epochMs, this.lastNowMs + delayMs)
+    return undefined
   }
 
   /**
@@ -576,7 +622,7 @@ export class KeyedLimiter {
    * capacity, never inside a Retry-After. A key no longer held was evicted full and has
    * nothing to take back.
    */
-  private refund(reservation: GrantedReservation): void {
+  private refund(reservation: HeldReservation): void {
     const code = this.table.codeOf(reservation.key)
     if (code === undefined) return
     const now = this.relative(this.clock.now())

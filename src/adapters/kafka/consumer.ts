@@ -22,7 +22,7 @@ import { Dispatcher } from './dispatcher.js'
 import { errorMessage, jsonDecoder } from './message-key.js'
 import { type ResolvedOptions, resolveOptions, type ThrottledConsumerOptions } from './options.js'
 import { ParkingMoves } from './parking-moves.js'
-import { type BufferedMessage, partitionId } from './partition-state.js'
+import { type BufferedMessage, handlerValue, partitionId } from './partition-state.js'
 import { PartitionTable } from './partition-table.js'
 import { MessageRouter } from './router.js'
 import { WakeQueue } from './wake-queue.js'
@@ -158,7 +158,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
           partition: item.partition.partition,
           offset: item.message.offset,
           message: item.message,
-          value: item.value,
+          value: handlerValue(item),
           attempt,
           signal,
         }),

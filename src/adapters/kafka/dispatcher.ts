@@ -1,17 +1,20 @@
 import type { Logger } from 'pino'
 import { PermanentFailureError, RetryLaterError } from '../../errors.js'
-import type { Reservation } from '../../limiter/index.js'
+import { type Deferred, ReservationBook } from '../../limiter/index.js'
 import type { DeadLetter, DeadLetterReason } from './dead-letter.js'
 import { DeadLetterWriter } from './dead-letter-writer.js'
 import { Deque } from './deque.js'
 import { type LaneBreakers, LaneGate, type LaneSlots } from './gate.js'
-import { type Lane, LaneGroup } from './lanes.js'
-import type { WakeQueue } from './wake-queue.js'
+import { type Lane, LaneGroup, LaneWake } from './lanes.js'
+import type { TimerHeap, WakeQueue } from './wake-queue.js'
 
 /** LaneLimiter is what the dispatcher needs of a KeyedLimiter. */
 export interface LaneLimiter {
   tryAcquire(key: string, cost?: number): boolean
-  reserve(key: string, cost?: number): Reservation
+  /** reserveIn reserves with the grant held as a row of `book` (see KeyedLimiter.reserveIn). */
+  reserveIn(book: ReservationBook, key: string, cost?: number): number | Deferred
+  /** cancelIn cancels the reservation of `row` and frees the row (see KeyedLimiter.cancelIn). */
+  cancelIn(book: ReservationBook, row: number): boolean
   penalize(key: string, retryAfterMs: number): void
   /** now is the limiter's clock, in ms: reservation times are on it. */
   now(): number
@@ -43,7 +46,7 @@ export type Outcome = 'handled' | 'dead-lettered'
 /** DispatcherOptions wire a Dispatcher to its limiter, handler and dead-letter sink. */
 export interface DispatcherOptions<I extends LaneItem> {
   limiter: LaneLimiter
-  /** wakes schedules reservation waits and retries on the limiter's clock. */
+  /** wakes times reservation waits and retries on the limiter's clock (the lanes' own heap is made on it). */
   wakes: WakeQueue
   /** concurrency is the most handlers running at once, over all partitions. */
   concurrency: number
@@ -139,13 +142,18 @@ export class Dispatcher<I extends LaneItem> {
   /** waitingBehind: per lane, the lanes waiting for it to empty (see DispatcherOptions.behind). */
   private readonly waitingBehind = new Map<Lane<I>, Lane<I>[]>()
   private readonly deadLetters: DeadLetterWriter<I>
+  /** laneWakes times the lanes' waits: each lane is its own entry, so a wait allocates nothing. */
+  private readonly laneWakes: TimerHeap<Lane<I>>
+  /** reservations holds the waiting lanes' reservations packed, one row each (see Lane.reservation). */
+  private readonly reservations = new ReservationBook()
 
   constructor(private readonly options: DispatcherOptions<I>) {
+    this.laneWakes = options.wakes.heapOf<Lane<I>>((lane) => this.woke(lane))
     this.gate = new LaneGate<I>({
       inFlight: options.inFlight,
       breakers: options.breakers,
       isEndpointFailure: options.isEndpointFailure,
-      wait: (lane, delayMs, then) => this.waitThen(lane, delayMs, then),
+      wait: (lane, delayMs) => this.waitThen(lane, delayMs, LaneWake.ASK),
       retry: (lane) => this.schedule(lane),
     })
     this.deadLetters = new DeadLetterWriter<I>({
@@ -222,6 +230,7 @@ export class Dispatcher<I extends LaneItem> {
     this.deadLetters.close()
     for (const group of this.groups) for (const lane of group.lanes.values()) this.release(lane)
     this.options.wakes.clear()
+    this.laneWakes.clear()
   }
 
   /** whenIdle resolves once no handler and no dead-letter write is in flight. */
@@ -291,28 +300,34 @@ export class Dispatcher<I extends LaneItem> {
       this.counters.grantedNow++
       return true
     }
-    const reservation = limiter.reserve(lane.merchantKey)
-    if (!reservation.ok) {
+    const reservation = limiter.reserveIn(this.reservations, lane.merchantKey)
+    if (typeof reservation !== 'number') {
       this.counters.deferred++
-      this.waitThen(lane, reservation.delayMs, () => this.schedule(lane))
+      this.waitThen(lane, reservation.delayMs, LaneWake.ASK)
       return false
     }
     lane.reservation = reservation
-    if (reservation.delayMs <= 0) {
+    const delayMs = this.reservations.lastDelayMs
+    if (delayMs <= 0) {
       this.counters.grantedNow++
       return true
     }
     this.counters.delayed++
-    this.waitThen(lane, reservation.delayMs, () => this.enqueueReady(lane, reservation.reservedAtMs))
+    this.waitThen(lane, delayMs, LaneWake.READY)
     return false
   }
 
-  private waitThen(lane: Lane<I>, delayMs: number, then: () => void): void {
+  /** waitThen puts the lane to sleep for `delayMs`; then it asks again, or joins the ready queue with its grant. */
+  private waitThen(lane: Lane<I>, delayMs: number, then: LaneWake): void {
     lane.state = 'waiting'
-    lane.wake = this.options.wakes.after(delayMs, () => {
-      lane.wake = undefined
-      then()
-    })
+    lane.onWake = then
+    this.laneWakes.schedule(lane, delayMs)
+  }
+
+  private woke(lane: Lane<I>): void {
+    if (lane.onWake === LaneWake.READY && lane.reserved)
+      this.enqueueReady(lane, this.reservations.reservedAtMs(lane.reservation))
+    else this.schedule(lane)
   }
 
   /**
@@ -390,12 +405,12 @@ export class Dispatcher<I extends LaneItem> {
     if (lane.late) {
       lane.late = false
       this.counters.lateGrants++
-      lane.reservation = undefined
+      this.forgetReservation(lane)
       if (!this.ask(lane)) return
     }
     const item = lane.peek()!
     lane.state = 'running'
-    lane.reservation = undefined
+    this.forgetReservation(lane)
     lane.attempts++
     this.running++
     let result: Promise<void>
@@ -433,7 +448,7 @@ export class Dispatcher<I extends LaneItem> {
       this.counters.retryLater++
       lane.attempts--
       this.options.limiter.penalize(lane.merchantKey, error.retryAfterMs)
-      this.waitThen(lane, error.retryAfterMs, () => this.schedule(lane))
+      this.waitThen(lane, error.retryAfterMs, LaneWake.ASK)
     } else {
       this.counters.failedAttempts++
       if (error instanceof PermanentFailureError) this.deadLetterHead(lane, item, 'permanent-failure', error)
@@ -444,7 +459,7 @@ export class Dispatcher<I extends LaneItem> {
           { merchantKey: lane.merchantKey, attempt: lane.attempts, err: error },
           'handler failed; retrying',
         )
-        this.waitThen(lane, this.options.retryDelayMs(lane.attempts), () => this.schedule(lane))
+        this.waitThen(lane, this.options.retryDelayMs(lane.attempts), LaneWake.ASK)
       }
     }
     this.settle()
@@ -475,7 +490,7 @@ export class Dispatcher<I extends LaneItem> {
     if (waiting === undefined) return
     this.waitingBehind.delete(lane)
     for (const next of waiting) {
-      if (next.state !== 'waiting' || next.group.dropped || next.wake !== undefined) continue
+      if (next.state !== 'waiting' || next.group.dropped || next.waking) continue
       next.state = 'idle'
       this.schedule(next)
     }
@@ -489,10 +504,7 @@ export class Dispatcher<I extends LaneItem> {
    * merchant back tokens for a moment that is gone.
    */
   private release(lane: Lane<I>): void {
-    if (lane.wake !== undefined) {
-      this.options.wakes.cancel(lane.wake)
-      lane.wake = undefined
-    }
+    this.laneWakes.cancel(lane)
     this.cancelIfAhead(lane)
 
     this.gate.release(lane)
@@ -500,10 +512,18 @@ export class Dispatcher<I extends LaneItem> {
   }
 
   private cancelIfAhead(lane: Lane<I>): void {
-    const reservation = lane.reservation
-    lane.reservation = undefined
-    if (reservation !== undefined && reservation.reservedAtMs > this.options.limiter.now())
-      reservation.cancel()
+    if (!lane.reserved) return
+    if (this.reservations.reservedAtMs(lane.reservation) > this.options.limiter.now()) {
+      this.options.limiter.cancelIn(this.reservations, lane.reservation)
+      lane.reservation = -1
+    } else this.forgetReservation(lane)
+  }
+
+  /** forgetReservation frees the lane's reservation row, refunding nothing (the head runs, or its time passed). */
+  private forgetReservation(lane: Lane<I>): void {
+    if (!lane.reserved) return
+    this.reservations.release(lane.reservation)
+    lane.reservation = -1
   }
 
   /** settle wakes whenIdle waiters and refills free slots. */

@@ -14,8 +14,8 @@ export interface LaneGateOptions<I> {
   breakers?: LaneBreakers
   /** isEndpointFailure says whether a handler error counts against the breaker. Default: RetryableFailureError. */
   isEndpointFailure?: (error: unknown) => boolean
-  /** wait puts the lane to sleep for `delayMs`, then calls `then`. */
-  wait: (lane: Lane<I>, delayMs: number, then: () => void) => void
+  /** wait puts the lane to sleep for `delayMs`, then asks again for it. */
+  wait: (lane: Lane<I>, delayMs: number) => void
   /** retry asks again for a lane whose merchant got an in-flight place back. */
   retry: (lane: Lane<I>) => void
 }
@@ -54,7 +54,7 @@ export class LaneGate<I> {
       const admission = breakers.admit(lane.merchantKey)
       if (!admission.allowed) {
         this.breakerOpen++
-        this.options.wait(lane, admission.retryInMs, () => this.options.retry(lane))
+        this.options.wait(lane, admission.retryInMs)
         return false
       }
       lane.admitted = true

@@ -1,6 +1,5 @@
-import type { Granted } from '../../limiter/index.js'
 import { Deque } from './deque.js'
-import type { Wake } from './wake-queue.js'
+import type { Timed } from './wake-queue.js'
 
 /**
  * LaneState is where a lane's head message is: `idle` (lane empty, or not scheduled),
@@ -10,41 +9,147 @@ import type { Wake } from './wake-queue.js'
 export type LaneState = 'idle' | 'waiting' | 'ready' | 'running'
 
 /**
+ * LaneWake says what a waiting lane does when its wake-up fires: ask again (`ASK`), or
+ * join the ready queue with the grant it holds (`READY`).
+ */
+export const LaneWake = { ASK: 0, READY: 1 } as const
+export type LaneWake = (typeof LaneWake)[keyof typeof LaneWake]
+
+const STATES: readonly LaneState[] = ['idle', 'waiting', 'ready', 'running']
+const STATE_MASK = 0b11
+const LATE = 1 << 2
+const COUNTED = 1 << 3
+const ADMITTED = 1 << 4
+const WAKE_READY = 1 << 5
+/** ATTEMPT is one attempt in Lane.bits: attempts count above the flags (arithmetic, so any count fits). */
+const ATTEMPT = 1 << 6
+
+/**
  * Lane is one merchant's messages of one partition, in offset order. Only the head runs;
  * the rest wait behind it, so a merchant's messages are handled in the order they were
  * produced while other lanes of the same partition run independently.
+ *
+ * One lane exists per merchant with messages held, so it is kept small: it is its own
+ * wake-up (Timed: an entry of the dispatcher's TimerHeap, no timer object or closure), its
+ * reservation is a row of the dispatcher's ReservationBook, its state and flags share one
+ * small integer, and it holds its head inline: most lanes hold one message at a time, so
+ * the queue behind the head exists only while there is one.
  */
-export class Lane<I> extends Deque<I> {
-  state: LaneState = 'idle'
-  /** attempts is how many times the head item has been tried; 0 before its first try. */
-  attempts = 0
-  /** wake is the pending timer of a waiting lane. */
-  wake: Wake | undefined
-  /** reservation holds the head's tokens from grant until the handler starts. */
-  reservation: Granted | undefined
-  /** late: the head's grant came back, or waited through a hold, past LATE_TOLERANCE_MS (it asks again). */
-  late = false
-  /** counted: the head holds one of its merchant's in-flight places, from its admission until its handler ends. */
-  counted = false
-  /** admitted: the merchant's breaker let the head through (maybe as the probe); its outcome is owed. */
-  admitted = false
+export class Lane<I> implements Timed {
+  /**
+   * reservation is the row, in the dispatcher's ReservationBook, of the reservation that
+   * holds the head's tokens from grant until the handler starts; -1 when none.
+   */
+  reservation = -1
+  heapIndex = -1
+  /** bits holds the state and flags (STATE_MASK, LATE, COUNTED, ADMITTED, WAKE_READY) plus attempts × ATTEMPT. */
+  private bits = 0
+  private head: I | undefined
+  private rest: Deque<I> | undefined
 
   constructor(
     readonly merchantKey: string,
     readonly group: LaneGroup<I>,
-  ) {
-    super()
+  ) {}
+
+  /** attempts is how many times the head item has been tried; 0 before its first try. */
+  get attempts(): number {
+    return Math.floor(this.bits / ATTEMPT)
+  }
+
+  set attempts(attempts: number) {
+    this.bits = this.flags + attempts * ATTEMPT
+  }
+
+  get state(): LaneState {
+    return STATES[this.flags & STATE_MASK]!
+  }
+
+  set state(state: LaneState) {
+    this.bits += ((this.flags & ~STATE_MASK) | STATES.indexOf(state)) - this.flags
+  }
+
+  /** late: the head's grant came back, or waited through a hold, past LATE_TOLERANCE_MS (it asks again). */
+  get late(): boolean {
+    return (this.flags & LATE) !== 0
+  }
+
+  set late(late: boolean) {
+    this.flag(LATE, late)
+  }
+
+  /** counted: the head holds one of its merchant's in-flight places, from its admission until its handler ends. */
+  get counted(): boolean {
+    return (this.flags & COUNTED) !== 0
+  }
+
+  set counted(counted: boolean) {
+    this.flag(COUNTED, counted)
+  }
+
+  /** admitted: the merchant's breaker let the head through (maybe as the probe); its outcome is owed. */
+  get admitted(): boolean {
+    return (this.flags & ADMITTED) !== 0
+  }
+
+  set admitted(admitted: boolean) {
+    this.flag(ADMITTED, admitted)
+  }
+
+  /** onWake is what the lane does when its wake-up fires (see LaneWake). */
+  get onWake(): LaneWake {
+    return this.flags & WAKE_READY ? LaneWake.READY : LaneWake.ASK
+  }
+
+  set onWake(onWake: LaneWake) {
+    this.flag(WAKE_READY, onWake === LaneWake.READY)
   }
 
   /** size is the number of items in the lane, the head included. */
   get size(): number {
-    return this.length
+    return this.head === undefined ? 0 : 1 + (this.rest?.length ?? 0)
+  }
+
+  /** reserved says whether the lane holds a reservation (see reservation). */
+  get reserved(): boolean {
+    return this.reservation >= 0
+  }
+
+  /** waking says whether the lane's wake-up is pending. */
+  get waking(): boolean {
+    return this.heapIndex >= 0
+  }
+
+  push(item: I): void {
+    if (this.head === undefined) this.head = item
+    else {
+      this.rest ??= new Deque<I>(2)
+      this.rest.push(item)
+    }
+  }
+
+  /** peek returns the head item, or undefined when empty. */
+  peek(): I | undefined {
+    return this.head
   }
 
   /** shift removes the head item; the next one becomes the head, with no attempt made yet. */
-  override shift(): I | undefined {
-    this.attempts = 0
-    return super.shift()
+  shift(): I | undefined {
+    this.bits = this.flags
+    const item = this.head
+    this.head = this.rest?.shift()
+    if (this.rest !== undefined && this.rest.length === 0) this.rest = undefined
+    return item
+  }
+
+  /** flags are the state and flags part of bits. */
+  private get flags(): number {
+    return this.bits % ATTEMPT
+  }
+
+  private flag(bit: number, on: boolean): void {
+    const flags = this.flags
+    this.bits += (on ? flags | bit : flags & ~bit) - flags
   }
 }
 

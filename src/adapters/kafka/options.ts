@@ -224,7 +224,8 @@ export function resolveOptions<T>(options: ThrottledConsumerOptions<T>): Resolve
   }
   const limiter = options.limiter
   if (
-    typeof limiter?.reserve !== 'function' ||
+    typeof limiter?.reserveIn !== 'function' ||
+    typeof limiter.cancelIn !== 'function' ||
     typeof limiter.tryAcquire !== 'function' ||
     typeof limiter.penalize !== 'function'
   ) {

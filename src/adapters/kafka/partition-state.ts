@@ -32,10 +32,20 @@ export interface BufferedMessage<T> extends LaneItem {
   /** seq is the message's sequence number in its partition's OffsetTracker. */
   readonly seq: number
   readonly message: KafkaMessage
-  readonly value: T
   readonly bytes: number
-  /** origin is set on messages read from a parking topic. */
-  readonly origin: ParkedOrigin | undefined
+  /**
+   * value is the decoded value. Absent when there is no decoder (the value is then the
+   * message's own, see handlerValue) and the message is not parked: an active merchant's item
+   * is kept to the fields it needs.
+   */
+  readonly value?: T
+  /** origin is set on messages read from a parking topic (absent on the others). */
+  readonly origin?: ParkedOrigin
+}
+
+/** handlerValue is what the handler gets as the message's value (see BufferedMessage.value). */
+export function handlerValue<T>(item: BufferedMessage<T>): T {
+  return 'value' in item ? (item.value as T) : (item.message.value as T)
 }
 
 /**

@@ -35,8 +35,8 @@ export interface PartitionGauges {
  * partition over a bound sends the excess to the parking topic instead.
  */
 export class PartitionTable<T> {
-  pauses = 0
-  resumes = 0
+  private pauses = 0
+  private resumes = 0
   private readonly states = new Map<string, PartitionState<T>>()
   private totalBytes = 0
   /** budgetExceeded: the buffer passed maxBufferedBytes and has not come back under 90% of it. */

@@ -89,14 +89,19 @@ export class MessageRouter<T> {
       }
       value = decoded.value
     }
-    const merchantKey = readKey(this.options.keyOf, message, value, this.options.maxKeyLength)
-    if (typeof merchantKey !== 'string') {
+    const key = readKey(this.options.keyOf, message, value, this.options.maxKeyLength)
+    if (typeof key !== 'string') {
       const item = { merchantKey: '', partition: state, seq, message, value, bytes, origin }
-      const error = `invalid merchant key: ${merchantKey.reason}`
+      const error = `invalid merchant key: ${key.reason}`
       dispatcher.deadLetterNow(state.group, item, { reason: 'invalid-key', error, attempts: 0 })
       return
     }
-    const item: BufferedMessage<T> = { merchantKey, partition: state, seq, message, value, bytes, origin }
+    // The lane's own copy of the key, when it has one: a backlog of N messages holds one key string, not N.
+    const merchantKey = state.group.lanes.get(key)?.merchantKey ?? key
+    const item: BufferedMessage<T> =
+      this.options.decode === undefined && origin === undefined
+        ? { merchantKey, partition: state, seq, message, bytes }
+        : { merchantKey, partition: state, seq, message, bytes, value, origin }
     if (this.routeToParking(state, item, offset)) return
     dispatcher.push(state.group, item)
     const lane = state.group.lanes.get(merchantKey)
@@ -135,7 +140,7 @@ export class MessageRouter<T> {
    * lane (up to maxBufferedPerPartition): parking it would only cost a second write.
    */
   private isBehind(lane: Lane<BufferedMessage<T>>): boolean {
-    if (lane.state === 'waiting' && lane.reservation === undefined) return true
+    if (lane.state === 'waiting' && !lane.reserved) return true
     const limiter = this.options.limiter
     if (limiter.inspect === undefined) return true
     const bucket = limiter.inspect(lane.merchantKey)

@@ -59,4 +59,44 @@ describe('WakeQueue', () => {
     await timers.advance(100)
     expect(fired).toEqual([])
   })
+
+  it('fires in due order, then scheduling order, after cancels and reschedules across a grown heap', async () => {
+    const { timers, wakes, fired, at } = setup()
+    // A fixed pseudo-random schedule: 500 wakes on 40 distinct times, every third cancelled,
+    // every fifth (not third) moved to a new time; the heap grows past its first typed-array
+    // block many times over, and cancels take entries from its middle.
+    let seed = 7
+    const next = () => {
+      seed = (seed * 48_271) % 2_147_483_647
+      return seed
+    }
+    const pending = new Map<string, { wake: ReturnType<typeof wakes.after>; dueMs: number }>()
+    for (let i = 0; i < 500; i++) {
+      const dueMs = 10 * (next() % 40)
+      pending.set(`w${i}`, { wake: wakes.after(dueMs, at(`w${i}`)), dueMs })
+    }
+    for (let i = 0; i < 500; i++) {
+      const name = `w${i}`
+      if (i % 3 === 0) {
+        expect(wakes.cancel(pending.get(name)!.wake)).toBe(true)
+        pending.delete(name)
+      } else if (i % 5 === 0) {
+        wakes.cancel(pending.get(name)!.wake)
+        const dueMs = 10 * (next() % 40)
+        pending.set(name, { wake: wakes.after(dueMs, at(name)), dueMs })
+      }
+    }
+    expect(wakes.size).toBe(pending.size)
+    await timers.advance(1_000)
+    // scheduling order: the untouched wakes by index, then the moved ones (scheduled later) by index
+    const scheduledAt = (name: string) => {
+      const i = Number(name.slice(1))
+      return i % 5 === 0 ? 1_000 + i : i
+    }
+    const want = [...pending]
+      .map(([name, { dueMs }]) => ({ name, dueMs }))
+      .sort((a, b) => a.dueMs - b.dueMs || scheduledAt(a.name) - scheduledAt(b.name))
+      .map(({ dueMs, name }) => `${name}@${dueMs}`)
+    expect(fired).toEqual(want)
+  })
 })
