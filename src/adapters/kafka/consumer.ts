@@ -138,6 +138,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
       dispatcher: this.dispatcher,
       partitions: this.partitions,
       parking: this.parking,
+      stopping: () => this.stopping !== undefined,
     })
   }
 
@@ -252,7 +253,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
     if (state === undefined || this.stopping !== undefined) return
     await state.ready
     if (!this.partitions.live(state)) return
-    this.router.take(state, batch, resolveOffset)
+    await this.router.take(state, batch, resolveOffset)
   }
 
   /** done marks a message finished: the watermark may move, a parked merchant may have caught up. */
