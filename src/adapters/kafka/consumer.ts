@@ -98,6 +98,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
             producerConfig: options.producerConfig,
             partitions: this.partitions,
             complete: (item) => this.partitions.complete(item),
+            toLane: (item) => this.router.toLane(item),
             exclusive: (task) => this.committer.exclusive(task),
             logger: this.logger,
           })

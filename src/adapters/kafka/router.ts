@@ -32,7 +32,7 @@ export interface MessageRouterOptions<T> {
   /** stopping says whether the consumer is stopping (a batch being taken stops with it). */
   stopping: () => boolean
   /** parking is the parking path, with parking on. */
-  parking: Pick<ParkingMoves<T>, 'park' | 'parksFrom'> | undefined
+  parking: Pick<ParkingMoves<T>, 'park' | 'parksFrom' | 'holdsBack' | 'sourceRead'> | undefined
 }
 
 /**
@@ -88,6 +88,7 @@ export class MessageRouter<T> {
       if (resolved === messages[messages.length - 1]?.offset)
         tracker.advanceTo(Number(batch.lastOffset()) + 1)
     }
+    if (this.options.parking?.parksFrom(state)) this.options.parking.sourceRead(state)
     this.options.partitions.pauseIfOverBound(state)
   }
 
@@ -125,9 +126,17 @@ export class MessageRouter<T> {
         ? { merchantKey, partition: state, seq, message, bytes }
         : { merchantKey, partition: state, seq, message, bytes, value, origin }
     if (this.routeToParking(state, item, offset)) return
-    dispatcher.push(state.group, item)
-    const lane = state.group.lanes.get(merchantKey)
-    if (lane !== undefined && lane.size > partitions.laneBound(state)) state.fullLane = merchantKey
+    if (origin !== undefined && this.options.parking?.holdsBack(item)) return
+    this.toLane(item)
+  }
+
+  /** toLane puts a message in its merchant's lane, marking the partition's lane over its bound. */
+  toLane(item: BufferedMessage<T>): void {
+    const state = item.partition
+    this.options.dispatcher.push(state.group, item)
+    const lane = state.group.lanes.get(item.merchantKey)
+    if (lane !== undefined && lane.size > this.options.partitions.laneBound(state))
+      state.fullLane = item.merchantKey
   }
 
   /**
