@@ -199,9 +199,14 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
       await this.parking?.connect()
       await this.consumer.connect()
       await this.consumer.subscribe({
-        topics: [...this.options.topics, ...(this.parking?.parkingTopics ?? [])],
+        topics: this.options.topics,
         fromBeginning: this.options.fromBeginning ?? false,
       })
+      // From the beginning whatever fromBeginning says: a parking partition without a committed
+      // offset may hold moves whose source offsets are committed (the owner died before it
+      // read them back), and reading it from its end would lose them.
+      if (this.parking !== undefined)
+        await this.consumer.subscribe({ topics: this.parking.parkingTopics, fromBeginning: true })
       await this.runKafkajs()
     } catch (error) {
       // Nothing runs: let run() be called again once the broker can be reached.
