@@ -98,7 +98,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
             producerConfig: options.producerConfig,
             partitions: this.partitions,
             complete: (item) => this.partitions.complete(item),
-            toLane: (item) => this.router.toLane(item),
+            toLane: (item) => this.router.admit(item),
             exclusive: (task) => this.committer.exclusive(task),
             logger: this.logger,
           })
@@ -140,6 +140,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
       partitions: this.partitions,
       parking: this.parking,
       stopping: () => this.stopping !== undefined,
+      seek: (state, offset) => this.seek(state.topic, state.partition, offset),
     })
   }
 
@@ -264,7 +265,20 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
 
   /** done marks a message finished: the watermark may move, a parked merchant may have caught up. */
   private done(item: BufferedMessage<T>): void {
-    if (this.partitions.complete(item)) this.parking?.handled(item)
+    if (!this.partitions.complete(item)) return
+    this.parking?.handled(item)
+    this.router.readAgainIfRoom(item.partition)
+  }
+
+  /** seek has kafkajs fetch a partition from `offset` next; false when kafkajs is not running. */
+  private seek(topic: string, partition: number, offset: number): boolean {
+    try {
+      this.consumer.seek({ topic, partition, offset: String(offset) })
+      return true
+    } catch (error) {
+      this.logger.debug({ err: error, topic, partition, offset }, 'seek not possible now')
+      return false
+    }
   }
 
   private async writeDeadLetter(item: BufferedMessage<T>, failure: DeadLetter): Promise<void> {

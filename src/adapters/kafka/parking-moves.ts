@@ -44,7 +44,7 @@ export interface ParkingMovesOptions<T> {
   partitions: Pick<PartitionTable<T>, 'get' | 'live'>
   /** complete marks a message done in its partition (it was moved, so it counts as done). */
   complete: (item: BufferedMessage<T>) => boolean
-  /** toLane puts a message read back, and let through by the read-back gate, in its lane. */
+  /** toLane admits a message read back and let through by the read-back gate (MessageRouter.admit). */
   toLane: (item: BufferedMessage<T>) => void
   /** exclusive runs a move so that no other offset commit of the consumer runs meanwhile. */
   exclusive: (task: () => Promise<void>) => Promise<void>
@@ -237,6 +237,34 @@ export class ParkingMoves<T> {
         if (this.options.partitions.live(item.partition)) this.options.toLane(item)
       },
     )
+  }
+
+  /**
+   * othersToRead says whether a parked merchant other than `merchantKey`, parked to parking
+   * partition `state`, may have moved messages there not yet read, with room in its lane
+   * (`hasRoom`): then reading on past `merchantKey`'s full lane serves it (see ParkingReads).
+   */
+  othersToRead(
+    state: PartitionState<T>,
+    merchantKey: string,
+    hasRoom: (merchantKey: string) => boolean,
+  ): boolean {
+    const topology = state.sourceTopic === undefined ? undefined : this.topologies.get(state.sourceTopic)
+    if (topology === undefined) return false
+    const sourcePartition = state.partition % topology.sourcePartitions
+    const source = this.options.partitions.get(partitionId(state.sourceTopic!, sourcePartition))
+    if (source === undefined) return false
+    for (const [other] of source.parked.waiting()) {
+      if (other === merchantKey || state.reads!.skipping(other) || !hasRoom(other)) continue
+      const { sourcePartitions, perSource } = topology
+      if (parkingPartition(sourcePartition, other, sourcePartitions, perSource) !== state.partition) continue
+      // Its lane holds its last message moved so far: nothing of it to read yet.
+      const lane = state.group.lanes.get(other)
+      const newest = lane?.at(lane.size - 1)?.origin?.offset ?? -1
+      if (newest >= (source.parked.lastMovedOf(other) ?? -1)) continue
+      return true
+    }
+    return false
   }
 
   /** forget drops what waits for a partition no longer held (see ReadBackGate.drop). */

@@ -102,6 +102,11 @@ export class ParkedMerchants {
     return true
   }
 
+  /** lastMovedOf is the source offset of the merchant's last message in the parking topic (-1 before the first), if parked. */
+  lastMovedOf(merchantKey: string): number | undefined {
+    return this.ranges.get(merchantKey)?.lastMoved
+  }
+
   /** precedes says whether `offset` comes before the merchant's parked stretch (older: not to be parked). */
   precedes(merchantKey: string, offset: number): boolean {
     const range = this.ranges.get(merchantKey)

@@ -4,6 +4,7 @@ import type { Lane } from './lanes.js'
 import { decodeValue, type MerchantKeySource, readKey } from './message-key.js'
 import type { ConsumerLimiter } from './options.js'
 import { type ParkingMoves, parkedOrigin } from './parking-moves.js'
+import { SKIPPED_PER_LANE_BOUND } from './parking-reads.js'
 import { type BufferedMessage, messageBytes, type PartitionState } from './partition-state.js'
 import type { PartitionTable } from './partition-table.js'
 
@@ -27,12 +28,23 @@ export interface MessageRouterOptions<T> {
   dispatcher: Pick<Dispatcher<BufferedMessage<T>>, 'push' | 'deadLetterNow'>
   partitions: Pick<
     PartitionTable<T>,
-    'hold' | 'complete' | 'laneBound' | 'overBudget' | 'pauseIfOverBound' | 'live'
+    | 'hold'
+    | 'unhold'
+    | 'complete'
+    | 'laneBound'
+    | 'overBudget'
+    | 'pauseIfOverBound'
+    | 'live'
+    | 'resumeForReadAgain'
   >
   /** stopping says whether the consumer is stopping (a batch being taken stops with it). */
   stopping: () => boolean
   /** parking is the parking path, with parking on. */
-  parking: Pick<ParkingMoves<T>, 'park' | 'parksFrom' | 'holdsBack' | 'sourceRead'> | undefined
+  parking:
+    | Pick<ParkingMoves<T>, 'park' | 'parksFrom' | 'holdsBack' | 'sourceRead' | 'othersToRead'>
+    | undefined
+  /** seek has kafkajs read a partition from `offset` on its next fetch; false when it could not. */
+  seek: (state: PartitionState<T>, offset: number) => boolean
 }
 
 /**
@@ -76,11 +88,14 @@ export class MessageRouter<T> {
       const message = messages[i]!
       const offset = Number(message.offset)
       const next = tracker.nextOffset
-      if (next !== undefined && offset < next) this.refetchedSkipped++
-      else this.buffer(state, message, offset)
+      if (next === undefined || offset >= next) this.buffer(state, message, offset)
+      else if (state.reads?.merchantAt(offset) !== undefined) this.readAgain(state, message, offset)
+      else this.refetchedSkipped++
     }
     const next = tracker.nextOffset
-    if (next !== undefined) {
+    const again = this.readAgainFrom(state, Number(messages[0]?.offset))
+    if (next !== undefined && again !== undefined && again < next) resolveOffset(String(again - 1))
+    else if (next !== undefined) {
       const resolved = String(next - 1)
       resolveOffset(resolved)
       // kafkajs resolves the batch's last offset instead when given its last message's
@@ -88,13 +103,15 @@ export class MessageRouter<T> {
       if (resolved === messages[messages.length - 1]?.offset)
         tracker.advanceTo(Number(batch.lastOffset()) + 1)
     }
+    if (state.reads !== undefined) state.reads.seeking = false
     if (this.options.parking?.parksFrom(state)) this.options.parking.sourceRead(state)
     this.options.partitions.pauseIfOverBound(state)
   }
 
-  private buffer(state: PartitionState<T>, message: KafkaMessage, offset: number): void {
+  /** buffer holds a message read for the first time, or again (`seq` from its skipped read, see ParkingReads). */
+  private buffer(state: PartitionState<T>, message: KafkaMessage, offset: number, readAgain?: number): void {
     const { dispatcher, partitions } = this.options
-    const seq = state.tracker.track(offset)
+    const seq = readAgain ?? state.tracker.track(offset)
     const bytes = messageBytes(message)
     partitions.hold(state, bytes)
     const origin = state.isParking ? parkedOrigin(message) : undefined
@@ -127,7 +144,81 @@ export class MessageRouter<T> {
         : { merchantKey, partition: state, seq, message, bytes, value, origin }
     if (this.routeToParking(state, item, offset)) return
     if (origin !== undefined && this.options.parking?.holdsBack(item)) return
-    this.toLane(item)
+    if (readAgain === undefined) this.admit(item)
+    else this.toLane(item)
+  }
+
+  /** admit puts a message in its lane, or passes over it when its lane is full on a shared parking partition. */
+  admit(item: BufferedMessage<T>): void {
+    if (!this.skips(item)) this.toLane(item)
+  }
+
+  /**
+   * skips passes over a message of a parking partition (see ParkingReads) when its merchant
+   * has messages passed over already (its order), or when its lane is full: it is read
+   * again once the lane has drained to half. When reading on serves no other merchant, or
+   * SKIPPED_PER_LANE_BOUND messages are passed over, the partition pauses while the lane
+   * drains (at that bound, a merchant with none passed over fills its lane past its bound
+   * first, the last resort as before).
+   */
+  private skips(item: BufferedMessage<T>): boolean {
+    const state = item.partition
+    const { reads } = state
+    const parking = this.options.parking
+    if (reads === undefined || parking === undefined) return false
+    const { merchantKey } = item
+    const hasRoom = (merchant: string) => this.hasRoom(state, merchant)
+    if (!reads.skipping(merchantKey) && hasRoom(merchantKey)) return false
+    const atBound = reads.size >= this.options.partitions.laneBound(state) * SKIPPED_PER_LANE_BOUND
+    if (atBound && !reads.skipping(merchantKey)) return false
+    reads.skip(merchantKey, Number(item.message.offset), item.seq)
+    this.options.partitions.unhold(state, item.bytes)
+    if (!atBound && parking.othersToRead(state, merchantKey, hasRoom)) return true
+    // Reading on serves no one: pause while this lane drains, or read its skipped messages
+    // again now if it already has (a paused partition with no lane left would never resume).
+    const lane = state.group.lanes.get(merchantKey)
+    if ((lane?.size ?? 0) > this.options.partitions.laneBound(state) / 2) state.fullLane = merchantKey
+    else this.readAgainIfRoom(state)
+    return true
+  }
+
+  private hasRoom(state: PartitionState<T>, merchantKey: string): boolean {
+    return (state.group.lanes.get(merchantKey)?.size ?? 0) < this.options.partitions.laneBound(state)
+  }
+
+  /** readAgain takes back a message passed over, if it is its merchant's oldest and its lane has room. */
+  private readAgain(state: PartitionState<T>, message: KafkaMessage, offset: number): void {
+    const reads = state.reads!
+    const merchantKey = reads.merchantAt(offset)!
+    if (reads.front(merchantKey)?.offset !== offset || !this.hasRoom(state, merchantKey)) return
+    this.buffer(state, message, offset, reads.take(merchantKey)!.seq)
+  }
+
+  /**
+   * readAgainFrom is where a batch of a parking partition goes on reading when a merchant
+   * can take back a message passed over at or after the batch's first offset: there, not
+   * at the partition's end. Further back is for readAgainIfRoom's seek.
+   */
+  private readAgainFrom(state: PartitionState<T>, firstOffset: number): number | undefined {
+    const reads = state.reads
+    if (reads === undefined || reads.size === 0 || !Number.isSafeInteger(firstOffset)) return undefined
+    return reads.earliest((merchant) => this.hasRoom(state, merchant), firstOffset - 1)
+  }
+
+  /**
+   * readAgainIfRoom asks kafkajs to read parking partition `state` again from the oldest
+   * message passed over of a merchant whose lane has drained to half (a seek), unless one
+   * is on its way: a partition read to its end gets no batch that could go back by itself.
+   */
+  readAgainIfRoom(state: PartitionState<T>): void {
+    const reads = state.reads
+    if (reads === undefined || reads.size === 0 || reads.seeking) return
+    const half = this.options.partitions.laneBound(state) / 2
+    const from = reads.earliest((merchant) => (state.group.lanes.get(merchant)?.size ?? 0) <= half)
+    if (from === undefined) return
+    reads.seeking = this.options.seek(state, from)
+    // Paused for a full lane: the read again is for another lane, and needs the partition fetched.
+    if (reads.seeking) this.options.partitions.resumeForReadAgain(state)
   }
 
   /** toLane puts a message in its merchant's lane, marking the partition's lane over its bound. */
