@@ -155,11 +155,11 @@ export class MessageRouter<T> {
 
   /**
    * skips passes over a message of a parking partition (see ParkingReads) when its merchant
-   * has messages passed over already (its order), or when its lane is full: it is read
-   * again once the lane has drained to half. When reading on serves no other merchant, or
-   * SKIPPED_PER_LANE_BOUND messages are passed over, the partition pauses while the lane
-   * drains (at that bound, a merchant with none passed over fills its lane past its bound
-   * first, the last resort as before).
+   * has messages passed over already (its order), or when its lane is full and another
+   * merchant of the partition has messages to read or passed over: it is read again once
+   * the lane has drained to half. A full lane alone on its partition fills past its bound
+   * and pauses the partition, as before (reading on would serve no one), and so does any at
+   * SKIPPED_PER_LANE_BOUND messages passed over, the last resort.
    */
   private skips(item: BufferedMessage<T>): boolean {
     const state = item.partition
@@ -168,12 +168,18 @@ export class MessageRouter<T> {
     if (reads === undefined || parking === undefined) return false
     const { merchantKey } = item
     const hasRoom = (merchant: string) => this.hasRoom(state, merchant)
-    if (!reads.skipping(merchantKey) && hasRoom(merchantKey)) return false
     const atBound = reads.size >= this.options.partitions.laneBound(state) * SKIPPED_PER_LANE_BOUND
-    if (atBound && !reads.skipping(merchantKey)) return false
+    let othersToRead: boolean | undefined
+    const readOn = () => {
+      othersToRead ??= !atBound && parking.othersToRead(state, merchantKey, hasRoom)
+      return othersToRead
+    }
+    if (!reads.skipping(merchantKey)) {
+      if (hasRoom(merchantKey) || atBound || (reads.size === 0 && !readOn())) return false
+    }
     reads.skip(merchantKey, Number(item.message.offset), item.seq)
     this.options.partitions.unhold(state, item.bytes)
-    if (!atBound && parking.othersToRead(state, merchantKey, hasRoom)) return true
+    if (readOn()) return true
     // Reading on serves no one: pause while this lane drains, or read its skipped messages
     // again now if it already has (a paused partition with no lane left would never resume).
     const lane = state.group.lanes.get(merchantKey)
