@@ -108,10 +108,10 @@ export class MessageRouter<T> {
     this.options.partitions.pauseIfOverBound(state)
   }
 
-  /** buffer holds a message read for the first time, or again (`seq` from its skipped read, see ParkingReads). */
-  private buffer(state: PartitionState<T>, message: KafkaMessage, offset: number, readAgain?: number): void {
+  /** buffer holds a message read for the first time, or again (`skippedSeq`: its place in the tracker, see ParkingReads). */
+  private buffer(state: PartitionState<T>, message: KafkaMessage, offset: number, skippedSeq?: number): void {
     const { dispatcher, partitions } = this.options
-    const seq = readAgain ?? state.tracker.track(offset)
+    const seq = skippedSeq ?? state.tracker.track(offset)
     const bytes = messageBytes(message)
     partitions.hold(state, bytes)
     const origin = state.isParking ? parkedOrigin(message) : undefined
@@ -144,7 +144,7 @@ export class MessageRouter<T> {
         : { merchantKey, partition: state, seq, message, bytes, value, origin }
     if (this.routeToParking(state, item, offset)) return
     if (origin !== undefined && this.options.parking?.holdsBack(item)) return
-    if (readAgain === undefined) this.admit(item)
+    if (skippedSeq === undefined) this.admit(item)
     else this.toLane(item)
   }
 
