@@ -258,10 +258,8 @@ export class ParkingMoves<T> {
       if (other === merchantKey || state.reads!.skipping(other) || !hasRoom(other)) continue
       const { sourcePartitions, perSource } = topology
       if (parkingPartition(sourcePartition, other, sourcePartitions, perSource) !== state.partition) continue
-      // Its lane holds its last message moved so far: nothing of it to read yet.
-      const lane = state.group.lanes.get(other)
-      const newest = lane?.at(lane.size - 1)?.origin?.offset ?? -1
-      if (newest >= (source.parked.lastMovedOf(other) ?? -1)) continue
+      // Its last message moved so far is read already: nothing of it to read yet.
+      if (state.reads!.lastRead(other) >= (source.parked.lastMovedOf(other) ?? -1)) continue
       return true
     }
     return false
@@ -313,7 +311,9 @@ export class ParkingMoves<T> {
     if (item.origin === undefined || state.sourceTopic === undefined) return
     this.parkedHandled++
     const source = this.options.partitions.get(partitionId(state.sourceTopic, item.origin.partition))
-    if (source?.parked.handled(item.merchantKey, item.origin.offset)) source.parkedDirty = true
+    if (!source?.parked.handled(item.merchantKey, item.origin.offset)) return
+    source.parkedDirty = true
+    state.reads?.caughtUp(item.merchantKey)
   }
 
   stats(): ParkingMovesStats {

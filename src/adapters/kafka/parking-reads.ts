@@ -27,6 +27,8 @@ export interface SkippedRead {
 export class ParkingReads {
   private readonly byMerchant = new Map<string, Deque<SkippedRead>>()
   private readonly merchantAtOffset = new Map<number, string>()
+  /** lastOrigins: per merchant, the source offset of its newest message read here (admitted or passed over). */
+  private readonly lastOrigins = new Map<string, number>()
   /** seeking: a read from a skipped message was asked for (a seek) and no batch came since. */
   seeking = false
 
@@ -68,6 +70,21 @@ export class ParkingReads {
     this.merchantAtOffset.delete(read.offset)
     if (skipped!.length === 0) this.byMerchant.delete(merchantKey)
     return read
+  }
+
+  /** read records the source offset of the merchant's newest message read here. */
+  read(merchantKey: string, originOffset: number): void {
+    this.lastOrigins.set(merchantKey, originOffset)
+  }
+
+  /** lastRead is the source offset of the merchant's newest message read here; -1 before any. */
+  lastRead(merchantKey: string): number {
+    return this.lastOrigins.get(merchantKey) ?? -1
+  }
+
+  /** caughtUp forgets a merchant no longer parked (see ParkedMerchants.handled). */
+  caughtUp(merchantKey: string): void {
+    this.lastOrigins.delete(merchantKey)
   }
 
   /**

@@ -150,6 +150,7 @@ export class MessageRouter<T> {
 
   /** admit puts a message in its lane, or passes over it when its lane is full on a shared parking partition. */
   admit(item: BufferedMessage<T>): void {
+    if (item.origin !== undefined) item.partition.reads?.read(item.merchantKey, item.origin.offset)
     if (!this.skips(item)) this.toLane(item)
   }
 

@@ -35,4 +35,13 @@ describe('ParkingReads', () => {
     expect(reads.earliest(() => false)).toBeUndefined()
     expect(new ParkingReads().earliest(() => true)).toBeUndefined()
   })
+  it('remembers the newest source offset read per merchant until it catches up', () => {
+    const reads = new ParkingReads()
+    expect(reads.lastRead('a')).toBe(-1)
+    reads.read('a', 40)
+    reads.read('a', 41)
+    expect(reads.lastRead('a')).toBe(41)
+    reads.caughtUp('a')
+    expect(reads.lastRead('a')).toBe(-1)
+  })
 })
