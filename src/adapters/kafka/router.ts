@@ -143,9 +143,9 @@ export class MessageRouter<T> {
         ? { merchantKey, partition: state, seq, message, bytes }
         : { merchantKey, partition: state, seq, message, bytes, value, origin }
     if (this.routeToParking(state, item, offset)) return
-    if (origin !== undefined && this.options.parking?.holdsBack(item)) return
-    if (skippedSeq === undefined) this.admit(item)
-    else this.toLane(item)
+    // A message read again passed the read-back gate when it was first read: straight to its lane.
+    if (skippedSeq !== undefined) this.toLane(item)
+    else if (origin === undefined || !this.options.parking?.holdsBack(item)) this.admit(item)
   }
 
   /** admit puts a message in its lane, or passes over it when its lane is full on a shared parking partition. */
