@@ -18,7 +18,9 @@ export interface AssignmentsOptions<T> {
   groupId: string
   partitions: PartitionTable<T>
   dispatcher: Pick<Dispatcher<BufferedMessage<T>>, 'createGroup' | 'drop'>
-  parking: Pick<ParkingMoves<T>, 'admin' | 'parksFrom' | 'loadParked' | 'sourceTopicOf'> | undefined
+  parking:
+    | Pick<ParkingMoves<T>, 'admin' | 'parksFrom' | 'loadParked' | 'sourceTopicOf' | 'forget'>
+    | undefined
   /** paused lists the partitions kafkajs has paused now. */
   paused: () => TopicPartitions[]
   applyPause: (topic: string, partition: number, paused: boolean) => void
@@ -107,6 +109,7 @@ export class Assignments<T> {
 
   private drop(state: PartitionState<T>, revoked: string[]): void {
     this.options.partitions.remove(state)
+    this.options.parking?.forget(state)
     this.options.dispatcher.drop(state.group, 'partition revoked')
     revoked.push(state.id)
   }

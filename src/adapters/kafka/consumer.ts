@@ -98,6 +98,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
             producerConfig: options.producerConfig,
             partitions: this.partitions,
             complete: (item) => this.partitions.complete(item),
+            toLane: (item) => this.router.admit(item),
             exclusive: (task) => this.committer.exclusive(task),
             logger: this.logger,
           })
@@ -138,6 +139,8 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
       dispatcher: this.dispatcher,
       partitions: this.partitions,
       parking: this.parking,
+      stopping: () => this.stopping !== undefined,
+      seek: (state, offset) => this.seek(state.topic, state.partition, offset),
     })
   }
 
@@ -197,9 +200,14 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
       await this.parking?.connect()
       await this.consumer.connect()
       await this.consumer.subscribe({
-        topics: [...this.options.topics, ...(this.parking?.parkingTopics ?? [])],
+        topics: this.options.topics,
         fromBeginning: this.options.fromBeginning ?? false,
       })
+      // From the beginning whatever fromBeginning says: a parking partition without a committed
+      // offset may hold moves whose source offsets are committed (the owner died before it
+      // read them back), and reading it from its end would lose them.
+      if (this.parking !== undefined)
+        await this.consumer.subscribe({ topics: this.parking.parkingTopics, fromBeginning: true })
       await this.runKafkajs()
     } catch (error) {
       // Nothing runs: let run() be called again once the broker can be reached.
@@ -252,12 +260,25 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
     if (state === undefined || this.stopping !== undefined) return
     await state.ready
     if (!this.partitions.live(state)) return
-    this.router.take(state, batch, resolveOffset)
+    await this.router.take(state, batch, resolveOffset)
   }
 
   /** done marks a message finished: the watermark may move, a parked merchant may have caught up. */
   private done(item: BufferedMessage<T>): void {
-    if (this.partitions.complete(item)) this.parking?.handled(item)
+    if (!this.partitions.complete(item)) return
+    this.parking?.handled(item)
+    this.router.readAgainIfRoom(item.partition)
+  }
+
+  /** seek has kafkajs fetch a partition from `offset` next; false when kafkajs is not running. */
+  private seek(topic: string, partition: number, offset: number): boolean {
+    try {
+      this.consumer.seek({ topic, partition, offset: String(offset) })
+      return true
+    } catch (error) {
+      this.logger.debug({ err: error, topic, partition, offset }, 'seek not possible now')
+      return false
+    }
   }
 
   private async writeDeadLetter(item: BufferedMessage<T>, failure: DeadLetter): Promise<void> {

@@ -21,6 +21,7 @@ import {
   partitionId,
 } from './partition-state.js'
 import type { PartitionTable } from './partition-table.js'
+import { ReadBackGate } from './read-back.js'
 
 /** ParkedMessage is a message on its way to the parking topic. */
 interface ParkedMessage<T> extends ParkItem {
@@ -43,6 +44,8 @@ export interface ParkingMovesOptions<T> {
   partitions: Pick<PartitionTable<T>, 'get' | 'live'>
   /** complete marks a message done in its partition (it was moved, so it counts as done). */
   complete: (item: BufferedMessage<T>) => boolean
+  /** toLane admits a message read back and let through by the read-back gate (MessageRouter.admit). */
+  toLane: (item: BufferedMessage<T>) => void
   /** exclusive runs a move so that no other offset commit of the consumer runs meanwhile. */
   exclusive: (task: () => Promise<void>) => Promise<void>
   logger: Logger
@@ -71,6 +74,7 @@ export class ParkingMoves<T> {
   /** sources maps a parking topic to its source topic. */
   private readonly sources = new Map<string, string>()
   private parkedHandled = 0
+  private readonly readBack = new ReadBackGate<BufferedMessage<T>>()
 
   constructor(private readonly options: ParkingMovesOptions<T>) {
     const { kafka, parking, groupId } = options
@@ -163,9 +167,12 @@ export class ParkingMoves<T> {
     const loading = this.admin.fetchOffsets({ groupId: this.options.groupId, topics }).then(
       (results) => {
         for (const { topic, partitions } of results) {
-          for (const { partition, metadata } of partitions) {
+          for (const { partition, offset, metadata } of partitions) {
             const state = this.options.partitions.get(partitionId(topic, partition))
-            if (state !== undefined && states.includes(state)) state.parked = ParkedMerchants.decode(metadata)
+            if (state === undefined || !states.includes(state)) continue
+            state.parked = ParkedMerchants.decode(metadata)
+            if (Number(offset) >= 0) state.committedOffset = Number(offset)
+            this.sourceRead(state)
           }
         }
       },
@@ -209,6 +216,80 @@ export class ParkingMoves<T> {
   }
 
   /**
+   * holdsBack keeps a message read back from a parking topic out of its lane until its
+   * source partition is read past the offset it was parked from (see ReadBackGate), and
+   * says whether it did; a message behind one held is held too, so the order holds.
+   */
+  holdsBack(item: BufferedMessage<T>): boolean {
+    const sourceId = this.sourceIdOf(item)
+    if (sourceId === undefined) return false
+    if (!this.readBack.holding(sourceId) && this.sourceReadPast(item)) return false
+    this.readBack.hold(sourceId, item)
+    return true
+  }
+
+  /** sourceRead tells that source partition `state` was read further: held messages it passed join their lanes. */
+  sourceRead(state: PartitionState<T>): void {
+    this.readBack.release(
+      state.id,
+      (item) => this.sourceReadPast(item),
+      (item) => {
+        if (this.options.partitions.live(item.partition)) this.options.toLane(item)
+      },
+    )
+  }
+
+  /**
+   * othersToRead says whether a parked merchant other than `merchantKey`, parked to parking
+   * partition `state`, may have moved messages there not yet read, with room in its lane
+   * (`hasRoom`): then reading on past `merchantKey`'s full lane serves it (see ParkingReads).
+   */
+  othersToRead(
+    state: PartitionState<T>,
+    merchantKey: string,
+    hasRoom: (merchantKey: string) => boolean,
+  ): boolean {
+    const topology = state.sourceTopic === undefined ? undefined : this.topologies.get(state.sourceTopic)
+    if (topology === undefined) return false
+    const sourcePartition = state.partition % topology.sourcePartitions
+    const source = this.options.partitions.get(partitionId(state.sourceTopic!, sourcePartition))
+    if (source === undefined) return false
+    for (const [other] of source.parked.waiting()) {
+      if (other === merchantKey || state.reads!.skipping(other) || !hasRoom(other)) continue
+      const { sourcePartitions, perSource } = topology
+      if (parkingPartition(sourcePartition, other, sourcePartitions, perSource) !== state.partition) continue
+      // Its last message moved so far is read already: nothing of it to read yet.
+      if (state.reads!.lastRead(other) >= (source.parked.lastMovedOf(other) ?? -1)) continue
+      return true
+    }
+    return false
+  }
+
+  /** forget drops what waits for a partition no longer held (see ReadBackGate.drop). */
+  forget(state: PartitionState<T>): void {
+    this.readBack.drop(state.id)
+  }
+
+  /**
+   * sourceReadPast says whether a message read back may join its lane: its source
+   * partition was read, or committed, past the offset it was parked from, or is not held
+   * here (nothing of it to wait for).
+   */
+  private sourceReadPast(item: BufferedMessage<T>): boolean {
+    const sourceId = this.sourceIdOf(item)
+    const source = sourceId === undefined ? undefined : this.options.partitions.get(sourceId)
+    if (source === undefined) return true
+    const position = Math.max(source.tracker.nextOffset ?? -1, source.committedOffset ?? -1)
+    return item.origin!.offset < position
+  }
+
+  private sourceIdOf(item: BufferedMessage<T>): string | undefined {
+    const { sourceTopic } = item.partition
+    if (sourceTopic === undefined || item.origin === undefined) return undefined
+    return partitionId(sourceTopic, item.origin.partition)
+  }
+
+  /**
    * sourceLane is, for a lane of a parking partition, the lane of the same merchant in the
    * source partition its messages were parked from: it holds older messages, so it goes first.
    */
@@ -230,7 +311,9 @@ export class ParkingMoves<T> {
     if (item.origin === undefined || state.sourceTopic === undefined) return
     this.parkedHandled++
     const source = this.options.partitions.get(partitionId(state.sourceTopic, item.origin.partition))
-    if (source?.parked.handled(item.merchantKey, item.origin.offset)) source.parkedDirty = true
+    if (!source?.parked.handled(item.merchantKey, item.origin.offset)) return
+    source.parkedDirty = true
+    state.reads?.caughtUp(item.merchantKey)
   }
 
   stats(): ParkingMovesStats {

@@ -3,6 +3,7 @@ import type { LaneItem } from './dispatcher.js'
 import type { LaneGroup } from './lanes.js'
 import { OffsetTracker } from './offset-tracker.js'
 import { ParkedMerchants } from './parking.js'
+import { ParkingReads } from './parking-reads.js'
 
 /** MESSAGE_OVERHEAD_BYTES is what a buffered message costs besides its key, value and headers. */
 export const MESSAGE_OVERHEAD_BYTES = 128
@@ -68,13 +69,17 @@ export class PartitionState<T> {
   fullLane: string | undefined
   /** ready resolves once the parked set is loaded; batches wait for it. */
   ready: Promise<void> = Promise.resolve()
+  /** reads: what a parking partition passed over (see ParkingReads); undefined on a source partition. */
+  readonly reads: ParkingReads | undefined
 
   constructor(
     readonly topic: string,
     readonly partition: number,
     readonly group: LaneGroup<BufferedMessage<T>>,
     readonly sourceTopic: string | undefined,
-  ) {}
+  ) {
+    this.reads = sourceTopic === undefined ? undefined : new ParkingReads()
+  }
 
   get id(): string {
     return partitionId(this.topic, this.partition)

@@ -122,6 +122,17 @@ export class PartitionTable<T> {
     if (this.totalBytes >= this.options.maxBufferedBytes) this.budgetExceeded = true
   }
 
+  /** unhold gives back what hold counted, for a message passed over unread (see ParkingReads). */
+  unhold(state: PartitionState<T>, bytes: number): void {
+    state.buffered--
+    state.bytes -= bytes
+    if (this.live(state)) this.totalBytes -= bytes
+    if (this.budgetExceeded && this.totalBytes <= this.options.maxBufferedBytes * 0.9) {
+      this.budgetExceeded = false
+      for (const other of this.states.values()) this.maybeResume(other)
+    }
+  }
+
   /** complete marks the item done in its partition and frees its place; false when it already was. */
   complete(item: BufferedMessage<T>): boolean {
     const state = item.partition
@@ -141,6 +152,13 @@ export class PartitionTable<T> {
   /** pauseIfOverBound pauses a partition that must stop fetching (see overBound). */
   pauseIfOverBound(state: PartitionState<T>): void {
     if (!state.paused && this.overBound(state)) this.setPaused(state, true)
+  }
+
+  /** resumeForReadAgain lifts a full lane's pause of a parking partition read again for its other lanes (see ParkingReads). */
+  resumeForReadAgain(state: PartitionState<T>): void {
+    if (!state.paused || state.fullLane === undefined) return
+    state.fullLane = undefined
+    this.maybeResume(state)
   }
 
   /** pauseAll stops every partition fetching, for good (at stop: not counted as pauses). */

@@ -4,8 +4,17 @@ import type { Lane } from './lanes.js'
 import { decodeValue, type MerchantKeySource, readKey } from './message-key.js'
 import type { ConsumerLimiter } from './options.js'
 import { type ParkingMoves, parkedOrigin } from './parking-moves.js'
+import { SKIPPED_PER_LANE_BOUND } from './parking-reads.js'
 import { type BufferedMessage, messageBytes, type PartitionState } from './partition-state.js'
 import type { PartitionTable } from './partition-table.js'
+
+/**
+ * BUFFER_SLICE_MS is the longest stretch MessageRouter.take buffers without letting the
+ * timers run: a fetch of small messages can hold 50,000 (1 MB), and buffering them in one go
+ * held the event loop ~100-260 ms, so that a throttled merchant whose reservations fell in it
+ * started late and ran below its rate in the windows around it (issue 14).
+ */
+const BUFFER_SLICE_MS = 10
 
 /** MessageRouterOptions give a MessageRouter where messages can go. */
 export interface MessageRouterOptions<T> {
@@ -17,9 +26,25 @@ export interface MessageRouterOptions<T> {
   /** limiter tells whether a full lane's merchant is behind (see isBehind). */
   limiter: Pick<ConsumerLimiter, 'inspect'>
   dispatcher: Pick<Dispatcher<BufferedMessage<T>>, 'push' | 'deadLetterNow'>
-  partitions: Pick<PartitionTable<T>, 'hold' | 'complete' | 'laneBound' | 'overBudget' | 'pauseIfOverBound'>
+  partitions: Pick<
+    PartitionTable<T>,
+    | 'hold'
+    | 'unhold'
+    | 'complete'
+    | 'laneBound'
+    | 'overBudget'
+    | 'pauseIfOverBound'
+    | 'live'
+    | 'resumeForReadAgain'
+  >
+  /** stopping says whether the consumer is stopping (a batch being taken stops with it). */
+  stopping: () => boolean
   /** parking is the parking path, with parking on. */
-  parking: Pick<ParkingMoves<T>, 'park' | 'parksFrom'> | undefined
+  parking:
+    | Pick<ParkingMoves<T>, 'park' | 'parksFrom' | 'holdsBack' | 'sourceRead' | 'othersToRead'>
+    | undefined
+  /** seek has kafkajs read a partition from `offset` on its next fetch; false when it could not. */
+  seek: (state: PartitionState<T>, offset: number) => boolean
 }
 
 /**
@@ -46,19 +71,31 @@ export class MessageRouter<T> {
    * A batch is taken whole, then the partition is paused if it is over a bound: taking
    * part of a batch would make kafkajs fetch and decode the rest again after every resume
    * (measured: a 5,000 bound with 1 MB fetches of small messages cut throughput by two
-   * thirds). A partition thus holds at most its bounds plus one fetch.
+   * thirds). A partition thus holds at most its bounds plus one fetch. A large batch is
+   * buffered in slices of BUFFER_SLICE_MS with a turn of the timers between two, so that the
+   * lanes waiting for their reservations keep their pace (see BUFFER_SLICE_MS).
    */
-  take(state: PartitionState<T>, batch: Batch, resolveOffset: (offset: string) => void): void {
+  async take(state: PartitionState<T>, batch: Batch, resolveOffset: (offset: string) => void): Promise<void> {
     const { tracker } = state
     const messages = batch.messages
-    for (const message of messages) {
+    let sliceStartMs = performance.now()
+    for (let i = 0; i < messages.length; i++) {
+      if ((i & 255) === 255 && performance.now() - sliceStartMs > BUFFER_SLICE_MS) {
+        await new Promise((resolve) => setTimeout(resolve, 0))
+        if (!this.options.partitions.live(state) || this.options.stopping()) return
+        sliceStartMs = performance.now()
+      }
+      const message = messages[i]!
       const offset = Number(message.offset)
       const next = tracker.nextOffset
-      if (next !== undefined && offset < next) this.refetchedSkipped++
-      else this.buffer(state, message, offset)
+      if (next === undefined || offset >= next) this.buffer(state, message, offset)
+      else if (state.reads?.merchantAt(offset) !== undefined) this.readAgain(state, message, offset)
+      else this.refetchedSkipped++
     }
     const next = tracker.nextOffset
-    if (next !== undefined) {
+    const again = this.readAgainFrom(state, Number(messages[0]?.offset))
+    if (next !== undefined && again !== undefined && again < next) resolveOffset(String(again - 1))
+    else if (next !== undefined) {
       const resolved = String(next - 1)
       resolveOffset(resolved)
       // kafkajs resolves the batch's last offset instead when given its last message's
@@ -66,12 +103,15 @@ export class MessageRouter<T> {
       if (resolved === messages[messages.length - 1]?.offset)
         tracker.advanceTo(Number(batch.lastOffset()) + 1)
     }
+    if (state.reads !== undefined) state.reads.seeking = false
+    if (this.options.parking?.parksFrom(state)) this.options.parking.sourceRead(state)
     this.options.partitions.pauseIfOverBound(state)
   }
 
-  private buffer(state: PartitionState<T>, message: KafkaMessage, offset: number): void {
+  /** buffer holds a message read for the first time, or again (`skippedSeq`: its place in the tracker, see ParkingReads). */
+  private buffer(state: PartitionState<T>, message: KafkaMessage, offset: number, skippedSeq?: number): void {
     const { dispatcher, partitions } = this.options
-    const seq = state.tracker.track(offset)
+    const seq = skippedSeq ?? state.tracker.track(offset)
     const bytes = messageBytes(message)
     partitions.hold(state, bytes)
     const origin = state.isParking ? parkedOrigin(message) : undefined
@@ -103,9 +143,98 @@ export class MessageRouter<T> {
         ? { merchantKey, partition: state, seq, message, bytes }
         : { merchantKey, partition: state, seq, message, bytes, value, origin }
     if (this.routeToParking(state, item, offset)) return
-    dispatcher.push(state.group, item)
+    // A message read again passed the read-back gate when it was first read: straight to its lane.
+    if (skippedSeq !== undefined) this.toLane(item)
+    else if (origin === undefined || !this.options.parking?.holdsBack(item)) this.admit(item)
+  }
+
+  /** admit puts a message in its lane, or passes over it when its lane is full on a shared parking partition. */
+  admit(item: BufferedMessage<T>): void {
+    if (item.origin !== undefined) item.partition.reads?.read(item.merchantKey, item.origin.offset)
+    if (!this.skips(item)) this.toLane(item)
+  }
+
+  /**
+   * skips passes over a message of a parking partition (see ParkingReads) when its merchant
+   * has messages passed over already (its order), or when its lane is full and another
+   * merchant of the partition has messages to read or passed over: it is read again once
+   * the lane has drained to half. A full lane alone on its partition fills past its bound
+   * and pauses the partition, as before (reading on would serve no one), and so does any at
+   * SKIPPED_PER_LANE_BOUND messages passed over, the last resort.
+   */
+  private skips(item: BufferedMessage<T>): boolean {
+    const state = item.partition
+    const { reads } = state
+    const parking = this.options.parking
+    if (reads === undefined || parking === undefined) return false
+    const { merchantKey } = item
+    const hasRoom = (merchant: string) => this.hasRoom(state, merchant)
+    const atBound = reads.size >= this.options.partitions.laneBound(state) * SKIPPED_PER_LANE_BOUND
+    let othersToRead: boolean | undefined
+    const readOn = () => {
+      othersToRead ??= !atBound && parking.othersToRead(state, merchantKey, hasRoom)
+      return othersToRead
+    }
+    if (!reads.skipping(merchantKey)) {
+      if (hasRoom(merchantKey) || atBound || (reads.size === 0 && !readOn())) return false
+    }
+    reads.skip(merchantKey, Number(item.message.offset), item.seq)
+    this.options.partitions.unhold(state, item.bytes)
+    if (readOn()) return true
+    // Reading on serves no one: pause while this lane drains, or read its skipped messages
+    // again now if it already has (a paused partition with no lane left would never resume).
     const lane = state.group.lanes.get(merchantKey)
-    if (lane !== undefined && lane.size > partitions.laneBound(state)) state.fullLane = merchantKey
+    if ((lane?.size ?? 0) > this.options.partitions.laneBound(state) / 2) state.fullLane = merchantKey
+    else this.readAgainIfRoom(state)
+    return true
+  }
+
+  private hasRoom(state: PartitionState<T>, merchantKey: string): boolean {
+    return (state.group.lanes.get(merchantKey)?.size ?? 0) < this.options.partitions.laneBound(state)
+  }
+
+  /** readAgain takes back a message passed over, if it is its merchant's oldest and its lane has room. */
+  private readAgain(state: PartitionState<T>, message: KafkaMessage, offset: number): void {
+    const reads = state.reads!
+    const merchantKey = reads.merchantAt(offset)!
+    if (reads.front(merchantKey)?.offset !== offset || !this.hasRoom(state, merchantKey)) return
+    this.buffer(state, message, offset, reads.take(merchantKey)!.seq)
+  }
+
+  /**
+   * readAgainFrom is where a batch of a parking partition goes on reading when a merchant
+   * can take back a message passed over at or after the batch's first offset: there, not
+   * at the partition's end. Further back is for readAgainIfRoom's seek.
+   */
+  private readAgainFrom(state: PartitionState<T>, firstOffset: number): number | undefined {
+    const reads = state.reads
+    if (reads === undefined || reads.size === 0 || !Number.isSafeInteger(firstOffset)) return undefined
+    return reads.earliest((merchant) => this.hasRoom(state, merchant), firstOffset - 1)
+  }
+
+  /**
+   * readAgainIfRoom asks kafkajs to read parking partition `state` again from the oldest
+   * message passed over of a merchant whose lane has drained to half (a seek), unless one
+   * is on its way: a partition read to its end gets no batch that could go back by itself.
+   */
+  readAgainIfRoom(state: PartitionState<T>): void {
+    const reads = state.reads
+    if (reads === undefined || reads.size === 0 || reads.seeking) return
+    const half = this.options.partitions.laneBound(state) / 2
+    const from = reads.earliest((merchant) => (state.group.lanes.get(merchant)?.size ?? 0) <= half)
+    if (from === undefined) return
+    reads.seeking = this.options.seek(state, from)
+    // Paused for a full lane: the read again is for another lane, and needs the partition fetched.
+    if (reads.seeking) this.options.partitions.resumeForReadAgain(state)
+  }
+
+  /** toLane puts a message in its merchant's lane, marking the partition's lane over its bound. */
+  toLane(item: BufferedMessage<T>): void {
+    const state = item.partition
+    this.options.dispatcher.push(state.group, item)
+    const lane = state.group.lanes.get(item.merchantKey)
+    if (lane !== undefined && lane.size > this.options.partitions.laneBound(state))
+      state.fullLane = item.merchantKey
   }
 
   /**
