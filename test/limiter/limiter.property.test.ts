@@ -148,26 +148,26 @@ const hardDecisions: fc.WeightedArbitrary<Op[]>[] = [
     // cancel while a later reservation stands: a big one then small ones, the big one given up
     weight: 3,
     arbitrary: fc
-      .record({ k: key, first: stack, then: stack, picks: fc.array(recent, { minLength: 1, maxLength: 3 }) })
-      .map(({ k, first, then, picks }): Op[] => [
+      .record({ k: key, first: stack, after: stack, picks: fc.array(recent, { minLength: 1, maxLength: 3 }) })
+      .map(({ k, first, after, picks }): Op[] => [
         drain(k),
         { kind: 'reserve', key: k, costs: first },
         ...picks.map((pick): Op => ({ kind: 'cancel', pick, which: 'shadowed' })),
-        { kind: 'reserve', key: k, costs: then },
+        { kind: 'reserve', key: k, costs: after },
       ]),
   },
   {
     // cancel after its time has passed, with later ones standing or not
     weight: 2,
     arbitrary: fc
-      .record({ k: key, first: stack, ms: fc.integer({ min: 0, max: 2_000 }), then: stack, pick: fc.nat() })
-      .map(({ k, first, ms, then, pick }): Op[] => [
+      .record({ k: key, first: stack, ms: fc.integer({ min: 0, max: 2_000 }), after: stack, pick: fc.nat() })
+      .map(({ k, first, ms, after, pick }): Op[] => [
         drain(k),
         { kind: 'reserve', key: k, costs: first },
         { kind: 'advance', ms },
         { kind: 'cancel', pick, which: 'passed' },
         drain(k),
-        { kind: 'reserve', key: k, costs: then },
+        { kind: 'reserve', key: k, costs: after },
       ]),
   },
 ]
@@ -182,15 +182,15 @@ const hardChanges: fc.WeightedArbitrary<Op[]>[] = [
         first: stack,
         target: fc.constantFrom('*', ...KEYS),
         rate: fc.constantFrom(...RATES),
-        then: stack,
+        after: stack,
         pick: fc.nat(),
         which: fc.constantFrom('shadowed' as const, 'pending' as const, 'latest' as const),
       })
-      .map(({ k, first, target, rate, then, pick, which }): Op[] => [
+      .map(({ k, first, target, rate, after, pick, which }): Op[] => [
         drain(k),
         { kind: 'reserve', key: k, costs: first },
         { kind: 'setRate', key: target, rate },
-        { kind: 'reserve', key: k, costs: then },
+        { kind: 'reserve', key: k, costs: after },
         { kind: 'cancel', pick, which },
         { kind: 'reserve', key: k, costs: [1] },
       ]),
