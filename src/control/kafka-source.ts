@@ -6,6 +6,7 @@ import { backoffMs } from '../limiter/backoff.js'
 import { CatchUp, type PartitionOffsets } from './catch-up.js'
 import { DeadLetterForwarder } from './dead-letter.js'
 import { logControlEvents } from './log.js'
+import { ReadOnce } from './read-once.js'
 import { handleControlRecord, type RecordHandling } from './record.js'
 import { type ControlLimits, resolveLimits } from './schema.js'
 import { createSignatureVerifier, type SigningKey } from './signing.js'
@@ -63,6 +64,8 @@ export interface KafkaControlSourceOptions {
 /** KafkaControlStats add the source's own counters to the ordering counters. */
 export interface KafkaControlStats extends ControlStats {
   caughtUp: boolean
+  /** reread counts records read again after a rebalance or a restart and passed over (see ReadOnce). */
+  reread: number
   /** deadLettered counts records copied to the dead-letter topic; deadLetterFailures the copies that failed. */
   deadLettered: number
   deadLetterFailures: number
@@ -129,6 +132,7 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
   catchUp.ready.catch((error: Error) =>
     logger.debug({ err: error }, 'control source stopped before it caught up'),
   )
+  const readOnce = new ReadOnce()
   const consumer = new RestartingConsumer({
     kafka: options.kafka,
     topic,
@@ -137,6 +141,7 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
     logger,
     onBatchEnd: (partition, lastOffset) => catchUp.advance(partition, lastOffset),
     onMessage: (partition, message) => {
+      if (!readOnce.first(partition, message.offset)) return
       deadLetters.handling(partition, message, () => {
         handleControlRecord(state, message, handling, { source: 'kafka', partition, offset: message.offset })
       })
@@ -168,6 +173,7 @@ export function createKafkaControlSource(options: KafkaControlSourceOptions): Ka
     stats: () => ({
       ...state.stats(),
       caughtUp: catchUp.caughtUp(),
+      reread: readOnce.reread(),
       ...deadLetters.stats(),
       ...consumer.stats(),
     }),
