@@ -22,7 +22,7 @@ import {
   type ReservationBook,
   reservedTime,
 } from './reservation.js'
-import { KeyTable, rateIdOfCode, slotOfCode, OWN_RATE as TABLE_OWN_RATE } from './table.js'
+import { codeFor, KeyTable, rateIdOfCode, slotOfCode, OWN_RATE as TABLE_OWN_RATE } from './table.js'
 import { UnheldBlocks } from './unheld-blocks.js'
 
 export type { ConfiguredRates, KeyedLimiterOptions, KeyInspection, LimiterStats } from './limiter-types.js'
@@ -154,7 +154,10 @@ export class KeyedLimiter {
     // The common case first, in as few instructions as it takes (on 100,000 keys a decision
     // costs what its instructions keep the CPU from overlapping of the next lookups):
     // a held key at the default rate, at the clock reading of the decision before, granted now.
-    if (code !== undefined && code < OWN_RATE && nowMs === this.lastRawMs) {
+    // The bound is a literal small integer (2^30 - 1, one on every V8 build), so the test is
+    // one integer comparison: against OWN_RATE (2^31, a heap number) or a module constant it
+    // compiled to a conversion to double. Above it: a key with its own rate (or a slot from 2^30).
+    if (code !== undefined && code <= 0x3fffffff && nowMs === this.lastRawMs) {
       const rate = this.defaultRate
       const tatMs = this.tatMs
       const now = this.lastNowMs
@@ -451,10 +454,8 @@ export class KeyedLimiter {
    */
   private decide(key: string, cost: number, nowMs: number, maxDelayMs: number, reserving: boolean): Verdict {
     const code = this.codes.get(key)
-    // The common case first, as few instructions as it takes (on 100,000 keys a decision
-    // costs what its instructions keep the CPU from overlapping of the next lookups):
-    // a held key at the default rate, at the clock reading of the decision before, granted now.
-    if (code !== undefined && code < OWN_RATE && nowMs === this.lastRawMs) {
+    // The common case first, as in tryAcquireAt (see there for the bound).
+    if (code !== undefined && code <= 0x3fffffff && nowMs === this.lastRawMs) {
       const rate = this.defaultRate
       const tatMs = this.table.tatMs
       const now = this.lastNowMs
@@ -570,7 +571,7 @@ export class KeyedLimiter {
       const rate = this.bucketRates.byId[id]!
       table.tatMs[slot] = Math.max(now, this.blockFloor(rate, now))
     }
-    return slot + id * OWN_RATE
+    return codeFor(slot, id)
   }
 
   /**
@@ -587,7 +588,7 @@ export class KeyedLimiter {
     const rate = this.bucketRates.byId[ownId]!
     rate.blockedUntilMs = Math.max(rate.blockedUntilMs, untilMs)
     this.table.tatMs[slot] = Math.max(now, this.blockFloor(rate, now))
-    return slot + ownId * OWN_RATE
+    return codeFor(slot, ownId)
   }
 
   /** rateAt is the rate of a held key whose code names a rate of its own, recovered to `now`. */
