@@ -2,23 +2,10 @@ import type { MerchantBacklog } from './backlog.js'
 import type { DeadLetterReason } from './dead-letter.js'
 import type { DispatcherStats } from './dispatcher.js'
 import type { ParkerStats } from './parking.js'
+import type { PartitionGauges } from './partition-table.js'
 
 /** ThrottledConsumerStats are gauges and counters for the service's metrics. */
-export interface ThrottledConsumerStats extends DispatcherStats, ParkerStats {
-  assignedPartitions: number
-  pausedPartitions: number
-  /** buffered: messages held, over all partitions (waiting, running, being dead-lettered or parked). */
-  buffered: number
-  /** bufferedBytes: what the held messages count against maxBufferedBytes. */
-  bufferedBytes: number
-  /** parkedMerchants: merchants with messages parked now, over the source partitions held. */
-  parkedMerchants: number
-  /**
-   * parkedWaiting: parked messages not yet handled now, over every merchant of the source
-   * partitions held (the sum of MerchantBacklog.parked over all merchants, not only those
-   * listed). `parked` is the cumulative count of moves since start.
-   */
-  parkedWaiting: number
+export interface ThrottledConsumerStats extends DispatcherStats, ParkerStats, PartitionGauges {
   /** parkedHandled: messages read back from a parking topic and finished. */
   parkedHandled: number
   /** parkedSkipped: source messages skipped because a committed move had parked them already (after a restart or rebalance). */
@@ -27,8 +14,6 @@ export interface ThrottledConsumerStats extends DispatcherStats, ParkerStats {
   backlog: MerchantBacklog[]
   /** refetchedSkipped: messages fetched again after a rejoin and skipped (already held or done). */
   refetchedSkipped: number
-  pauses: number
-  resumes: number
   /** commits: offset commits the broker accepted. */
   commits: number
   commitFailures: number
@@ -36,10 +21,6 @@ export interface ThrottledConsumerStats extends DispatcherStats, ParkerStats {
   rebalances: number
   /** restarts: times the consumer ran kafkajs again after a crash kafkajs would not restart from. */
   restarts: number
-  /** committed: the last committed offset per partition, by "topic:partition". */
-  committed: Record<string, number>
-  /** watermarks: the offset that would be committed now, per partition. */
-  watermarks: Record<string, number>
 }
 
 /** DeadLetterEvent tells of a message written to the dead-letter topic. */

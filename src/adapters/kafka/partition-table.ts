@@ -14,17 +14,27 @@ export interface PartitionTableOptions {
   stopping: () => boolean
 }
 
-/** PartitionGauges are the partitions' part of ThrottledConsumerStats (see there). */
+/** PartitionGauges are the partitions' part of ThrottledConsumerStats. */
 export interface PartitionGauges {
   assignedPartitions: number
   pausedPartitions: number
+  /** buffered: messages held, over all partitions (waiting, running, being dead-lettered or parked). */
   buffered: number
+  /** bufferedBytes: what the held messages count against maxBufferedBytes. */
   bufferedBytes: number
+  /** parkedMerchants: merchants with messages parked now, over the source partitions held. */
   parkedMerchants: number
+  /**
+   * parkedWaiting: parked messages not yet handled now, over every merchant of the source
+   * partitions held (the sum of MerchantBacklog.parked over all merchants, not only those
+   * listed). `parked` is the cumulative count of moves since start.
+   */
   parkedWaiting: number
   pauses: number
   resumes: number
+  /** committed: the last committed offset per partition, by "topic:partition". */
   committed: Record<string, number>
+  /** watermarks: the offset that would be committed now, per partition. */
   watermarks: Record<string, number>
 }
 
