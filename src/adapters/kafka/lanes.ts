@@ -1,5 +1,6 @@
 import { Deque } from './deque.js'
 import type { LaneItem } from './dispatcher.js'
+import { LaneTable } from './lane-table.js'
 import type { Timed } from './wake-queue.js'
 
 /**
@@ -182,13 +183,13 @@ export class Lane<I extends LaneItem> implements Timed {
 }
 
 /**
- * LaneGroup holds the lanes of one partition, by merchant key. A lane exists only while
+ * LaneGroup holds the lanes of one partition, by merchant key (a LaneTable). A lane exists only while
  * it holds items, so memory follows buffered messages, not merchants ever seen. Dropping
  * the group (partition revoked) aborts its signal and makes every later completion of
  * its items a no-op.
  */
 export class LaneGroup<I extends LaneItem> {
-  readonly lanes = new Map<string, Lane<I>>()
+  readonly lanes = new LaneTable<Lane<I>>()
   private readonly controller = new AbortController()
   private isDropped = false
 
@@ -209,7 +210,7 @@ export class LaneGroup<I extends LaneItem> {
     let lane = this.lanes.get(merchantKey)
     if (lane === undefined) {
       lane = new Lane(merchantKey, this)
-      this.lanes.set(merchantKey, lane)
+      this.lanes.set(lane)
     }
     return lane
   }
