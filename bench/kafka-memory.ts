@@ -138,7 +138,8 @@ At the reading: ${stats.lanes} lanes, ${stats.lanesWaiting} waiting, ${stats.buf
 **Target (issue 14): lanes + limiter at most 300 B per active merchant.** Here
 ${fixed(perMerchant - perMessage, 0)} B (everything but the buffered kafkajs message): ${perMerchant - perMessage <= 300 ? '**met**' : '**not met**'}.
 What each active merchant holds: its lane (one small object: state, flags and attempts in one
-integer, the head message inline, no timer or closure), an entry in its partition's lane Map, a
+integer, the head item, the queue behind it and the merchant key in one field, no timer or
+closure), a slot of its partition's LaneTable (open addressing over one array of lanes), a
 row of the dispatcher's ReservationBook (4 numbers in one Float64Array) for the reservation it
 waits on, a slot of the wake-up heap (its due time in a Float64Array), the buffered message's
 item (partition, sequence number, bytes, key) and its offset's slot in the partition's tracker;

@@ -1,10 +1,11 @@
 import type { Logger } from 'pino'
 import type { DeadLetter, DeadLetterReason } from './dead-letter.js'
+import type { LaneItem } from './dispatcher.js'
 import type { LaneGroup } from './lanes.js'
 import type { WakeQueue } from './wake-queue.js'
 
 /** DeadLetterWriterOptions wire a DeadLetterWriter to its sink and its retry clock. */
-export interface DeadLetterWriterOptions<I> {
+export interface DeadLetterWriterOptions<I extends LaneItem> {
   /** write writes `item` to the dead-letter topic; a rejection is retried after a delay. */
   write: (item: I, failure: DeadLetter) => Promise<void>
   /** retryDelayMs gives the wait after failed write number `failures` (1-based), in ms. */
@@ -22,7 +23,7 @@ export interface DeadLetterWriterOptions<I> {
  * growing delay until it succeeds, its group is dropped or the writer is closed: a message
  * is only done once its dead letter is written, so none is lost to a broker hiccup.
  */
-export class DeadLetterWriter<I> {
+export class DeadLetterWriter<I extends LaneItem> {
   /** running counts writes in progress. */
   running = 0
   /** writeFailures counts failed writes (each retried). */

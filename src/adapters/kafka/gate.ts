@@ -1,5 +1,6 @@
 import { RetryableFailureError } from '../../errors.js'
 import type { CircuitBreakers, InFlightTable } from '../../limiter/index.js'
+import type { LaneItem } from './dispatcher.js'
 import type { Lane } from './lanes.js'
 
 /** LaneSlots is the part of InFlightTable the lanes use for in-flight caps and fair slots. */
@@ -9,7 +10,7 @@ export type LaneSlots = Pick<InFlightTable, 'tryStart' | 'finish' | 'count'>
 export type LaneBreakers = Pick<CircuitBreakers, 'admit' | 'release' | 'success' | 'failure'>
 
 /** LaneGateOptions wire a LaneGate; see ThrottledConsumerOptions for inFlight and breakers. */
-export interface LaneGateOptions<I> {
+export interface LaneGateOptions<I extends LaneItem> {
   inFlight?: LaneSlots
   breakers?: LaneBreakers
   /** isEndpointFailure says whether a handler error counts against the breaker. Default: RetryableFailureError. */
@@ -26,7 +27,7 @@ export interface LaneGateOptions<I> {
  * cannot pass), gives back what it took when the head's handler ends, and feeds the
  * breaker each outcome. Lanes of a merchant at its cap wait in the gate, oldest first.
  */
-export class LaneGate<I> {
+export class LaneGate<I extends LaneItem> {
   /** capped: times a lane waited because its merchant was at its in-flight cap. */
   capped = 0
   /** breakerOpen: times a lane waited because its merchant's breaker was open. */

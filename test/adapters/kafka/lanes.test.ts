@@ -26,6 +26,23 @@ describe('Lane: one merchant in one small object', () => {
     expect(l.size).toBe(1)
   })
 
+  it('keeps its merchant key whether it holds no item, one or many (the key shares a field with the items)', () => {
+    const l = lane()
+    const seen: number[] = []
+    let next = 0
+    // Interleaved pushes and shifts cross empty -> one -> many -> one -> empty repeatedly.
+    for (const step of [1, 2, -1, 3, -4, -1, 1, -1, 2, -2]) {
+      for (let i = 0; i < Math.abs(step); i++) {
+        if (step > 0) l.push({ merchantKey: 'm', n: next++ })
+        else seen.push(l.shift()!.n)
+        expect(l.merchantKey).toBe('m')
+      }
+    }
+    expect(seen).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8])
+    expect(l.size).toBe(0)
+    expect(l.peek()).toBeUndefined()
+  })
+
   it('holds state, flags, wake-up kind and attempts apart in one integer, whatever the attempt count', () => {
     const l = lane()
     l.state = 'running'
