@@ -25,6 +25,9 @@ const UNIT_MS: Readonly<Record<string, number>> = {
   hr: 3_600_000,
   hour: 3_600_000,
   hours: 3_600_000,
+  d: 86_400_000,
+  day: 86_400_000,
+  days: 86_400_000,
 }
 
 const RATE_PATTERN =
@@ -32,14 +35,21 @@ const RATE_PATTERN =
 
 /**
  * parseRate reads a RateInput. `N/unit` with unit one of ms, s, sec, second, m, min,
- * minute, h, hr, hour (plurals too), optionally `N/<k><unit>` (`100/10s`) and
+ * minute, h, hr, hour, d, day (plurals too), optionally `N/<k><unit>` (`100/10s`) and
  * `burst B`. The burst defaults to the limit: the bucket holds one interval's worth,
  * and never less than one unit. Throws a TypeError quoting the input when it is not a
  * rate, or when it is outside the bounds below (limit and interval above zero, an
  * interval of at most MAX_INTERVAL_MS, a rate from MIN_RATE_PER_SEC to MAX_RATE_PER_SEC,
- * a burst from 1 to MAX_BURST); the message states the bound.
+ * a burst from 1 to MAX_BURST); the message states the bound. Several windows joined by
+ * commas are refused (see parseRateWindows): the limiter enforces one window per key, and
+ * reading only the first would silently drop the others.
  */
 export function parseRate(input: RateInput): Rate {
+  if (Array.isArray(input) || (typeof input === 'string' && input.includes(','))) {
+    throw new TypeError(
+      `parseRate: expected one window (the limiter enforces one window per key; several are read by parseRateWindows), got ${quote(input)}`,
+    )
+  }
   if (typeof input === 'string') return parseRateString(input)
   if (input === null || typeof input !== 'object') {
     throw new TypeError(
@@ -107,6 +117,7 @@ function checkRate(limit: unknown, intervalMs: unknown, burst: unknown, input: u
 }
 
 const UNIT_NAMES: ReadonlyArray<[number, string]> = [
+  [86_400_000, 'day'],
   [3_600_000, 'h'],
   [60_000, 'min'],
   [1_000, 's'],
@@ -118,6 +129,58 @@ export function formatRate(rate: Rate): string {
   const per = unit ? unit[1] : `${rate.intervalMs}ms`
   const head = `${round(rate.limit)}/${per}`
   return rate.burst === Math.max(1, rate.limit) ? head : `${head} burst ${round(rate.burst)}`
+}
+
+/** MAX_WINDOWS is the most windows one rate may have (per second, per minute, per hour, per day). */
+export const MAX_WINDOWS = 4
+
+/** RateWindows is a rate of one or more windows; work conforms only when it conforms to every one. */
+export type RateWindows = readonly [Rate, ...Rate[]]
+
+/**
+ * RateWindowsInput is what callers may write for a rate of several windows: windows joined
+ * by commas, `'20/s burst 40, 50000/day'`, an array of RateInputs, or one RateInput.
+ */
+export type RateWindowsInput = RateInput | readonly RateInput[]
+
+/**
+ * parseRateWindows reads a RateWindowsInput: from 1 to MAX_WINDOWS windows, each read and
+ * bounded as parseRate reads one, no two of the same interval (the tighter one alone would
+ * bind: the other is a mistake). Throws a TypeError naming the window that is wrong
+ * (`window 2 of 2`), quoting it, with parseRate's reason.
+ */
+export function parseRateWindows(input: RateWindowsInput): RateWindows {
+  const windows: readonly RateInput[] =
+    typeof input === 'string' ? input.split(',') : Array.isArray(input) ? input : [input as RateInput]
+  if (windows.length === 0 || windows.length > MAX_WINDOWS) {
+    throw new TypeError(
+      `parseRateWindows: expected 1 to ${MAX_WINDOWS} windows, got ${windows.length} in ${quote(input)}`,
+    )
+  }
+  const rates = windows.map((window, i) => parseWindow(window, i, windows.length))
+  for (let i = 1; i < rates.length; i++) {
+    const same = rates.findIndex((rate) => rate.intervalMs === rates[i]!.intervalMs)
+    if (same < i) {
+      throw new TypeError(
+        `parseRateWindows: window ${i + 1} of ${rates.length} repeats the ${rates[i]!.intervalMs} ms interval of window ${same + 1}, in ${quote(input)}`,
+      )
+    }
+  }
+  return rates as [Rate, ...Rate[]]
+}
+
+function parseWindow(window: RateInput, index: number, count: number): Rate {
+  try {
+    return parseRate(window)
+  } catch (error) {
+    const reason = (error as Error).message.replace(/^parseRate: /, '')
+    throw new TypeError(`parseRateWindows: window ${index + 1} of ${count}: ${reason}`)
+  }
+}
+
+/** formatRateWindows writes RateWindows the way parseRateWindows reads them: each window by formatRate, joined by ', '. */
+export function formatRateWindows(windows: readonly Rate[]): string {
+  return windows.map(formatRate).join(', ')
 }
 
 /** ratePerSec is a rate's steady throughput in units per second. */
