@@ -40,14 +40,14 @@ const RATE_PATTERN =
  * and never less than one unit. Throws a TypeError quoting the input when it is not a
  * rate, or when it is outside the bounds below (limit and interval above zero, an
  * interval of at most MAX_INTERVAL_MS, a rate from MIN_RATE_PER_SEC to MAX_RATE_PER_SEC,
- * a burst from 1 to MAX_BURST); the message states the bound. Several windows joined by
- * commas are refused (see parseRateWindows): the limiter enforces one window per key, and
- * reading only the first would silently drop the others.
+ * a burst from 1 to MAX_BURST); the message states the bound. Several windows (joined by
+ * commas, or an array) are refused: the limiter enforces one window per key, and reading
+ * only the first would silently drop the others. parseRateWindows reads them.
  */
 export function parseRate(input: RateInput): Rate {
   if (Array.isArray(input) || (typeof input === 'string' && input.includes(','))) {
     throw new TypeError(
-      `parseRate: expected one window (the limiter enforces one window per key; several are read by parseRateWindows), got ${quote(input)}`,
+      `parseRate: expected one window per rate (several windows joined by commas are not enforced yet), got ${quote(input)}`,
     )
   }
   if (typeof input === 'string') return parseRateString(input)

@@ -154,6 +154,12 @@ describe('parseControlMessage rejects, naming the field and what was wrong', () 
       'invalid-message',
       /^rate: expected a rate like '1000\/min'/,
     ],
+    // several windows are refused until the limiter enforces them all, not read as the first alone
+    [
+      { type: 'set', merchant: 'm', rate: '20/s burst 40, 50000/day', version: 1 },
+      'invalid-message',
+      /^rate: expected one window per rate \(several windows joined by commas are not enforced yet\)/,
+    ],
     [
       { type: 'set', merchant: 'm', rate: '0/min', version: 1 },
       'invalid-message',
@@ -222,8 +228,14 @@ describe('parseControlMessage rejects, naming the field and what was wrong', () 
       'invalid-message',
       'rate.intervalMs: expected a number of ms in [1, 86400000], got 86400001',
     ],
+    // days are a unit: two of them are read, then refused by the control's one-day bound
     [
       { type: 'set', merchant: 'm', rate: '1/2d', version: 1 },
+      'invalid-message',
+      'rate.intervalMs: expected a number of ms in [1, 86400000], got 172800000',
+    ],
+    [
+      { type: 'set', merchant: 'm', rate: '1/2 fortnights', version: 1 },
       'invalid-message',
       /^rate: expected a rate like/,
     ],

@@ -90,6 +90,15 @@ describe('loadConfig', () => {
       { limiter: { defaultRate: 'lots' } },
       "config field 'limiter.defaultRate': expected a rate like '1000/min'",
     ],
+    // parseRate's reason, not a generic one: the bound, or that several windows are not enforced yet
+    [
+      { limiter: { defaultRate: '0/s' } },
+      'config field \'limiter.defaultRate\': expected a finite limit above 0, got "0/s"',
+    ],
+    [
+      { limiter: { defaultRate: '20/s, 50000/day' } },
+      "config field 'limiter.defaultRate': expected one window per rate (several windows joined by commas are not enforced yet)",
+    ],
     [{ sources: [{ kind: 'sqs', queue: 'q' }] }, "config field 'sources.0.kind'"],
     [
       { sources: [{ kind: 'bullmq', queue: 'q', handler: 'webhook', concurency: 5 }] },
