@@ -36,17 +36,16 @@ export {
 } from './limiter.js'
 export {
   formatRate,
-  formatRateWindows,
   MAX_BURST,
   MAX_INTERVAL_MS,
   MAX_RATE_PER_SEC,
   MAX_WINDOWS,
   MIN_RATE_PER_SEC,
   parseRate,
-  parseRateWindows,
   type Rate,
   type RateInput,
-  type RateWindows,
-  type RateWindowsInput,
+  type RateObject,
+  type RateWindow,
   ratePerSec,
+  windowsOf,
 } from './rate.js'

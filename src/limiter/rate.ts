@@ -1,15 +1,31 @@
-/** Rate is `limit` units of work per `intervalMs`, with a bucket that holds `burst` units. */
+/**
+ * Rate is `limit` units of work per `intervalMs`, with a bucket that holds `burst` units:
+ * its first window. `extraWindows` are its further windows, absent for a rate of one
+ * (the common case): work conforms only when it conforms to every window.
+ */
 export interface Rate {
+  readonly limit: number
+  readonly intervalMs: number
+  readonly burst: number
+  readonly extraWindows?: readonly RateWindow[]
+}
+
+/** RateWindow is one window of a Rate of several. */
+export interface RateWindow {
   readonly limit: number
   readonly intervalMs: number
   readonly burst: number
 }
 
+/** RateObject is a window written as an object; `burst` defaults to `limit`. */
+export type RateObject = { limit: number; intervalMs: number; burst?: number }
+
 /**
  * RateInput is what callers may write for a rate: `'1000/min'`, `'50/s burst 10'`,
- * `'100/10s'`, or an object whose `burst` defaults to `limit`.
+ * `'100/10s'`, several windows joined by commas (`'20/s burst 40, 50000/day'`), an object
+ * whose `burst` defaults to `limit`, or an array of such objects (one per window).
  */
-export type RateInput = string | { limit: number; intervalMs: number; burst?: number }
+export type RateInput = string | RateObject | readonly RateObject[]
 
 const UNIT_MS: Readonly<Record<string, number>> = {
   ms: 1,
@@ -37,26 +53,56 @@ const RATE_PATTERN =
  * parseRate reads a RateInput. `N/unit` with unit one of ms, s, sec, second, m, min,
  * minute, h, hr, hour, d, day (plurals too), optionally `N/<k><unit>` (`100/10s`) and
  * `burst B`. The burst defaults to the limit: the bucket holds one interval's worth,
- * and never less than one unit. Throws a TypeError quoting the input when it is not a
- * rate, or when it is outside the bounds below (limit and interval above zero, an
- * interval of at most MAX_INTERVAL_MS, a rate from MIN_RATE_PER_SEC to MAX_RATE_PER_SEC,
- * a burst from 1 to MAX_BURST); the message states the bound. Several windows (joined by
- * commas, or an array) are refused: the limiter enforces one window per key, and reading
- * only the first would silently drop the others. parseRateWindows reads them.
+ * and never less than one unit. Up to MAX_WINDOWS windows, joined by commas or as an
+ * array, no two of the same interval (only the tighter would ever bind). Throws a
+ * TypeError quoting the input when it is not a rate, or when a window is outside the
+ * bounds below (limit and interval above zero, an interval of at most MAX_INTERVAL_MS, a
+ * rate from MIN_RATE_PER_SEC to MAX_RATE_PER_SEC, a burst from 1 to MAX_BURST); the
+ * message states the bound, and with several windows names the one that is wrong.
  */
 export function parseRate(input: RateInput): Rate {
-  if (Array.isArray(input) || (typeof input === 'string' && input.includes(','))) {
+  const windows: readonly unknown[] =
+    typeof input === 'string' ? input.split(',') : Array.isArray(input) ? input : [input]
+  if (windows.length === 1) return parseWindow(windows[0])
+  if (windows.length === 0 || windows.length > MAX_WINDOWS) {
     throw new TypeError(
-      `parseRate: expected one window per rate (several windows joined by commas are not enforced yet), got ${quote(input)}`,
+      `parseRate: expected 1 to ${MAX_WINDOWS} windows, got ${windows.length} in ${quote(input)}`,
     )
   }
+  const rates = windows.map((window, i) => {
+    try {
+      return parseWindow(window)
+    } catch (error) {
+      const reason = (error as Error).message.replace(/^parseRate: /, '')
+      throw new TypeError(`parseRate: window ${i + 1} of ${windows.length}: ${reason}`)
+    }
+  })
+  for (let i = 1; i < rates.length; i++) {
+    const same = rates.findIndex((rate) => rate.intervalMs === rates[i]!.intervalMs)
+    if (same < i) {
+      throw new TypeError(
+        `parseRate: window ${i + 1} of ${rates.length} repeats the ${rates[i]!.intervalMs} ms interval of window ${same + 1}, in ${quote(input)}`,
+      )
+    }
+  }
+  return { ...rates[0]!, extraWindows: rates.slice(1) }
+}
+
+/** windowsOf lists a rate's windows, the first one first. */
+export function windowsOf(rate: Rate): readonly RateWindow[] {
+  const first = { limit: rate.limit, intervalMs: rate.intervalMs, burst: rate.burst }
+  return rate.extraWindows === undefined ? [first] : [first, ...rate.extraWindows]
+}
+
+function parseWindow(input: unknown): Rate {
   if (typeof input === 'string') return parseRateString(input)
-  if (input === null || typeof input !== 'object') {
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
     throw new TypeError(
       `parseRate: expected a string like '1000/min' or { limit, intervalMs }, got ${quote(input)}`,
     )
   }
-  return checkRate(input.limit, input.intervalMs, input.burst, input)
+  const window = input as Partial<RateObject>
+  return checkRate(window.limit, window.intervalMs, window.burst, input)
 }
 
 function parseRateString(input: string): Rate {
@@ -123,8 +169,12 @@ const UNIT_NAMES: ReadonlyArray<[number, string]> = [
   [1_000, 's'],
 ]
 
-/** formatRate writes a Rate the way parseRate reads it, omitting a burst equal to the default. */
+/** formatRate writes a Rate the way parseRate reads it, windows joined by ', ', omitting a burst equal to the default. */
 export function formatRate(rate: Rate): string {
+  return windowsOf(rate).map(formatWindow).join(', ')
+}
+
+function formatWindow(rate: RateWindow): string {
   const unit = UNIT_NAMES.find(([ms]) => rate.intervalMs === ms)
   const per = unit ? unit[1] : `${rate.intervalMs}ms`
   const head = `${round(rate.limit)}/${per}`
@@ -134,58 +184,9 @@ export function formatRate(rate: Rate): string {
 /** MAX_WINDOWS is the most windows one rate may have (per second, per minute, per hour, per day). */
 export const MAX_WINDOWS = 4
 
-/** RateWindows is a rate of one or more windows; work conforms only when it conforms to every one. */
-export type RateWindows = readonly [Rate, ...Rate[]]
-
-/**
- * RateWindowsInput is what callers may write for a rate of several windows: windows joined
- * by commas, `'20/s burst 40, 50000/day'`, an array of RateInputs, or one RateInput.
- */
-export type RateWindowsInput = RateInput | readonly RateInput[]
-
-/**
- * parseRateWindows reads a RateWindowsInput: from 1 to MAX_WINDOWS windows, each read and
- * bounded as parseRate reads one, no two of the same interval (the tighter one alone would
- * bind: the other is a mistake). Throws a TypeError naming the window that is wrong
- * (`window 2 of 2`), quoting it, with parseRate's reason.
- */
-export function parseRateWindows(input: RateWindowsInput): RateWindows {
-  const windows: readonly RateInput[] =
-    typeof input === 'string' ? input.split(',') : Array.isArray(input) ? input : [input as RateInput]
-  if (windows.length === 0 || windows.length > MAX_WINDOWS) {
-    throw new TypeError(
-      `parseRateWindows: expected 1 to ${MAX_WINDOWS} windows, got ${windows.length} in ${quote(input)}`,
-    )
-  }
-  const rates = windows.map((window, i) => parseWindow(window, i, windows.length))
-  for (let i = 1; i < rates.length; i++) {
-    const same = rates.findIndex((rate) => rate.intervalMs === rates[i]!.intervalMs)
-    if (same < i) {
-      throw new TypeError(
-        `parseRateWindows: window ${i + 1} of ${rates.length} repeats the ${rates[i]!.intervalMs} ms interval of window ${same + 1}, in ${quote(input)}`,
-      )
-    }
-  }
-  return rates as [Rate, ...Rate[]]
-}
-
-function parseWindow(window: RateInput, index: number, count: number): Rate {
-  try {
-    return parseRate(window)
-  } catch (error) {
-    const reason = (error as Error).message.replace(/^parseRate: /, '')
-    throw new TypeError(`parseRateWindows: window ${index + 1} of ${count}: ${reason}`)
-  }
-}
-
-/** formatRateWindows writes RateWindows the way parseRateWindows reads them: each window by formatRate, joined by ', '. */
-export function formatRateWindows(windows: readonly Rate[]): string {
-  return windows.map(formatRate).join(', ')
-}
-
-/** ratePerSec is a rate's steady throughput in units per second. */
+/** ratePerSec is a rate's steady throughput in units per second: its slowest window's. */
 export function ratePerSec(rate: Rate): number {
-  return (rate.limit * 1_000) / rate.intervalMs
+  return Math.min(...windowsOf(rate).map((window) => (window.limit * 1_000) / window.intervalMs))
 }
 
 function round(n: number): string {

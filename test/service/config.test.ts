@@ -96,8 +96,8 @@ describe('loadConfig', () => {
       'config field \'limiter.defaultRate\': expected a finite limit above 0, got "0/s"',
     ],
     [
-      { limiter: { defaultRate: '20/s, 50000/day' } },
-      "config field 'limiter.defaultRate': expected one window per rate (several windows joined by commas are not enforced yet)",
+      { limiter: { defaultRate: '20/s, 0/day' } },
+      'config field \'limiter.defaultRate\': window 2 of 2: expected a finite limit above 0, got " 0/day"',
     ],
     [{ sources: [{ kind: 'sqs', queue: 'q' }] }, "config field 'sources.0.kind'"],
     [
