@@ -8,7 +8,7 @@ import { parseRate } from '../limiter/index.js'
 // Re-exported for the worker's entry point and throttlectl, which read the config through this module.
 export { ConfigError }
 
-// parseRate's own reason (which bound, or that several windows are not enforced yet), as the control schema gives it
+// parseRate's own reason (which bound, which window), as the control schema gives it
 const rateString = z.string().superRefine((text, context) => {
   try {
     parseRate(text)

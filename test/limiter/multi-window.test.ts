@@ -185,4 +185,30 @@ describe('KeyedLimiter: a rate of several windows', () => {
     expect(limiter.inspect('single')!.rate.extraWindows).toBeUndefined()
     expect(limiter.inspect('multi')!.rate.extraWindows).toHaveLength(1)
   })
+
+  it('a key whose first window is full but a later one is not is never evicted', () => {
+    const clock = new FakeClock(0)
+    const limiter = new KeyedLimiter({ rate: '1/s, 2/day', clock, maxKeys: 1 })
+    expect(limiter.tryAcquire('a')).toBe(true)
+    clock.set(5_000) // the first window is full again; the daily one holds 1 of 2
+    expect(limiter.tryAcquire('b')).toBe(false) // table full: 'a' is not a fresh bucket
+    expect(limiter.size).toBe(1)
+    expect(granted(limiter.reserve('a')).delayMs).toBe(0)
+    expect(limiter.tryAcquire('a')).toBe(false) // the daily window is spent, as it was kept
+  })
+
+  it('keeps the later windows in step when the limiter moves its epoch (every 2^22 ms)', () => {
+    const { clock, limiter } = setup('1/s, 2/day')
+    expect(limiter.tryAcquire('k')).toBe(true)
+    clock.set(1_000)
+    expect(limiter.tryAcquire('k')).toBe(true)
+    // the daily window earns a unit every 12 h: its next one is at 12 h, whatever the epoch
+    // (a second before, not a ms: a millionth of a unit, 43 ms here, absorbs rounding)
+    for (const atMs of [2 ** 22 + 1, 2 ** 23 + 2, 43_199_000]) {
+      clock.set(atMs)
+      expect(limiter.tryAcquire('k'), `at ${atMs} ms`).toBe(false)
+    }
+    clock.set(43_200_000)
+    expect(limiter.tryAcquire('k')).toBe(true)
+  })
 })

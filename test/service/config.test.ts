@@ -90,7 +90,7 @@ describe('loadConfig', () => {
       { limiter: { defaultRate: 'lots' } },
       "config field 'limiter.defaultRate': expected a rate like '1000/min'",
     ],
-    // parseRate's reason, not a generic one: the bound, or that several windows are not enforced yet
+    // parseRate's reason, not a generic one: the bound, and with several windows which one
     [
       { limiter: { defaultRate: '0/s' } },
       'config field \'limiter.defaultRate\': expected a finite limit above 0, got "0/s"',
