@@ -108,7 +108,7 @@ export class KeyedLimiter {
   private decidedDelayMs = 0
   private decidedSpanMs = 0
   private decidedEndMs = 0
-  /** decidedExtra is, after a reservation of a key of several windows, its windows' spans and ends (see HeldReservation.extra). */
+  /** decidedExtra is, after a reservation of a key of several windows, its windows' intervals, spans and ends (see HeldReservation.extra). */
   private decidedExtra: Float64Array | undefined
   /** grantedAtMs is the reserved time grant found, on the clock. */
   private grantedAtMs = 0
@@ -610,15 +610,16 @@ export class KeyedLimiter {
       tats = new Float64Array(extra.length).fill(now)
       this.table.extraTatMs.set(slot, tats)
     }
-    const spans = reserving ? new Float64Array(2 * extra.length) : undefined
+    const spans = reserving ? new Float64Array(3 * extra.length) : undefined
     for (let i = 0; i < extra.length; i++) {
       const window = extra[i]!
       const windowTat = tats[i]!
       const windowNext = (windowTat > at ? windowTat : at) + cost * window.emissionMs
       tats[i] = windowNext
       if (spans !== undefined) {
-        spans[2 * i] = windowNext - (windowTat > now ? windowTat : now)
-        spans[2 * i + 1] = windowNext - window.tauMs
+        spans[3 * i] = window.base.intervalMs
+        spans[3 * i + 1] = windowNext - (windowTat > now ? windowTat : now)
+        spans[3 * i + 2] = windowNext - window.tauMs
       }
     }
     this.decidedExtra = spans
@@ -743,8 +744,8 @@ export class KeyedLimiter {
   /**
    * refundExtra gives each further window back what the reservation still holds in it, by
    * refund's rule for the first window, window by window (a rate change may have left one
-   * with a reservation behind and another without). Windows the reservation was not
-   * charged in (the rate gained them after) get nothing.
+   * with a reservation behind and another without), matched by interval. Windows the
+   * reservation was not charged in (the rate gained them after) get nothing.
    */
   private refundExtra(
     slot: number,
@@ -756,12 +757,14 @@ export class KeyedLimiter {
   ): void {
     const tats = this.table.extraTatMs.get(slot)
     if (tats === undefined) return
-    const windows = Math.min(extra.length, held.length / 2)
-    for (let i = 0; i < windows; i++) {
+    for (let i = 0; i < extra.length; i++) {
       const window = extra[i]!
+      let at = 0
+      while (at < held.length && held[at] !== window.base.intervalMs) at += 3
+      if (at >= held.length) continue
       const tat = tats[i]!
-      if (tat - window.tauMs - (held[2 * i + 1]! + shiftMs) > window.conformMs) continue
-      tats[i] = Math.max(tat - held[2 * i]!, now, windowBlockFloor(window, blockedUntilMs, now))
+      if (tat - window.tauMs - (held[at + 2]! + shiftMs) > window.conformMs) continue
+      tats[i] = Math.max(tat - held[at + 1]!, now, windowBlockFloor(window, blockedUntilMs, now))
     }
   }
 

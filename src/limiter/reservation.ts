@@ -53,7 +53,7 @@ export class GrantedReservation implements Granted, HeldReservation {
     readonly endMs: number,
     /** epochMs is the limiter's epoch when the reservation was made. */
     readonly epochMs: number,
-    /** extra is, for a key of several windows, spanMs and endMs of each window after the first, in pairs. */
+    /** extra is, for a key of several windows, intervalMs, spanMs and endMs of each window after the first, in threes. */
     readonly extra: Float64Array | undefined,
     private readonly refund: (reservation: GrantedReservation) => void,
   ) {}
@@ -170,6 +170,6 @@ export interface HeldReservation {
   readonly endMs: number
   /** epochMs is the limiter's epoch when the reservation was made. */
   readonly epochMs: number
-  /** extra is, for a key of several windows, spanMs and endMs of each window after the first, in pairs. */
+  /** extra is, for a key of several windows, intervalMs, spanMs and endMs of each window after the first, in threes. */
   readonly extra: Float64Array | undefined
 }

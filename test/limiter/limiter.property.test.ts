@@ -24,14 +24,17 @@ const RATES = [
   '99000/s burst 200',
 ] as const
 /**
- * MULTI_RATES mix rates of two windows (per second and per 10 s, the second binding after
- * a few grants) with rates of one, so that changes go both ways.
+ * MULTI_RATES mix rates of several windows (per second and per 10 s, the later binding
+ * after a few grants) with rates of one, so that changes go both ways; the first five have
+ * several.
  */
 const MULTI_RATES = [
   '2/s burst 2, 5/10s',
   '5/s burst 3, 8/10s burst 4',
   '10/s, 20/10s burst 5',
   '1/s burst 3, 4/10s burst 2',
+  // three windows, the 10 s one second to last: windows are matched by interval, not position
+  '4/s burst 2, 30/min burst 6, 6/10s burst 3',
   '2/s burst 2',
   '3/s',
 ] as const
@@ -585,7 +588,7 @@ describe('KeyedLimiter properties, rates of several windows', () => {
   it('never grants more than burst_i + rate_i × W in any window, for every window i of the rate', () => {
     fc.assert(
       fc.property(
-        fc.constantFrom(...MULTI_RATES.slice(0, 4)),
+        fc.constantFrom(...MULTI_RATES.slice(0, 5)),
         fc.constantFrom(...ORIGINS),
         fc.boolean(),
         schedule(decisions, hardDecisions, 120),
