@@ -133,7 +133,7 @@ export const USAGE = `throttlectl: publish and inspect merchant-throttle rate ch
 Usage:
 ${columns((Object.keys(COMMANDS) as CommandName[]).map((name) => [COMMANDS[name].usage, COMMANDS[name].summary]))}
 
-Rates: '5000/min', '50/s burst 10', '100/10s' (units ms, s, min, h). '*' is the default rate.
+Rates: '5000/min', '50/s burst 10', '100/10s' (units ms, s, min, h, day), several windows '20/s burst 40, 50000/day'. '*' is the default rate.
 
 Options of the commands that talk to Kafka:
 ${columns([

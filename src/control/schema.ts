@@ -3,8 +3,11 @@ import {
   checkMerchantKey,
   type Inheritance,
   MAX_MERCHANT_KEY_LENGTH,
+  MAX_WINDOWS,
   parseRate,
   type Rate,
+  type RateWindow,
+  windowsOf,
 } from '../limiter/index.js'
 
 /**
@@ -141,41 +144,96 @@ export function parseControlMessage(
   return { ok: true, change: parsed.data }
 }
 
-/** checkRateValue validates one rate as a control message writes it (string or object) against `limits`. */
+/**
+ * checkRateValue validates one rate as a control message writes it (a string, an object,
+ * or an array of objects, one per window) against `limits`, every window of it.
+ */
 export function checkRateValue(
   value: unknown,
   limits: ControlLimits,
 ): { ok: true; rate: Rate } | { ok: false; field?: string; error: string } {
-  let rate: Rate
   if (value === undefined) return { ok: false, error: 'missing' }
+  let windows: readonly RateWindow[]
   if (typeof value === 'string') {
     try {
-      rate = parseRate(value)
+      windows = windowsOf(parseRate(value))
     } catch (error) {
       return { ok: false, error: (error as Error).message.replace(/^parseRate: /, '') }
     }
   } else if (isPlainObject(value)) {
-    const unknown = Object.keys(value).find((field) => !RATE_FIELDS.has(field))
-    if (unknown !== undefined) return { ok: false, field: unknown, error: 'unknown field' }
-    if (value.limit === undefined) return { ok: false, field: 'limit', error: 'missing' }
-    if (value.intervalMs === undefined) return { ok: false, field: 'intervalMs', error: 'missing' }
-    for (const field of RATE_FIELDS) {
-      const n = value[field]
-      if (n !== undefined && typeof n !== 'number') {
-        return { ok: false, field, error: `expected a number, got ${describeValue(n)}` }
-      }
+    const window = readRateObject(value)
+    if (!window.ok) return window
+    windows = [window.rate]
+  } else if (Array.isArray(value) && value.length > 0 && value.length <= MAX_WINDOWS) {
+    const read: RateWindow[] = []
+    for (const [i, element] of value.entries()) {
+      const window = isPlainObject(element)
+        ? readRateObject(element)
+        : {
+            ok: false as const,
+            field: undefined,
+            error: `expected a window { limit, intervalMs, burst }, got ${describeValue(element)}`,
+          }
+      if (!window.ok)
+        return {
+          ok: false,
+          field: window.field === undefined ? String(i) : `${i}.${window.field}`,
+          error: window.error,
+        }
+      read.push(window.rate)
     }
-    rate = {
-      limit: value.limit as number,
-      intervalMs: value.intervalMs as number,
-      burst: (value.burst as number | undefined) ?? Math.max(1, value.limit as number),
-    }
+    windows = read
   } else {
-    return {
-      ok: false,
-      error: `expected a rate like '1000/min' or { limit, intervalMs, burst }, got ${describeValue(value)}`,
+    return notARate(value)
+  }
+  for (const [i, window] of windows.entries()) {
+    const bounded = checkWindowBounds(window, limits)
+    if (bounded === undefined) continue
+    if (windows.length === 1) return bounded
+    if (Array.isArray(value)) return { ...bounded, field: `${i}.${bounded.field}` }
+    return { ...bounded, error: `window ${i + 1} of ${windows.length}: ${bounded.error}` }
+  }
+  // the limiter's own bounds on each window as a whole (per second, not per field) apply too, and the rule on intervals
+  try {
+    return { ok: true, rate: parseRate(windows) }
+  } catch (error) {
+    return { ok: false, error: (error as Error).message.replace(/^parseRate: /, '') }
+  }
+}
+
+function notARate(value: unknown): { ok: false; field?: string; error: string } {
+  const windows = Array.isArray(value) ? ` (or an array of 1 to ${MAX_WINDOWS} of them)` : ''
+  return {
+    ok: false,
+    error: `expected a rate like '1000/min' or { limit, intervalMs, burst }${windows}, got ${describeValue(value)}`,
+  }
+}
+
+function readRateObject(
+  value: Record<string, unknown>,
+): { ok: true; rate: RateWindow } | { ok: false; field: string; error: string } {
+  const unknown = Object.keys(value).find((field) => !RATE_FIELDS.has(field))
+  if (unknown !== undefined) return { ok: false, field: unknown, error: 'unknown field' }
+  if (value.limit === undefined) return { ok: false, field: 'limit', error: 'missing' }
+  if (value.intervalMs === undefined) return { ok: false, field: 'intervalMs', error: 'missing' }
+  for (const field of RATE_FIELDS) {
+    const n = value[field]
+    if (n !== undefined && typeof n !== 'number') {
+      return { ok: false, field, error: `expected a number, got ${describeValue(n)}` }
     }
   }
+  const rate = {
+    limit: value.limit as number,
+    intervalMs: value.intervalMs as number,
+    burst: (value.burst as number | undefined) ?? Math.max(1, value.limit as number),
+  }
+  return { ok: true, rate }
+}
+
+function checkWindowBounds(
+  rate: RateWindow,
+  limits: ControlLimits,
+): { ok: false; field: string; error: string } | undefined {
   if (!(Number.isFinite(rate.limit) && rate.limit > 0 && rate.limit <= limits.maxLimit)) {
     return {
       ok: false,
@@ -203,12 +261,7 @@ export function checkRateValue(
       error: `expected a number >= 1 and <= ${limits.maxBurst}, got ${rate.burst}`,
     }
   }
-  // the limiter's own bounds on the rate as a whole (per second, not per field) apply too
-  try {
-    return { ok: true, rate: parseRate(rate) }
-  } catch (error) {
-    return { ok: false, error: (error as Error).message.replace(/^parseRate: /, '') }
-  }
+  return undefined
 }
 
 /** resolveLimits fills the bounds not given from DEFAULT_CONTROL_LIMITS and checks them. */
@@ -298,7 +351,11 @@ function rateSchema(limits: ControlLimits) {
     ctx.addIssue({
       code: 'custom',
       message: checked.error,
-      path: checked.field === undefined ? [] : [checked.field],
+      // a window of an array is named by its index: `rate[1].limit`
+      path:
+        checked.field === undefined
+          ? []
+          : checked.field.split('.').map((part) => (/^\d+$/.test(part) ? Number(part) : part)),
     })
     return z.NEVER
   })
@@ -457,6 +514,7 @@ function formatPath(path: readonly PropertyKey[]): string {
   if (path.length === 0) return 'message'
   return path
     .map((part, i) => {
+      if (typeof part === 'number') return `[${part}]`
       const text = String(part)
       if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(text)) return i === 0 ? text : `.${text}`
       return `[${JSON.stringify(text)}]`

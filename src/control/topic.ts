@@ -1,5 +1,5 @@
 import type { Admin, Producer } from 'kafkajs'
-import type { Rate } from '../limiter/index.js'
+import { type Rate, type RateWindow, windowsOf } from '../limiter/index.js'
 import { type ControlChange, messageKeyOf } from './schema.js'
 import { type SigningKey, signControlValue } from './signing.js'
 
@@ -122,6 +122,8 @@ export async function publishControlChange(
   })
 }
 
-function rateJson(rate: Rate): { limit: number; intervalMs: number; burst: number } {
-  return { limit: rate.limit, intervalMs: rate.intervalMs, burst: rate.burst }
+/** rateJson is a rate as a control message's object form: one object, or one per window. */
+function rateJson(rate: Rate): RateWindow | RateWindow[] {
+  const windows = windowsOf(rate).map(({ limit, intervalMs, burst }) => ({ limit, intervalMs, burst }))
+  return windows.length === 1 ? windows[0]! : windows
 }

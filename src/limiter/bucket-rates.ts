@@ -1,4 +1,34 @@
-import type { Rate } from './rate.js'
+import type { Rate, RateWindow } from './rate.js'
+
+/**
+ * ExtraWindow is the GCRA parameters of one further window of a rate of several (see
+ * Rate.extraWindows), derived as BucketRate derives its first window's.
+ */
+export class ExtraWindow {
+  limit = 0
+  burst = 0
+  capacity = 0
+  emissionMs = 0
+  tauMs = 0
+  conformMs = 0
+  allowanceMs = 0
+
+  constructor(readonly base: RateWindow) {}
+
+  derive(share: number, factor: number): void {
+    this.limit = this.base.limit * factor
+    this.burst = Math.max(1, this.base.burst * factor)
+    this.capacity = Math.max(1, this.base.burst * share)
+    this.emissionMs = this.base.intervalMs / this.limit
+    this.tauMs = this.burst * this.emissionMs
+    this.conformMs = Math.max(this.emissionMs * 1e-6, 2 ** -30)
+    this.allowanceMs = this.tauMs + this.conformMs
+  }
+
+  rate(): RateWindow {
+    return { limit: this.limit, intervalMs: this.base.intervalMs, burst: this.burst }
+  }
+}
 
 /**
  * BucketRate is one rate buckets are charged at: the default (id 0), or one key's own
@@ -24,6 +54,13 @@ export class BucketRate {
   conformMs = 0
   /** allowanceMs is tauMs + conformMs: how far ahead of now a bucket's arrival time may go for a grant now. */
   allowanceMs = 0
+  /**
+   * fastAllowanceMs is allowanceMs for a rate of one window, and -Infinity for one of
+   * several, whose keys the limiter's inline common case (first window only) must not grant.
+   */
+  fastAllowanceMs = 0
+  /** extra holds the windows after the first, for a rate of several; undefined for one. */
+  extra: ExtraWindow[] | undefined
 
   constructor(base: Rate, followsDefault: boolean, share: number) {
     this.base = base
@@ -31,6 +68,7 @@ export class BucketRate {
     this.derive(share)
   }
 
+  /** derive computes every window's parameters from `base`, the share and the penalty; capacity is the smallest window's. */
   derive(share: number): void {
     const factor = share * this.penaltyFactor
     this.limit = this.base.limit * factor
@@ -40,10 +78,33 @@ export class BucketRate {
     this.tauMs = this.burst * this.emissionMs
     this.conformMs = Math.max(this.emissionMs * 1e-6, 2 ** -30)
     this.allowanceMs = this.tauMs + this.conformMs
+    this.fastAllowanceMs = this.allowanceMs
+    const windows = this.base.extraWindows
+    if (windows === undefined || windows.length === 0) {
+      this.extra = undefined
+      return
+    }
+    let extra = this.extra
+    if (
+      extra === undefined ||
+      extra.length !== windows.length ||
+      extra.some((window, i) => window.base !== windows[i])
+    ) {
+      extra = windows.map((window) => new ExtraWindow(window))
+      this.extra = extra
+    }
+    for (const window of extra) {
+      window.derive(share, factor)
+      if (window.capacity < this.capacity) this.capacity = window.capacity
+    }
+    this.fastAllowanceMs = Number.NEGATIVE_INFINITY
   }
 
   rate(): Rate {
-    return { limit: this.limit, intervalMs: this.base.intervalMs, burst: this.burst }
+    const first = { limit: this.limit, intervalMs: this.base.intervalMs, burst: this.burst }
+    return this.extra === undefined
+      ? first
+      : { ...first, extraWindows: this.extra.map((window) => window.rate()) }
   }
 
   /** shiftTimes moves the rate's times back by `shiftMs`, with the limiter's epoch. */
@@ -54,15 +115,37 @@ export class BucketRate {
   }
 }
 
-/** Params are the GCRA parameters of a rate before a change, to convert buckets from. */
-export interface Params {
+/** Gcra is what a window's arrival time is read with: one unit's time, the tolerance, the burst. */
+export interface Gcra {
   emissionMs: number
   tauMs: number
   burst: number
 }
 
+/** WindowParams are the GCRA parameters of one window before a change, to convert buckets from. */
+export interface WindowParams extends Gcra {
+  intervalMs: number
+}
+
+/** Params are the GCRA parameters of a rate before a change: its first window's, and `extra` for the others. */
+export interface Params extends WindowParams {
+  extra: WindowParams[] | undefined
+}
+
 export function paramsOf(rate: BucketRate): Params {
-  return { emissionMs: rate.emissionMs, tauMs: rate.tauMs, burst: rate.burst }
+  const extra = rate.extra?.map((window) => ({
+    intervalMs: window.base.intervalMs,
+    emissionMs: window.emissionMs,
+    tauMs: window.tauMs,
+    burst: window.burst,
+  }))
+  return {
+    intervalMs: rate.base.intervalMs,
+    emissionMs: rate.emissionMs,
+    tauMs: rate.tauMs,
+    burst: rate.burst,
+    extra,
+  }
 }
 
 /**

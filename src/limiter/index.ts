@@ -39,9 +39,13 @@ export {
   MAX_BURST,
   MAX_INTERVAL_MS,
   MAX_RATE_PER_SEC,
+  MAX_WINDOWS,
   MIN_RATE_PER_SEC,
   parseRate,
   type Rate,
   type RateInput,
+  type RateObject,
+  type RateWindow,
   ratePerSec,
+  windowsOf,
 } from './rate.js'

@@ -35,9 +35,12 @@ export interface KeyedLimiterOptions {
 
 /** KeyInspection is a key's bucket at one instant. */
 export interface KeyInspection {
-  /** tokens in the bucket; negative when reservations are handed out ahead of time. */
+  /**
+   * tokens in the bucket; negative when reservations are handed out ahead of time. For a
+   * rate of several windows, the fewest any window holds (what a decision could take now).
+   */
   tokens: number
-  /** capacity is the bucket's size under the rate in force. */
+  /** capacity is the bucket's size under the rate in force (the smallest window's, for several). */
   capacity: number
   /** rate in force: the configured rate scaled by the instance share and any penalty. */
   rate: Rate
@@ -45,7 +48,7 @@ export interface KeyInspection {
   override: boolean
   /** penaltyFactor is 1, or the fraction of the rate left after 429s. */
   penaltyFactor: number
-  /** waitMs is how long until one unit can be granted, in ms. */
+  /** waitMs is how long until one unit can be granted (by every window), in ms. */
   waitMs: number
 }
 

@@ -1,4 +1,12 @@
-import { BucketRate, BucketRates, type Params, paramsOf } from './bucket-rates.js'
+import {
+  BucketRate,
+  BucketRates,
+  type ExtraWindow,
+  type Gcra,
+  type Params,
+  paramsOf,
+  type WindowParams,
+} from './bucket-rates.js'
 import { type Clock, monotonicClock, SkewGuard } from './clock.js'
 import { MAX_MERCHANT_KEY_LENGTH } from './key.js'
 import type { ConfiguredRates, KeyedLimiterOptions, KeyInspection, LimiterStats } from './limiter-types.js'
@@ -100,6 +108,8 @@ export class KeyedLimiter {
   private decidedDelayMs = 0
   private decidedSpanMs = 0
   private decidedEndMs = 0
+  /** decidedExtra is, after a reservation of a key of several windows, its windows' intervals, spans and ends (see HeldReservation.extra). */
+  private decidedExtra: Float64Array | undefined
   /** grantedAtMs is the reserved time grant found, on the clock. */
   private grantedAtMs = 0
   /** slotRate is the rate slotOf found. */
@@ -163,7 +173,7 @@ export class KeyedLimiter {
       const now = this.lastNowMs
       const tat = tatMs[code]!
       const next = (tat > now ? tat : now) + cost * rate.emissionMs
-      if (next - now <= rate.allowanceMs && cost > 0 && cost <= rate.capacity) {
+      if (next - now <= rate.fastAllowanceMs && cost > 0 && cost <= rate.capacity) {
         tatMs[code] = next
         return true
       }
@@ -196,6 +206,7 @@ export class KeyedLimiter {
       this.decidedSpanMs,
       this.decidedEndMs,
       this.epochMs,
+      this.decidedExtra,
       this.refundBound,
     )
   }
@@ -214,6 +225,7 @@ export class KeyedLimiter {
       spanMs: this.decidedSpanMs,
       endMs: this.decidedEndMs,
       epochMs: this.epochMs,
+      extra: this.decidedExtra,
     })
   }
 
@@ -234,6 +246,7 @@ export class KeyedLimiter {
    * decidedDelayMs, the time in grantedAtMs), otherwise the Deferred answer.
    */
   private grant(key: string, cost: number, nowMs: number): Deferred | undefined {
+    this.decidedExtra = undefined
     const verdict = this.decide(key, cost, nowMs, this.horizonMs, true)
     if (verdict === TABLE_FULL) {
       return { ok: false, delayMs: Math.max(1, this.table.refusedWaitMs), reason: 'table-full' }
@@ -382,15 +395,17 @@ export class KeyedLimiter {
     if (code === undefined) return undefined
     const slot = slotOfCode(code)
     const rate = this.rateAt(key, code, now)
-    const tatMs = this.table.tatMs[slot]!
-    const start = tatMs > now ? tatMs : now
+    const extraTats = rate.extra === undefined ? undefined : this.table.extraTatMs.get(slot)
+    const state = { tokens: Number.POSITIVE_INFINITY, capacity: Number.POSITIVE_INFINITY, waitMs: 0 }
+    windowState(state, rate, this.table.tatMs[slot]!, now)
+    rate.extra?.forEach((window, i) => {
+      windowState(state, window, extraTats?.[i] ?? now, now)
+    })
     return {
-      tokens: (now + rate.tauMs - start) / rate.emissionMs,
-      capacity: rate.burst,
+      ...state,
       rate: rate.rate(),
       override: this.bucketRates.idOf(key) !== undefined && !rate.followsDefault,
       penaltyFactor: rate.penaltyFactor,
-      waitMs: Math.max(0, start + rate.emissionMs - rate.tauMs - now),
     }
   }
 
@@ -462,7 +477,7 @@ export class KeyedLimiter {
       const tat = tatMs[code]!
       const spanMs = cost * rate.emissionMs
       const next = (tat > now ? tat : now) + spanMs
-      if (cost > 0 && cost <= rate.capacity && next - now <= rate.allowanceMs) {
+      if (cost > 0 && cost <= rate.capacity && next - now <= rate.fastAllowanceMs) {
         tatMs[code] = next
         if (reserving) {
           this.decidedDelayMs = 0
@@ -509,6 +524,14 @@ export class KeyedLimiter {
         return TOO_SOON
       }
     }
+    const extra = rate.extra
+    if (extra !== undefined) {
+      delayMs = this.extraDelayMs(slot, extra, cost, now, delayMs)
+      if (delayMs > maxDelayMs) {
+        this.decidedDelayMs = delayMs
+        return TOO_SOON
+      }
+    }
     // a Retry-After is a time: neither the tolerance nor the rounding of the bucket's sums grants before its end
     if (now + delayMs < rate.blockedUntilMs) {
       delayMs = untilMs(now, rate.blockedUntilMs)
@@ -517,13 +540,89 @@ export class KeyedLimiter {
         return TOO_SOON
       }
     }
-    tatMs[slot] = next
     this.decidedDelayMs = delayMs
+    if (extra !== undefined) {
+      this.chargeExtra(slot, rate, cost, now, delayMs, reserving)
+      return GRANTED
+    }
+    tatMs[slot] = next
     if (reserving) {
       this.decidedSpanMs = spanMs
       this.decidedEndMs = next - rate.tauMs
     }
     return GRANTED
+  }
+
+  /**
+   * extraDelayMs is the least delay from `now`, at least `delayMs` (the first window's),
+   * at which every further window of `slot` takes `cost`: each is GCRA as the first,
+   * and a time one window meets every later time meets too, so the latest of them is the
+   * one all meet.
+   */
+  private extraDelayMs(
+    slot: number,
+    extra: ExtraWindow[],
+    cost: number,
+    now: number,
+    delayMs: number,
+  ): number {
+    const tats = this.table.extraTatMs.get(slot)
+    if (tats === undefined) return delayMs
+    let latestMs = delayMs
+    for (let i = 0; i < extra.length; i++) {
+      const window = extra[i]!
+      const tat = tats[i]!
+      const start = tat > now ? tat : now
+      if (start + cost * window.emissionMs - now <= window.allowanceMs) continue
+      let windowDelayMs = start + cost * window.emissionMs - window.tauMs - now
+      if (windowDelayMs > start - now) windowDelayMs = start - now
+      if (windowDelayMs > window.conformMs && windowDelayMs > latestMs) latestMs = windowDelayMs
+    }
+    return latestMs
+  }
+
+  /**
+   * chargeExtra charges `cost` to every window of `slot` at `now + delayMs`, the time all
+   * of them meet: a window that could have gone earlier is charged from that time, not
+   * from now, so the wait does not count as its refill twice. For a reservation it records
+   * how far each window moved (from where it stood or now) and where it ends.
+   */
+  private chargeExtra(
+    slot: number,
+    rate: BucketRate,
+    cost: number,
+    now: number,
+    delayMs: number,
+    reserving: boolean,
+  ): void {
+    const at = now + delayMs
+    const tatMs = this.table.tatMs
+    const tat = tatMs[slot]!
+    const next = (tat > at ? tat : at) + cost * rate.emissionMs
+    tatMs[slot] = next
+    if (reserving) {
+      this.decidedSpanMs = next - (tat > now ? tat : now)
+      this.decidedEndMs = next - rate.tauMs
+    }
+    const extra = rate.extra!
+    let tats = this.table.extraTatMs.get(slot)
+    if (tats === undefined) {
+      tats = new Float64Array(extra.length).fill(now)
+      this.table.extraTatMs.set(slot, tats)
+    }
+    const spans = reserving ? new Float64Array(3 * extra.length) : undefined
+    for (let i = 0; i < extra.length; i++) {
+      const window = extra[i]!
+      const windowTat = tats[i]!
+      const windowNext = (windowTat > at ? windowTat : at) + cost * window.emissionMs
+      tats[i] = windowNext
+      if (spans !== undefined) {
+        spans[3 * i] = window.base.intervalMs
+        spans[3 * i + 1] = windowNext - (windowTat > now ? windowTat : now)
+        spans[3 * i + 2] = windowNext - window.tauMs
+      }
+    }
+    this.decidedExtra = spans
   }
 
   /**
@@ -634,15 +733,44 @@ export class KeyedLimiter {
     const tatMs = this.table.tatMs
     const tat = tatMs[slot]!
     const laterMs = tat - rate.tauMs - (reservation.endMs + shiftMs)
-    if (laterMs > rate.conformMs) return
-    tatMs[slot] = Math.max(tat - reservation.spanMs, now, this.blockFloor(rate, now))
+    if (laterMs <= rate.conformMs) {
+      tatMs[slot] = Math.max(tat - reservation.spanMs, now, this.blockFloor(rate, now))
+    }
+    if (rate.extra !== undefined && reservation.extra !== undefined) {
+      this.refundExtra(slot, rate.extra, reservation.extra, shiftMs, now, rate.blockedUntilMs)
+    }
+  }
+
+  /**
+   * refundExtra gives each further window back what the reservation still holds in it, by
+   * refund's rule for the first window, window by window (a rate change may have left one
+   * with a reservation behind and another without), matched by interval. Windows the
+   * reservation was not charged in (the rate gained them after) get nothing.
+   */
+  private refundExtra(
+    slot: number,
+    extra: ExtraWindow[],
+    held: Float64Array,
+    shiftMs: number,
+    now: number,
+    blockedUntilMs: number,
+  ): void {
+    const tats = this.table.extraTatMs.get(slot)
+    if (tats === undefined) return
+    for (let i = 0; i < extra.length; i++) {
+      const window = extra[i]!
+      let at = 0
+      while (at < held.length && held[at] !== window.base.intervalMs) at += 3
+      if (at >= held.length) continue
+      const tat = tats[i]!
+      if (tat - window.tauMs - (held[at + 2]! + shiftMs) > window.conformMs) continue
+      tats[i] = Math.max(tat - held[at + 1]!, now, windowBlockFloor(window, blockedUntilMs, now))
+    }
   }
 
   /** blockFloor is the lowest arrival time that grants nothing before `rate`'s Retry-After ends. */
   private blockFloor(rate: BucketRate, now: number): number {
-    return rate.blockedUntilMs > now
-      ? rate.blockedUntilMs + rate.tauMs - rate.emissionMs
-      : Number.NEGATIVE_INFINITY
+    return windowBlockFloor(rate, rate.blockedUntilMs, now)
   }
 
   /** relative reads `nowMs` through the skew guard, as ms since the epoch (moved forward when far). */
@@ -776,30 +904,83 @@ export class KeyedLimiter {
   }
 
   /**
-   * convert re-expresses one bucket, banked at `now` under `from`, under `to`. Positive
-   * tokens carry over by `inheritance`; debt is kept in time, so that reservations
-   * already handed out stay valid and new work comes after them; a Retry-After is kept
-   * as the time it ends.
+   * convert re-expresses one bucket, banked at `now` under `from`, under `to`, window by
+   * window: each window of `to` continues the window of `from` with its interval, or,
+   * when `from` had none (a window added), the first one. Positive tokens carry over by
+   * `inheritance`; debt is kept in time, so that reservations already handed out stay
+   * valid and new work comes after them, in every window (the latest of them, as a
+   * window that had room behind the binding one would otherwise let work in before the
+   * reservations); a Retry-After is kept as the time it ends.
    */
   private convert(slot: number, from: Params, to: BucketRate, now: number, inheritance: Inheritance): void {
     const tatMs = this.table.tatMs
     const tat = tatMs[slot]!
-    let converted = tat
-    const start = tat > now ? tat : now
-    const tokens = (now + from.tauMs - start) / from.emissionMs
-    if (tokens < 0) {
-      converted = start - from.tauMs + to.tauMs
-    } else if (tat > now || inheritance !== 'proportional') {
-      const carried =
-        inheritance === 'proportional'
-          ? (tokens * to.burst) / from.burst
-          : inheritance === 'as-is'
-            ? Math.min(tokens, to.burst)
-            : to.burst
-      converted = now + to.tauMs - carried * to.emissionMs
+    const extraTatMs = this.table.extraTatMs
+    const fromTats = from.extra === undefined ? undefined : extraTatMs.get(slot)
+    const source = (intervalMs: number): [WindowParams, number] => {
+      const i = from.extra?.findIndex((window) => window.intervalMs === intervalMs) ?? -1
+      return i < 0 || from.intervalMs === intervalMs ? [from, tat] : [from.extra![i]!, fromTats?.[i] ?? now]
     }
-    tatMs[slot] = Math.max(converted, this.blockFloor(to, now))
+    // the last reservation handed out is where the binding window's debt ends: every window keeps it
+    let debtEndMs = tat - from.tauMs
+    from.extra?.forEach((window, i) => {
+      debtEndMs = Math.max(debtEndMs, (fromTats?.[i] ?? now) - window.tauMs)
+    })
+    const floorOf = (window: Gcra) =>
+      Math.max(
+        debtEndMs > now ? debtEndMs + window.tauMs : Number.NEGATIVE_INFINITY,
+        windowBlockFloor(window, to.blockedUntilMs, now),
+      )
+    const [first, firstTat] = source(to.base.intervalMs)
+    tatMs[slot] = Math.max(convertTat(firstTat, first, to, now, inheritance), floorOf(to))
+    if (to.extra === undefined) {
+      if (from.extra !== undefined) extraTatMs.delete(slot)
+      return
+    }
+    const tats = new Float64Array(to.extra.length)
+    for (let i = 0; i < tats.length; i++) {
+      const window = to.extra[i]!
+      const [params, windowTat] = source(window.base.intervalMs)
+      tats[i] = Math.max(convertTat(windowTat, params, window, now, inheritance), floorOf(window))
+    }
+    extraTatMs.set(slot, tats)
   }
+}
+
+/**
+ * convertTat is one window's arrival time `tat`, banked at `now` under `from`, under
+ * `to`: positive tokens carried over by `inheritance`, debt kept in time.
+ */
+function convertTat(tat: number, from: Gcra, to: Gcra, now: number, inheritance: Inheritance): number {
+  const start = tat > now ? tat : now
+  const tokens = (now + from.tauMs - start) / from.emissionMs
+  if (tokens < 0) return start - from.tauMs + to.tauMs
+  if (!(tat > now || inheritance !== 'proportional')) return tat
+  const carried =
+    inheritance === 'proportional'
+      ? (tokens * to.burst) / from.burst
+      : inheritance === 'as-is'
+        ? Math.min(tokens, to.burst)
+        : to.burst
+  return now + to.tauMs - carried * to.emissionMs
+}
+
+/** windowState folds one window at arrival time `tat` into a key's inspection: fewest tokens, smallest capacity, longest wait. */
+function windowState(
+  state: { tokens: number; capacity: number; waitMs: number },
+  window: Gcra,
+  tat: number,
+  now: number,
+): void {
+  const start = tat > now ? tat : now
+  state.tokens = Math.min(state.tokens, (now + window.tauMs - start) / window.emissionMs)
+  state.capacity = Math.min(state.capacity, window.burst)
+  state.waitMs = Math.max(state.waitMs, start + window.emissionMs - window.tauMs - now)
+}
+
+/** windowBlockFloor is the lowest arrival time of `window` that grants nothing before `blockedUntilMs`. */
+function windowBlockFloor(window: Gcra, blockedUntilMs: number, now: number): number {
+  return blockedUntilMs > now ? blockedUntilMs + window.tauMs - window.emissionMs : Number.NEGATIVE_INFINITY
 }
 
 /** untilMs is the least delay from `now` that reaches `endMs`, rounding included. */

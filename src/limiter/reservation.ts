@@ -53,6 +53,8 @@ export class GrantedReservation implements Granted, HeldReservation {
     readonly endMs: number,
     /** epochMs is the limiter's epoch when the reservation was made. */
     readonly epochMs: number,
+    /** extra is, for a key of several windows, intervalMs, spanMs and endMs of each window after the first, in threes. */
+    readonly extra: Float64Array | undefined,
     private readonly refund: (reservation: GrantedReservation) => void,
   ) {}
 
@@ -88,6 +90,8 @@ export class ReservationBook {
   /** lastDelayMs is the delay of the reservation reserveIn made last, in ms (0: now). */
   lastDelayMs = 0
   private keys: (string | undefined)[] = []
+  /** extras holds the rows of keys of several windows: their HeldReservation.extra. */
+  private readonly extras = new Map<number, Float64Array>()
   private numbers = new Float64Array(ROW_NUMBERS * 16)
   private readonly freeRows: number[] = []
   private held = 0
@@ -112,6 +116,7 @@ export class ReservationBook {
   release(row: number): void {
     if (this.keys[row] === undefined) return
     this.keys[row] = undefined
+    if (this.extras.size !== 0) this.extras.delete(row)
     this.freeRows.push(row)
     this.held--
   }
@@ -131,6 +136,7 @@ export class ReservationBook {
     numbers[at + 1] = held.spanMs
     numbers[at + 2] = held.endMs
     numbers[at + 3] = held.epochMs
+    if (held.extra !== undefined) this.extras.set(row, held.extra)
     this.lastDelayMs = delayMs
     this.held++
     return row
@@ -148,6 +154,7 @@ export class ReservationBook {
       spanMs: numbers[at + 1]!,
       endMs: numbers[at + 2]!,
       epochMs: numbers[at + 3]!,
+      extra: this.extras.size === 0 ? undefined : this.extras.get(row),
     }
   }
 }
@@ -163,4 +170,6 @@ export interface HeldReservation {
   readonly endMs: number
   /** epochMs is the limiter's epoch when the reservation was made. */
   readonly epochMs: number
+  /** extra is, for a key of several windows, intervalMs, spanMs and endMs of each window after the first, in threes. */
+  readonly extra: Float64Array | undefined
 }

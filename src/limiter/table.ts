@@ -54,6 +54,12 @@ export class KeyTable {
    * (its rate lowered by a penalty that evicting would forget); -Infinity when never.
    */
   keptUntilMs: (rateId: number) => number = () => Number.NEGATIVE_INFINITY
+  /**
+   * extraTatMs holds, for a slot whose rate has several windows, the arrival times of its
+   * windows after the first (in the order of the rate's extraWindows), so a key of one
+   * window keeps its one Float64. A slot without an entry has those windows full.
+   */
+  readonly extraTatMs = new Map<number, Float64Array>()
   /** codes maps each held key to its code; only the table changes it. */
   readonly codes = new Map<string, number>()
   private used = 0
@@ -112,6 +118,7 @@ export class KeyTable {
     }
     this.codes.set(key, codeFor(slot, rateId))
     this.tatMs[slot] = nowMs
+    if (this.extraTatMs.size !== 0) this.extraTatMs.delete(slot)
     return slot
   }
 
@@ -130,6 +137,17 @@ export class KeyTable {
       const shifted = tatMs[slot]! - shiftMs
       tatMs[slot] = shifted > floorMs ? shifted : floorMs
     }
+    for (const extra of this.extraTatMs.values()) {
+      for (let i = 0; i < extra.length; i++) extra[i] = Math.max(extra[i]! - shiftMs, floorMs)
+    }
+  }
+
+  /** fullAtMs is when every window of `slot`'s bucket is full: the latest of its arrival times. */
+  private fullAtMs(slot: number): number {
+    let fullMs = this.tatMs[slot]!
+    const extra = this.extraTatMs.size === 0 ? undefined : this.extraTatMs.get(slot)
+    if (extra !== undefined) for (const tatMs of extra) if (tatMs > fullMs) fullMs = tatMs
+    return fullMs
   }
 
   private evictOne(nowMs: number, scanLimit: number): number {
@@ -147,7 +165,8 @@ export class KeyTable {
       const [key, code] = next.value
       const slot = slotOfCode(code)
       const rateId = rateIdOfCode(code)
-      const tatMs = rateId === 0 ? this.tatMs[slot]! : Math.max(this.tatMs[slot]!, this.keptUntilMs(rateId))
+      const tatMs =
+        rateId === 0 ? this.fullAtMs(slot) : Math.max(this.fullAtMs(slot), this.keptUntilMs(rateId))
       if (tatMs <= nowMs) {
         this.codes.delete(key)
         this.evictions++

@@ -8,17 +8,14 @@ import { parseRate } from '../limiter/index.js'
 // Re-exported for the worker's entry point and throttlectl, which read the config through this module.
 export { ConfigError }
 
-const rateString = z.string().refine(
-  (text) => {
-    try {
-      parseRate(text)
-      return true
-    } catch {
-      return false
-    }
-  },
-  { message: "expected a rate like '1000/min' or '50/s burst 10'" },
-)
+// parseRate's own reason (which bound, which window), as the control schema gives it
+const rateString = z.string().superRefine((text, context) => {
+  try {
+    parseRate(text)
+  } catch (error) {
+    context.addIssue({ code: 'custom', message: (error as Error).message.replace(/^parseRate: /, '') })
+  }
+})
 
 /**
  * secretRef is a secret: written inline (development only), or better a reference read at

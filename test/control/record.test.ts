@@ -367,7 +367,8 @@ describe('fuzzing', () => {
         const parsed = parseControlMessage(text)
         expect(parsed.ok).toBe(false)
         if (!parsed.ok && parsed.reason === 'invalid-message')
-          expect(parsed.error).toMatch(/^(?:message|[A-Za-z_]\w*|\[".*?"\])(?:\.\w+|\[".*?"\])*: \S/)
+          // a field, a quoted key, or the index of a rate's window in an array
+          expect(parsed.error).toMatch(/^(?:message|[A-Za-z_]\w*|\[".*?"\])(?:\.\w+|\[".*?"\]|\[\d+\])*: \S/)
         expectRejectedAndUnchanged(Buffer.from(text), message.type === 'snapshot' ? '*snapshot' : 'm2')
       }),
       { numRuns: 2_000 },
@@ -395,11 +396,18 @@ describe('fuzzing', () => {
   })
 
   it('valid messages survive encodeControlMessage unchanged', () => {
-    const rate = fc.record({
+    const window = fc.record({
       limit: fc.double({ min: 0.001, max: 1_000_000, noNaN: true }),
       intervalMs: fc.integer({ min: 1, max: 86_400_000 }),
       burst: fc.double({ min: 1, max: 1_000_000, noNaN: true }),
     })
+    // a rate of several windows goes out as an array of objects and comes back the same
+    const rate = fc.oneof(
+      window,
+      fc
+        .uniqueArray(window, { minLength: 2, maxLength: 4, selector: (w) => w.intervalMs })
+        .map(([first, ...extraWindows]) => ({ ...first!, extraWindows })),
+    )
     const merchant = fc.stringMatching(/^[A-Za-z0-9\-_.:@/+=]{1,128}$/)
     const version = fc.maxSafeNat()
     const cap = fc.integer({ min: 1, max: 1_000_000 })

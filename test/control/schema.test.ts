@@ -36,6 +36,43 @@ describe('parseControlMessage accepts', () => {
       { type: 'set', merchant: 'm1', rate: { limit: 0.5, intervalMs: 1000 }, version: 1 },
       { type: 'set', merchant: 'm1', rate: { limit: 0.5, intervalMs: 1000, burst: 1 }, version: 1 },
     ],
+    // several windows, as a string or an array of objects, every one kept
+    [
+      { type: 'set', merchant: 'm1', rate: '20/s burst 40, 50000/day', version: 2 },
+      {
+        type: 'set',
+        merchant: 'm1',
+        rate: {
+          limit: 20,
+          intervalMs: 1000,
+          burst: 40,
+          extraWindows: [{ limit: 50_000, intervalMs: 86_400_000, burst: 50_000 }],
+        },
+        version: 2,
+      },
+    ],
+    [
+      {
+        type: 'set',
+        merchant: 'm1',
+        rate: [
+          { limit: 2, intervalMs: 1000, burst: 2 },
+          { limit: 5, intervalMs: 10_000 },
+        ],
+        version: 3,
+      },
+      {
+        type: 'set',
+        merchant: 'm1',
+        rate: {
+          limit: 2,
+          intervalMs: 1000,
+          burst: 2,
+          extraWindows: [{ limit: 5, intervalMs: 10_000, burst: 5 }],
+        },
+        version: 3,
+      },
+    ],
     // `*` is the default rate
     [
       { type: 'set', merchant: '*', rate: '1000/min burst 50', version: 7 },
@@ -154,6 +191,45 @@ describe('parseControlMessage rejects, naming the field and what was wrong', () 
       'invalid-message',
       /^rate: expected a rate like '1000\/min'/,
     ],
+    // several windows: the one out of bounds is named, by position in a string, by index in an array
+    [
+      { type: 'set', merchant: 'm', rate: '20/s burst 40, 5000000/day', version: 1 },
+      'invalid-message',
+      'rate.limit: window 2 of 2: expected a number > 0 and <= 1000000, got 5000000',
+    ],
+    [
+      {
+        type: 'set',
+        merchant: 'm',
+        rate: [
+          { limit: 20, intervalMs: 1000 },
+          { limit: 5, intervalMs: 0 },
+        ],
+        version: 1,
+      },
+      'invalid-message',
+      'rate[1].intervalMs: expected a number of ms in [1, 86400000], got 0',
+    ],
+    [
+      { type: 'set', merchant: 'm', rate: [{ limit: 20, intervalMs: 1000 }, '5/min'], version: 1 },
+      'invalid-message',
+      'rate[1]: expected a window { limit, intervalMs, burst }, got "5/min"',
+    ],
+    [
+      { type: 'set', merchant: 'm', rate: [], version: 1 },
+      'invalid-message',
+      /^rate: expected a rate like .* \(or an array of 1 to 4 of them\), got/,
+    ],
+    [
+      { type: 'set', merchant: 'm', rate: '1/s, 2/min, 3/h, 4/day, 5/10s', version: 1 },
+      'invalid-message',
+      /^rate: expected 1 to 4 windows, got 5/,
+    ],
+    [
+      { type: 'set', merchant: 'm', rate: '10/s, 20/1000ms', version: 1 },
+      'invalid-message',
+      /^rate: window 2 of 2 repeats the 1000 ms interval of window 1/,
+    ],
     [
       { type: 'set', merchant: 'm', rate: '0/min', version: 1 },
       'invalid-message',
@@ -222,8 +298,14 @@ describe('parseControlMessage rejects, naming the field and what was wrong', () 
       'invalid-message',
       'rate.intervalMs: expected a number of ms in [1, 86400000], got 86400001',
     ],
+    // days are a unit: two of them are read, then refused by the control's one-day bound
     [
       { type: 'set', merchant: 'm', rate: '1/2d', version: 1 },
+      'invalid-message',
+      'rate.intervalMs: expected a number of ms in [1, 86400000], got 172800000',
+    ],
+    [
+      { type: 'set', merchant: 'm', rate: '1/2 fortnights', version: 1 },
       'invalid-message',
       /^rate: expected a rate like/,
     ],

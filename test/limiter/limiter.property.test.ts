@@ -2,7 +2,7 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { FakeClock } from '../../src/limiter/clock.js'
 import { type Granted, KeyedLimiter } from '../../src/limiter/limiter.js'
-import { parseRate, type Rate } from '../../src/limiter/rate.js'
+import { parseRate, type Rate, type RateWindow, windowsOf } from '../../src/limiter/rate.js'
 
 // Random schedules of decisions, cancels, rate changes, share changes, penalties and clock
 // steps, at clock origins 0, 2^35 and 1.7e12 ms, checked against the rate guarantee of
@@ -22,6 +22,21 @@ const RATES = [
   '2/s',
   '1/s burst 3',
   '99000/s burst 200',
+] as const
+/**
+ * MULTI_RATES mix rates of several windows (per second and per 10 s, the later binding
+ * after a few grants) with rates of one, so that changes go both ways; the first five have
+ * several.
+ */
+const MULTI_RATES = [
+  '2/s burst 2, 5/10s',
+  '5/s burst 3, 8/10s burst 4',
+  '10/s, 20/10s burst 5',
+  '1/s burst 3, 4/10s burst 2',
+  // three windows, the 10 s one second to last: windows are matched by interval, not position
+  '4/s burst 2, 30/min burst 6, 6/10s burst 3',
+  '2/s burst 2',
+  '3/s',
 ] as const
 const ORIGINS = [0, 2 ** 35, 1.7e12] as const
 const EPS = 1e-6
@@ -110,13 +125,14 @@ const decisions: fc.WeightedArbitrary<Op>[] = [
     }),
   },
 ]
-const changes: fc.WeightedArbitrary<Op>[] = [
+/** changesWith draws rate changes among `rates`, penalties and share changes. */
+const changesWith = (rates: readonly string[]): fc.WeightedArbitrary<Op>[] => [
   {
     weight: 2,
     arbitrary: fc.record({
       kind: fc.constant('setRate' as const),
       key: fc.constantFrom('*', ...KEYS),
-      rate: fc.constantFrom(...RATES),
+      rate: fc.constantFrom(...rates),
     }),
   },
   {
@@ -132,6 +148,7 @@ const changes: fc.WeightedArbitrary<Op>[] = [
     arbitrary: fc.record({ kind: fc.constant('share' as const), instances: fc.integer({ min: 1, max: 3 }) }),
   },
 ]
+const changes = changesWith(RATES)
 
 /**
  * Hard schedules, drawn as a whole beside the single operations: the few steps in which a
@@ -171,8 +188,8 @@ const hardDecisions: fc.WeightedArbitrary<Op[]>[] = [
       ]),
   },
 ]
-/** hardChanges are changes made while a key is in debt, with cancels around them. */
-const hardChanges: fc.WeightedArbitrary<Op[]>[] = [
+/** hardChangesWith are changes among `rates` made while a key is in debt, with cancels around them. */
+const hardChangesWith = (rates: readonly string[]): fc.WeightedArbitrary<Op[]>[] => [
   {
     // a rate change while in debt, then a cancel of what was reserved before it
     weight: 2,
@@ -181,7 +198,7 @@ const hardChanges: fc.WeightedArbitrary<Op[]>[] = [
         k: key,
         first: stack,
         target: fc.constantFrom('*', ...KEYS),
-        rate: fc.constantFrom(...RATES),
+        rate: fc.constantFrom(...rates),
         after: stack,
         pick: fc.nat(),
         which: fc.constantFrom('shadowed' as const, 'pending' as const, 'latest' as const),
@@ -216,6 +233,7 @@ const hardChanges: fc.WeightedArbitrary<Op[]>[] = [
       ]),
   },
 ]
+const hardChanges = hardChangesWith(RATES)
 
 /** schedule draws up to `maxLength` steps: single operations and hard schedules, flattened. */
 function schedule(
@@ -541,6 +559,77 @@ describe('KeyedLimiter properties', () => {
           }
           const endMs = limiter.now()
           expect(granted).toBeGreaterThanOrEqual((rate.limit * (endMs - startMs)) / rate.intervalMs - 1 - EPS)
+        },
+      ),
+      { numRuns: 300 },
+    )
+  })
+})
+
+/**
+ * windowKinds gives, for each window interval among `rates`, the largest burst and rate a
+ * key could have had in it: from each rate's window of that interval, or, for a rate
+ * without one, its first window (the only bound it kept then).
+ */
+function windowKinds(rates: readonly Rate[]): Array<{ burst: number; perMs: number }> {
+  const intervals = new Set(rates.flatMap((rate) => windowsOf(rate).map((w) => w.intervalMs)))
+  return [...intervals].map((intervalMs) => {
+    const windows: RateWindow[] = rates.map(
+      (rate) => windowsOf(rate).find((w) => w.intervalMs === intervalMs) ?? windowsOf(rate)[0]!,
+    )
+    return {
+      burst: Math.max(...windows.map((w) => w.burst)),
+      perMs: Math.max(...windows.map((w) => w.limit / w.intervalMs)),
+    }
+  })
+}
+
+describe('KeyedLimiter properties, rates of several windows', () => {
+  it('never grants more than burst_i + rate_i × W in any window, for every window i of the rate', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...MULTI_RATES.slice(0, 5)),
+        fc.constantFrom(...ORIGINS),
+        fc.boolean(),
+        schedule(decisions, hardDecisions, 120),
+        (rateText, originMs, witnessed, ops) => {
+          const rate = parseRate(rateText)
+          const { grants } = run(ops, rateText, originMs, witnessed)
+          for (const k of KEYS) {
+            for (const window of windowsOf(rate)) {
+              const excess = worstLinearWindow(grants, k, window.burst, window.limit / window.intervalMs)
+              expect(excess).toBeLessThanOrEqual(slack(originMs, [rate]))
+            }
+          }
+        },
+      ),
+      { numRuns: 300 },
+    )
+  })
+
+  it('bounds every window across changes between one and several windows by one burst per change, and grants nothing inside a Retry-After', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...MULTI_RATES),
+        fc.constantFrom(...ORIGINS),
+        fc.boolean(),
+        schedule(
+          [...decisions, ...changesWith(MULTI_RATES)],
+          [...hardDecisions, ...hardChangesWith(MULTI_RATES)],
+          120,
+        ),
+        (rateText, originMs, witnessed, ops) => {
+          const { grants, changeTimes, ratesSeen, blocks } = run(ops, rateText, originMs, witnessed)
+          for (const kind of windowKinds(ratesSeen)) {
+            for (const k of KEYS) {
+              const excess = worstWindow(grants, k, (from, to) => {
+                const changesInside = changeTimes.filter((t) => t >= from && t <= to).length
+                return (changesInside + 1) * kind.burst + kind.perMs * (to - from)
+              })
+              expect(excess).toBeLessThanOrEqual(slack(originMs, ratesSeen))
+            }
+          }
+          expect(grantsInsideRetryAfter({ grants, blocks })).toEqual([])
         },
       ),
       { numRuns: 300 },

@@ -1,5 +1,6 @@
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { formatRate, parseRate, ratePerSec } from '../../src/limiter/rate.js'
+import { formatRate, MAX_WINDOWS, parseRate, ratePerSec } from '../../src/limiter/rate.js'
 
 describe('parseRate', () => {
   it.each([
@@ -65,5 +66,105 @@ describe('formatRate', () => {
 
   it('gives the steady rate per second', () => {
     expect(ratePerSec(parseRate('1200/min'))).toBe(20)
+  })
+})
+
+describe('parseRate with several windows', () => {
+  it.each([
+    // the example: a per-second window with its own burst, and a daily quota
+    [
+      '20/s burst 40, 50000/day',
+      {
+        limit: 20,
+        intervalMs: 1_000,
+        burst: 40,
+        extraWindows: [{ limit: 50_000, intervalMs: 86_400_000, burst: 50_000 }],
+      },
+    ],
+    [
+      '2/s burst 2,5/10s',
+      { limit: 2, intervalMs: 1_000, burst: 2, extraWindows: [{ limit: 5, intervalMs: 10_000, burst: 5 }] },
+    ],
+    // an array of objects, one per window, bursts defaulted as for one
+    [
+      [
+        { limit: 5, intervalMs: 250, burst: 2 },
+        { limit: 100, intervalMs: 60_000 },
+      ],
+      { limit: 5, intervalMs: 250, burst: 2, extraWindows: [{ limit: 100, intervalMs: 60_000, burst: 100 }] },
+    ],
+    // an array of one is one window
+    [[{ limit: 5, intervalMs: 250 }], { limit: 5, intervalMs: 250, burst: 5 }],
+  ])('reads %j', (input, expected) => {
+    expect(parseRate(input)).toEqual(expected)
+  })
+
+  it.each([
+    // a trailing comma is an empty second window
+    ['10/s,', /^parseRate: window 2 of 2: expected a rate like '1000\/min'.*got ""$/],
+    ['10/s, 5/fortnight', /^parseRate: window 2 of 2: expected a rate like .*got " 5\/fortnight"$/],
+    ['0/s, 10/min', /^parseRate: window 1 of 2: expected a finite limit above 0, got "0\/s"$/],
+    // each window keeps the bounds of one: a burst above MAX_BURST in the third
+    [
+      '1/s, 10/min, 100/h burst 2000000000',
+      /^parseRate: window 3 of 3: expected a burst from 1 to 1000000000/,
+    ],
+    ['1/s, 10/400days', /^parseRate: window 2 of 2: expected an interval of at most/],
+    // two windows over one interval: only the tighter would ever bind
+    ['10/s, 20/1000ms', /^parseRate: window 2 of 2 repeats the 1000 ms interval of window 1/],
+    ['1/s, 2/min, 3/h, 4/day, 5/10s', /^parseRate: expected 1 to 4 windows, got 5/],
+  ])('refuses %j naming the window', (input, message) => {
+    expect(() => parseRate(input)).toThrow(TypeError)
+    expect(() => parseRate(input)).toThrow(message)
+  })
+
+  it('refuses an empty array, a nested one and an object window out of bounds', () => {
+    expect(() => parseRate([])).toThrow(/expected 1 to 4 windows, got 0/)
+    expect(() => parseRate([[{ limit: 1, intervalMs: 1 }]] as never)).toThrow(/expected a string like/)
+    expect(() =>
+      parseRate([
+        { limit: 1, intervalMs: 1000 },
+        { limit: 1, intervalMs: 0 },
+      ]),
+    ).toThrow(/^parseRate: window 2 of 2: expected a finite interval above 0 ms/)
+  })
+
+  it('reads days', () => {
+    expect(parseRate('50000/day')).toEqual({ limit: 50_000, intervalMs: 86_400_000, burst: 50_000 })
+    expect(parseRate('1/2d')).toEqual({ limit: 1, intervalMs: 172_800_000, burst: 1 })
+    expect(formatRate(parseRate('50000/days'))).toBe('50000/day')
+  })
+
+  it('gives the slowest window as the steady rate', () => {
+    expect(ratePerSec(parseRate('20/s burst 40, 86400/day'))).toBe(1)
+  })
+})
+
+describe('formatRate with several windows', () => {
+  it.each(['20/s burst 40, 50000/day', '2/s, 5/10000ms', '1/250ms burst 3, 100/min, 1000/h, 10000/day'])(
+    'round-trips %s',
+    (text) => {
+      expect(formatRate(parseRate(text))).toBe(text)
+    },
+  )
+
+  const window = fc
+    .record({
+      limit: fc.integer({ min: 1, max: 1_000_000 }),
+      intervalMs: fc.integer({ min: 1, max: 86_400_000 }),
+      burst: fc.option(fc.integer({ min: 1, max: 1_000_000 }), { nil: undefined }),
+    })
+    .filter(({ limit, intervalMs }) => (limit * 1_000) / intervalMs <= 1e9)
+
+  it('reads back what it writes, for any windows in bounds (fast-check)', () => {
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(window, { minLength: 1, maxLength: MAX_WINDOWS, selector: (w) => w.intervalMs }),
+        (inputs) => {
+          const rate = parseRate(inputs)
+          expect(parseRate(formatRate(rate))).toEqual(rate)
+        },
+      ),
+    )
   })
 })

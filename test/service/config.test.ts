@@ -90,6 +90,15 @@ describe('loadConfig', () => {
       { limiter: { defaultRate: 'lots' } },
       "config field 'limiter.defaultRate': expected a rate like '1000/min'",
     ],
+    // parseRate's reason, not a generic one: the bound, and with several windows which one
+    [
+      { limiter: { defaultRate: '0/s' } },
+      'config field \'limiter.defaultRate\': expected a finite limit above 0, got "0/s"',
+    ],
+    [
+      { limiter: { defaultRate: '20/s, 0/day' } },
+      'config field \'limiter.defaultRate\': window 2 of 2: expected a finite limit above 0, got " 0/day"',
+    ],
     [{ sources: [{ kind: 'sqs', queue: 'q' }] }, "config field 'sources.0.kind'"],
     [
       { sources: [{ kind: 'bullmq', queue: 'q', handler: 'webhook', concurency: 5 }] },
