@@ -42,7 +42,8 @@ export class ParkingReads {
     return this.byMerchant.has(merchantKey)
   }
 
-  skip(merchantKey: string, offset: number, seq: number): void {
+  /** passOver records that the message at `offset` (read as `seq`) of the merchant was passed over, to be read again. */
+  passOver(merchantKey: string, offset: number, seq: number): void {
     let skipped = this.byMerchant.get(merchantKey)
     if (skipped === undefined) {
       skipped = new Deque<SkippedRead>()

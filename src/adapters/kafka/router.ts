@@ -178,7 +178,7 @@ export class MessageRouter<T> {
     if (!reads.skipping(merchantKey)) {
       if (hasRoom(merchantKey) || atBound || (reads.size === 0 && !readOn())) return false
     }
-    reads.skip(merchantKey, Number(item.message.offset), item.seq)
+    reads.passOver(merchantKey, Number(item.message.offset), item.seq)
     this.options.partitions.unhold(state, item.bytes)
     if (readOn()) return true
     // Reading on serves no one: pause while this lane drains, or read its skipped messages

@@ -4,9 +4,9 @@ import { ParkingReads } from '../../../src/adapters/kafka/parking-reads.js'
 describe('ParkingReads', () => {
   it('gives each merchant its messages passed over back oldest first, one front at a time', () => {
     const reads = new ParkingReads()
-    reads.skip('slow', 10, 0)
-    reads.skip('fast', 11, 1)
-    reads.skip('slow', 12, 2)
+    reads.passOver('slow', 10, 0)
+    reads.passOver('fast', 11, 1)
+    reads.passOver('slow', 12, 2)
     expect(reads.size).toBe(3)
     expect(reads.skipping('slow')).toBe(true)
     expect(reads.merchantAt(12)).toBe('slow')
@@ -25,9 +25,9 @@ describe('ParkingReads', () => {
 
   it('finds where to read again: the lowest front of a merchant that can take it back, after an offset', () => {
     const reads = new ParkingReads()
-    reads.skip('a', 5, 0)
-    reads.skip('b', 7, 1)
-    reads.skip('a', 9, 2)
+    reads.passOver('a', 5, 0)
+    reads.passOver('b', 7, 1)
+    reads.passOver('a', 9, 2)
     expect(reads.earliest(() => true)).toBe(5)
     expect(reads.earliest((m) => m === 'b')).toBe(7)
     // After 5: a's front (5) is not past it, so b's is the one.
