@@ -1,5 +1,32 @@
 import type { Rate, RateWindow } from './rate.js'
 
+/** WindowParameters are one window's GCRA parameters, as the decisions read them (ms since the epoch). */
+interface WindowParameters {
+  limit: number
+  burst: number
+  capacity: number
+  emissionMs: number
+  tauMs: number
+  conformMs: number
+  allowanceMs: number
+}
+
+/**
+ * deriveWindow computes a window's GCRA parameters from its rate, the process's share and
+ * `factor` (share × penalty): one formula for a rate's first window, held flat on BucketRate
+ * for the hot path, and for each further one. conformMs absorbs float rounding: a millionth
+ * of a unit, or the rounding of a time.
+ */
+function deriveWindow(into: WindowParameters, base: RateWindow, share: number, factor: number): void {
+  into.limit = base.limit * factor
+  into.burst = Math.max(1, base.burst * factor)
+  into.capacity = Math.max(1, base.burst * share)
+  into.emissionMs = base.intervalMs / into.limit
+  into.tauMs = into.burst * into.emissionMs
+  into.conformMs = Math.max(into.emissionMs * 1e-6, 2 ** -30)
+  into.allowanceMs = into.tauMs + into.conformMs
+}
+
 /**
  * ExtraWindow is the GCRA parameters of one further window of a rate of several (see
  * Rate.extraWindows), derived as BucketRate derives its first window's.
@@ -16,13 +43,7 @@ export class ExtraWindow {
   constructor(readonly base: RateWindow) {}
 
   derive(share: number, factor: number): void {
-    this.limit = this.base.limit * factor
-    this.burst = Math.max(1, this.base.burst * factor)
-    this.capacity = Math.max(1, this.base.burst * share)
-    this.emissionMs = this.base.intervalMs / this.limit
-    this.tauMs = this.burst * this.emissionMs
-    this.conformMs = Math.max(this.emissionMs * 1e-6, 2 ** -30)
-    this.allowanceMs = this.tauMs + this.conformMs
+    deriveWindow(this, this.base, share, factor)
   }
 
   rate(): RateWindow {
@@ -71,13 +92,7 @@ export class BucketRate {
   /** derive computes every window's parameters from `base`, the share and the penalty; capacity is the smallest window's. */
   derive(share: number): void {
     const factor = share * this.penaltyFactor
-    this.limit = this.base.limit * factor
-    this.burst = Math.max(1, this.base.burst * factor)
-    this.capacity = Math.max(1, this.base.burst * share)
-    this.emissionMs = this.base.intervalMs / this.limit
-    this.tauMs = this.burst * this.emissionMs
-    this.conformMs = Math.max(this.emissionMs * 1e-6, 2 ** -30)
-    this.allowanceMs = this.tauMs + this.conformMs
+    deriveWindow(this, this.base, share, factor)
     this.fastAllowanceMs = this.allowanceMs
     const windows = this.base.extraWindows
     if (windows === undefined || windows.length === 0) {
