@@ -72,12 +72,15 @@ describe('Kafka control source', () => {
       set('m0', '3/s', 20), // stale
     ]
     await send(fixture, topic, records)
+    // What the topic holds: a producer retry on a freshly started broker can write a batch twice
+    // (seen on the Kafka 3.9.1 pass: 60 records for 37 sent), and the source must handle every record once.
+    const offsets = await fixture.admin.fetchTopicOffsets(topic)
+    const inTopic = offsets.reduce((sum, { high, low }) => sum + Number(high) - Number(low), 0)
+    expect(inTopic).toBeGreaterThanOrEqual(records.length)
 
     const first = await startSource(fixture, { topic })
     const firstStats = first.source.stats()
-    expect(firstStats.applied + firstStats.stale + firstStats.rejected + firstStats.forgotten).toBe(
-      records.length,
-    )
+    expect(firstStats.applied + firstStats.stale + firstStats.rejected + firstStats.forgotten).toBe(inTopic)
     await first.source.stop()
 
     // A new instance, as after a restart: it must have the whole table at the moment it says ready.
@@ -97,7 +100,7 @@ describe('Kafka control source', () => {
     await restarted.start()
     await observed
     expect(restarted.caughtUp()).toBe(true)
-    expect(atReady!.handled).toBe(records.length)
+    expect(atReady!.handled).toBe(inTopic)
     expect(withoutTimes(atReady!.table)).toEqual(withoutTimes(first.source.table()))
     expect(atReady!.overrides).toEqual(overridesOf(first.limiter))
     // and that table is the one the records say, whatever the partitions' interleaving
