@@ -5,7 +5,8 @@
 // per second and, for windows W from 100 ms to 10 s, the fewest and most starts in any window
 // beside the bounds rate × W − 1 and burst + rate × W (from the first start, and from 1 s
 // after it), the event loop's stalls and the large batches; MT_BENCH_SAMPLES=1 adds the
-// consumer's state every 100 ms.
+// consumer's state every 100 ms; MT_BENCH_FETCH_BYTES=131072 passes that consumerConfig.maxBytesPerPartition
+// (kafkajs's default: 1 MiB).
 //   KAFKA_BROKERS=127.0.0.1:33489 node --import tsx bench/kafka-hot-rate.ts
 import { randomUUID } from 'node:crypto'
 import { createThrottledConsumer, type ThrottledConsumerStats } from '../src/adapters/kafka/index.js'
@@ -20,6 +21,8 @@ const RATE_PER_SEC = Number(process.env.MT_BENCH_RATE ?? 200)
 const BURST = Number(process.env.MT_BENCH_BURST ?? 20)
 const SECONDS = Number(process.env.MT_BENCH_SECONDS ?? 25)
 const PARKING_PARTITIONS = Number(process.env.MT_BENCH_PARKING_PARTITIONS ?? 16)
+const FETCH_BYTES =
+  process.env.MT_BENCH_FETCH_BYTES === undefined ? undefined : Number(process.env.MT_BENCH_FETCH_BYTES)
 /** SKIP_MS is where the second set of windows starts after the first start (the consumer's first read of the backlog left out). */
 const SKIP_MS = 1_000
 const WINDOWS_MS = [100, 250, 500, 1_000, 2_000, 5_000, 10_000]
@@ -74,6 +77,7 @@ const consumer = createThrottledConsumer({
   limiter,
   parking: { topics: { [topic]: `${topic}-parking` } },
   stopTimeoutMs: 1_000,
+  ...(FETCH_BYTES === undefined ? {} : { consumerConfig: { maxBytesPerPartition: FETCH_BYTES } }),
   handler: async ({ merchantKey }) => {
     if (merchantKey === HOT) starts.push(performance.now())
     await new Promise((resolve) => setTimeout(resolve, 1))
