@@ -379,8 +379,8 @@ export class Parker<P extends ParkItem> {
 
 /**
  * SEND_SLICE_MESSAGES and SEND_SLICE_BYTES bound one produce request of a move (see
- * sendSlices): about 1.5 ms of kafkajs's encoding for small messages, so the event loop
- * turns between two requests within a move's budget of a throttled lane's interval.
+ * sendSlices): about 1.5 ms of kafkajs's encoding for small messages, and the event loop
+ * turns while each request is on its way.
  */
 export const SEND_SLICE_MESSAGES = 100
 export const SEND_SLICE_BYTES = 256 * 1024
