@@ -173,6 +173,9 @@ export interface ThrottledConsumerOptions<T = Buffer | null> {
    * consumerConfig is passed to kafkajs (groupId aside). maxWaitTimeInMs defaults to 250
    * here, not 5 000: while every partition of a broker is paused kafkajs sleeps that long
    * between fetches, so it bounds how long a resumed partition (and stop()) waits.
+   * kafkajs decodes a whole fetch in one turn of the event loop (about 3 µs a small message),
+   * which holds throttled lanes' starts: maxBytesPerPartition (kafkajs: 1 MiB) bounds it, at a
+   * cost in throughput with small messages (README, "Large fetches and the event loop").
    */
   consumerConfig?: Omit<ConsumerConfig, 'groupId'>
   /** producerConfig is passed to kafkajs for the dead-letter producer. */

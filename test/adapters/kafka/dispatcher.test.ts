@@ -380,6 +380,27 @@ describe('Dispatcher and reservations that come back late (issue 15)', () => {
     expect(h.dispatcher.stats().lateGrants).toBe(1)
   })
 
+  it('issue 14: after a stall within the tolerance a backlogged lane starts every head that fell due in the turn it wakes', async () => {
+    // 200/s burst 20: a reservation every 5 ms, and 95 ms of tolerance to catch up with.
+    const h = harness({ limiter: { rate: '1000000/s' } })
+    h.limiter.setRate('hot', '200/s burst 20')
+    h.push('hot', ...Array.from({ length: 400 }, (_, n) => n))
+    await h.timers.advance(500)
+    const startsAt = (ms: number) => h.started.filter((s) => Number(s.split('@')[1]) === ms).length
+    for (const stallMs of [30, 60, 90]) {
+      const fromMs = h.clock.now()
+      // The event loop is held: no timer fires until fromMs + stallMs.
+      h.clock.set(fromMs + stallMs)
+      await h.timers.advance(0)
+      // The head whose wake came late, and every one due since, at once: none is lost.
+      expect(startsAt(fromMs + stallMs)).toBe(stallMs / 5)
+      await h.timers.advance(200)
+    }
+    expect(h.dispatcher.stats().lateGrants).toBe(0)
+    // Back on its pace: 20 burst + 200/s over the 1 280 ms, the stalls included.
+    expect(h.started).toHaveLength(20 + (200 * h.clock.now()) / 1_000)
+  })
+
   it('item 2: drop() cancels only reservations still ahead; one whose time has passed restores nothing', async () => {
     // Two identical runs, but the second drops the partition holding a passed reservation.
     async function tokensAfter(dropPassed: boolean): Promise<number> {

@@ -2,8 +2,13 @@ import { Kafka } from 'kafkajs'
 import { describe, expect, it } from 'vitest'
 import {
   MAX_PARKED_METADATA_LENGTH,
+  PARK_HEADERS,
   ParkedMerchants,
+  type ParkItem,
   parkingPartition,
+  SEND_SLICE_BYTES,
+  SEND_SLICE_MESSAGES,
+  sendSlices,
 } from '../../../src/adapters/kafka/parking.js'
 import { parkingAssigner } from '../../../src/adapters/kafka/parking-assigner.js'
 
@@ -68,6 +73,50 @@ describe('parkingPartition', () => {
       used.add(q)
     }
     expect(used.size).toBe(16)
+  })
+})
+
+describe('sendSlices', () => {
+  const item = (offset: number, parkingTopic = 'park', valueBytes = 12): ParkItem => ({
+    merchantKey: 'hot',
+    sourceTopic: 'src',
+    sourcePartition: 0,
+    message: {
+      key: Buffer.from('hot'),
+      value: Buffer.alloc(valueBytes),
+      offset: String(offset),
+      timestamp: '0',
+      attributes: 0,
+      headers: {},
+    },
+    parkingTopic,
+    parkingPartition: 3,
+  })
+  const offsets = (slices: ReturnType<typeof sendSlices>) =>
+    slices.map((slice) =>
+      slice.flatMap(({ messages }) => messages.map((m) => Number(m.headers![PARK_HEADERS.offset]))),
+    )
+
+  it('sends a move of 500 as produce requests of SEND_SLICE_MESSAGES, in order (issue 14: one request of 500 held the loop up to 23 ms)', () => {
+    const slices = sendSlices(Array.from({ length: 500 }, (_, i) => item(i)))
+    expect(slices).toHaveLength(500 / SEND_SLICE_MESSAGES)
+    expect(offsets(slices).flat()).toEqual(Array.from({ length: 500 }, (_, i) => i))
+    for (const slice of slices) expect(slice).toEqual([{ topic: 'park', messages: expect.any(Array) }])
+  })
+
+  it('cuts on bytes too, sends a record larger than a slice alone, and groups each slice by parking topic', () => {
+    const big = SEND_SLICE_BYTES / 2
+    const items = [
+      item(0, 'a', big),
+      item(1, 'b', big),
+      item(2, 'a', SEND_SLICE_BYTES * 2),
+      item(3, 'a'),
+      item(4, 'b'),
+    ]
+    const slices = sendSlices(items)
+    expect(offsets(slices)).toEqual([[0], [1], [2], [3, 4]])
+    expect(slices[3]!.map(({ topic }) => topic)).toEqual(['a', 'b'])
+    expect(sendSlices([])).toEqual([])
   })
 })
 
