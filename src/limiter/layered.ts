@@ -48,17 +48,27 @@ export function checkLimitKeys(keys: unknown, maxKeyLength: number): readonly st
  * steps (the ones its single-key path uses), by slot, and the share check (shares.ts).
  */
 export interface LayerPort {
-  /** limits says whether an outer key limits: only one with a rate of its own does. */
-  limits(key: string): boolean
-  /** slotOf finds or places `key`: its slot, its rate then in slotRate(); -1 when the table is full. */
-  slotOf(key: string, now: number): number
+  /**
+   * slotOf finds or places `key`: its slot, its rate then in slotRate(); -1 when the table
+   * is full; -2 for an `outer` key that does not limit (only one with a rate of its own does).
+   */
+  slotOf(key: string, now: number, outer: boolean): number
   slotRate(): BucketRate
+  /** placements counts the keys the table has placed: when it moved, an earlier key may have been evicted. */
+  placements(): number
   /** held says whether `key` is still held (placing a later key may have evicted an earlier, full one). */
   held(key: string): boolean
   /** checkCost throws when `cost` can never be granted at `rate`. */
   checkCost(cost: number, rate: BucketRate): void
   /** probe is the least delay at which every window of `slot` takes `cost` (see KeyedLimiter.probe). */
   probe(slot: number, rate: BucketRate, cost: number, now: number, maxDelayMs: number): number
+  /** probedTats is, after probe, what it found of the key's further windows, to hand to charge. */
+  probedTats(): Float64Array | undefined
+  /**
+   * holeMs is how much of an outer key's time a charge at `now + delayMs` would leave
+   * unused before it, beyond what its burst still covers: 0 when none.
+   */
+  holeMs(slot: number, rate: BucketRate, now: number, delayMs: number): number
   /** charge takes `cost` from every window of `slot` at `now + delayMs`; for a reservation, returns its part. */
   charge(
     key: string,
@@ -68,12 +78,14 @@ export interface LayerPort {
     now: number,
     delayMs: number,
     reserving: boolean,
+    probedTats: Float64Array | undefined,
   ): HeldReservation | undefined
   /**
-   * shareWaitMs is, for a child asking through a parent whose limit binds, how long until
-   * its fair share lets it in (0: now); it marks the child backlogged either way.
+   * shareWaitMs is, for a child asking through a parent whose limit binds (it would wait
+   * `parentDelayMs`), how long until its fair share lets it in (0: now); it marks the
+   * child backlogged either way.
    */
-  shareWaitMs(parent: string, parentRate: BucketRate, child: string, now: number): number
+  shareWaitMs(parent: string, parentDelayMs: number, child: string, now: number): number
   /** shareCharge advances the child's share clock for a grant of `cost` through the parent. */
   shareCharge(parent: string, parentRate: BucketRate, child: string, cost: number, now: number): void
   /** shareCount counts a grant of `cost` to a child through a parent that does not bind, if tracked. */
@@ -81,7 +93,7 @@ export interface LayerPort {
 }
 
 /** LayeredVerdict is the outcome of a layered decision. */
-export type LayeredVerdict = 'granted' | 'too-soon' | 'table-full' | 'parent-share'
+export type LayeredVerdict = 'granted' | 'too-soon' | 'table-full' | 'parent-share' | 'hole'
 
 /**
  * LayeredDecision decides for a list of keys, atomically: every limiting key is found (or
@@ -102,6 +114,7 @@ export class LayeredDecision {
   private readonly indices = new Int32Array(MAX_LIMIT_KEYS)
   private readonly rates: BucketRate[] = []
   private readonly delays = new Float64Array(MAX_LIMIT_KEYS)
+  private readonly tats: Array<Float64Array | undefined> = []
 
   constructor(private readonly port: LayerPort) {}
 
@@ -120,6 +133,7 @@ export class LayeredDecision {
     let binding = count - 1
     for (let n = 0; n < count; n++) {
       const d = port.probe(this.slots[n]!, this.rates[n]!, cost, now, maxDelayMs)
+      this.tats[n] = port.probedTats()
       this.delays[n] = d
       if (d > delayMs) {
         delayMs = d
@@ -134,8 +148,32 @@ export class LayeredDecision {
       return 'parent-share'
     }
     if (delayMs > maxDelayMs) return 'too-soon'
+    const holeMs = this.holeMs(count, now, delayMs)
+    if (holeMs > 0) {
+      this.delayMs = holeMs
+      return 'hole'
+    }
     this.chargeAll(keys, count, cost, now, delayMs, reserving)
     return 'granted'
+  }
+
+  /**
+   * holeMs is the largest hole the grant would leave in an outer key. GCRA keeps one
+   * arrival time per key, so a unit charged to a parent at a time its child's own limit
+   * (or a Retry-After) set, ahead of where the parent stands, takes all the parent's time
+   * before it from every other child: a merchant reserving a second ahead at its own rate
+   * would hold its whole PSP a second ahead. Such a grant waits (`hole`, asked again
+   * after the hole) until it leaves no time of the parent unused, or stays within the
+   * parent's burst (which others can still take now).
+   */
+  private holeMs(count: number, now: number, delayMs: number): number {
+    let holeMs = 0
+    for (let n = 0; n < count - 1; n++) {
+      if (!(delayMs > this.delays[n]!)) continue
+      const h = this.port.holeMs(this.slots[n]!, this.rates[n]!, now, delayMs)
+      if (h > holeMs) holeMs = h
+    }
+    return holeMs
   }
 
   /**
@@ -145,11 +183,12 @@ export class LayeredDecision {
   private find(keys: readonly string[], cost: number, now: number): number {
     const port = this.port
     const last = keys.length - 1
+    const placements = port.placements()
     let count = 0
     for (let i = 0; i <= last; i++) {
       const key = keys[i]!
-      if (i < last && !port.limits(key)) continue
-      const slot = port.slotOf(key, now)
+      const slot = port.slotOf(key, now, i < last)
+      if (slot === -2) continue
       if (slot < 0) {
         this.bindingKey = key
         return -1
@@ -161,6 +200,7 @@ export class LayeredDecision {
       this.rates[count] = rate
       count++
     }
+    if (port.placements() === placements) return count
     for (let n = 0; n < count; n++) {
       const key = keys[this.indices[n]!]!
       if (!port.held(key)) {
@@ -182,7 +222,7 @@ export class LayeredDecision {
       if (!(this.delays[n]! > 0)) continue
       const i = this.indices[n]!
       const parent = keys[i]!
-      const w = this.port.shareWaitMs(parent, this.rates[n]!, keys[i + 1]!, now)
+      const w = this.port.shareWaitMs(parent, this.delays[n]!, keys[i + 1]!, now)
       if (w > waitMs) {
         waitMs = w
         this.bindingKey = parent
@@ -206,7 +246,7 @@ export class LayeredDecision {
       const i = this.indices[n]!
       const key = keys[i]!
       const rate = this.rates[n]!
-      const part = port.charge(key, this.slots[n]!, rate, cost, now, delayMs, reserving)
+      const part = port.charge(key, this.slots[n]!, rate, cost, now, delayMs, reserving, this.tats[n])
       if (part !== undefined) parts.push(part)
       if (n === count - 1) continue
       if (this.delays[n]! > 0) port.shareCharge(key, rate, keys[i + 1]!, cost, now)

@@ -9,7 +9,13 @@ import {
 } from './bucket-rates.js'
 import { type Clock, monotonicClock, SkewGuard } from './clock.js'
 import { MAX_MERCHANT_KEY_LENGTH } from './key.js'
-import { checkLimitKeys, LayeredDecision, type LayerPort, type LimitKeys } from './layered.js'
+import {
+  checkLimitKeys,
+  LayeredDecision,
+  type LayeredVerdict,
+  type LayerPort,
+  type LimitKeys,
+} from './layered.js'
 import type {
   ConfiguredRates,
   Explanation,
@@ -117,6 +123,9 @@ export class KeyedLimiter {
   private penaltiesDropped = 0
   private rateChanges = 0
   private staleChanges = 0
+  private shareDeferrals = 0
+  /** placements counts the keys placed in the table (a layered decision checks nothing it placed evicted another). */
+  private placements = 0
   /** defaultRate is the pool's rate 0, changed in place, never replaced. */
   private readonly defaultRate: BucketRate
   // The last clock reading and its time since the epoch: a batch of decisions shares one.
@@ -130,6 +139,8 @@ export class KeyedLimiter {
   private decidedExtra: Float64Array | undefined
   /** grantedAtMs is the reserved time grant found, on the clock. */
   private grantedAtMs = 0
+  /** probedTats is, after probe of a key of several windows, its further windows' arrival times (undefined: none held, all full). */
+  private probedTats: Float64Array | undefined
   /** slotRate is the rate slotOf found. */
   private slotRate: BucketRate
   /** layered decides for lists of keys, through the probe and charge steps below (see layered.ts). */
@@ -323,7 +334,12 @@ export class KeyedLimiter {
     if (verdict === 'too-soon') {
       return { ok: false, delayMs: delayMs - this.horizonMs, reason: 'beyond-horizon', bindingKey }
     }
-    if (verdict === 'parent-share') return { ok: false, delayMs, reason: 'parent-share', bindingKey }
+    // a grant that would hold a parent's time unused waits, as one beyond the horizon: its own limit binds
+    if (verdict === 'hole') return { ok: false, delayMs, reason: 'beyond-horizon', bindingKey }
+    if (verdict === 'parent-share') {
+      this.shareDeferrals++
+      return { ok: false, delayMs, reason: 'parent-share', bindingKey }
+    }
     this.decidedDelayMs = delayMs
     this.grantedAtMs = reservedTime(this.epochMs, this.lastNowMs + delayMs)
     return undefined
@@ -336,7 +352,7 @@ export class KeyedLimiter {
     nowMs: number,
     maxDelayMs: number,
     reserving: boolean,
-  ): 'granted' | 'too-soon' | 'table-full' | 'parent-share' {
+  ): LayeredVerdict {
     const list = checkLimitKeys(keys, this.maxKeyLength)
     if (list.length === 1) {
       const verdict = this.decideAnyKey(
@@ -356,22 +372,42 @@ export class KeyedLimiter {
   /** layerPort lends the layered decision the steps it shares with the single-key path. */
   private layerPort(): LayerPort {
     return {
-      limits: (key) => this.hasOverride(key),
-      slotOf: (key, now) => this.slotOf(key, this.codes.get(key), now),
+      slotOf: (key, now, outer) => {
+        const code = this.codes.get(key)
+        if (outer && !(code === undefined ? this.hasOverride(key) : this.ownRateOf(code))) return -2
+        return this.slotOf(key, code, now)
+      },
       slotRate: () => this.slotRate,
+      placements: () => this.placements,
       held: (key) => this.codes.has(key),
       checkCost: (cost, rate) => {
         if (!(cost > 0 && cost <= rate.capacity)) this.badCost(cost, rate)
       },
       probe: (slot, rate, cost, now, maxDelayMs) => this.probe(slot, rate, cost, now, maxDelayMs),
-      charge: (key, slot, rate, cost, now, delayMs, reserving) => {
+      holeMs: (slot, rate, now, delayMs) => {
+        const at = now + delayMs
+        let holeMs = windowHoleMs(rate, this.table.tatMs[slot]!, now, at)
+        const tats = rate.extra === undefined ? undefined : this.table.extraTatMs.get(slot)
+        rate.extra?.forEach((window, i) => {
+          holeMs = Math.max(holeMs, windowHoleMs(window, tats?.[i] ?? now, now, at))
+        })
+        return holeMs
+      },
+      probedTats: () => this.probedTats,
+      charge: (key, slot, rate, cost, now, delayMs, reserving, probedTats) => {
         this.decidedExtra = undefined
-        this.charge(slot, rate, cost, now, delayMs, reserving)
+        this.charge(slot, rate, cost, now, delayMs, reserving, probedTats)
+        const at = now + delayMs
+        if (delayMs > 0 && this.table.tatMs[slot]! - rate.tauMs < at - rate.conformMs) {
+          const until = this.table.reservedUntilMs
+          until.set(slot, Math.max(until.get(slot) ?? at, at))
+        }
         if (!reserving) return undefined
         const { decidedSpanMs: spanMs, decidedEndMs: endMs, decidedExtra: extra, epochMs } = this
         return { key, atMs: now + delayMs, spanMs, endMs, epochMs, extra }
       },
-      shareWaitMs: (parent, _rate, child, now) => this.shares.waitMs(parent, child, now),
+      shareWaitMs: (parent, parentDelayMs, child, now) =>
+        this.shares.waitMs(parent, parentDelayMs, child, now),
       shareCharge: (parent, rate, child, cost, now) =>
         this.shares.charge(parent, child, cost, rate.emissionMs, now),
       shareCount: (parent, child, cost, now) => this.shares.countGrant(parent, child, cost, now),
@@ -577,6 +613,7 @@ export class KeyedLimiter {
     const list = typeof keys === 'string' ? [keys] : checkLimitKeys(keys, this.maxKeyLength)
     const now = this.relative(nowMs)
     let worst: Explanation | undefined
+    let share: Explanation | undefined
     const last = list.length - 1
     for (let i = 0; i <= last; i++) {
       const key = list[i]!
@@ -585,12 +622,14 @@ export class KeyedLimiter {
       if (found !== undefined && (worst === undefined || found.waitMs > worst.waitMs)) worst = found
       // a share defers only while its parent binds
       if (i === last || found === undefined) continue
-      const shareWaitMs = this.shares.peekWaitMs(key, list[i + 1]!, now)
-      if (shareWaitMs > 0 && (worst === undefined || shareWaitMs > worst.waitMs)) {
-        worst = { waitMs: shareWaitMs, bindingKey: key, reason: 'parent-share' }
+      const shareWaitMs = this.shares.peekWaitMs(key, found.waitMs, list[i + 1]!, now)
+      if (shareWaitMs > 0 && (share === undefined || shareWaitMs > share.waitMs)) {
+        share = { waitMs: shareWaitMs, bindingKey: key, reason: 'parent-share' }
       }
     }
-    return worst
+    // a child past its share is deferred for it, whatever else it would wait for once let in
+    if (share !== undefined) share.waitMs = Math.max(share.waitMs, worst?.waitMs ?? 0)
+    return share ?? worst
   }
 
   /** explainKey is what binds `key` alone for one unit at `now`, undefined when nothing does. */
@@ -627,7 +666,7 @@ export class KeyedLimiter {
 
   /** parents lists the parents whose children's fair shares are tracked (a child has found one binding lately). */
   parents(): string[] {
-    return this.shares.parentKeys()
+    return this.shares.parentKeys(this.relative(this.clock.now()))
   }
 
   /** childrenOf describes `parent`'s tracked children: weight, backlogged, granted per second over the share window. */
@@ -682,7 +721,7 @@ export class KeyedLimiter {
       staleChanges: this.staleChanges,
       penaltiesDropped: this.penaltiesDropped,
       skewCorrected: this.guard.corrected,
-      shareDeferrals: this.shares.deferrals,
+      shareDeferrals: this.shareDeferrals,
       parentsTracked: this.shares.parentsTracked,
     }
   }
@@ -739,7 +778,7 @@ export class KeyedLimiter {
     const delayMs = this.probe(slot, rate, cost, now, maxDelayMs)
     this.decidedDelayMs = delayMs
     if (delayMs > maxDelayMs) return TOO_SOON
-    this.charge(slot, rate, cost, now, delayMs, reserving)
+    this.charge(slot, rate, cost, now, delayMs, reserving, this.probedTats)
     return GRANTED
   }
 
@@ -751,6 +790,7 @@ export class KeyedLimiter {
    * one (see layered.ts) both go through it.
    */
   private probe(slot: number, rate: BucketRate, cost: number, now: number, maxDelayMs: number): number {
+    this.probedTats = undefined
     const tat = this.table.tatMs[slot]!
     const start = tat > now ? tat : now
     const next = start + cost * rate.emissionMs
@@ -775,7 +815,8 @@ export class KeyedLimiter {
    * charge takes `cost` from every window of `slot` at `now + delayMs` (a time probe found
    * they all meet, or a later one), and for a reservation leaves in `decided…` how far each
    * moved and where it ends. Charged from that time, not from now: a key that could have
-   * gone earlier does not count the wait as its refill.
+   * gone earlier does not count the wait as its refill. `probedTats` is what probe found
+   * of the slot's further windows (probedTats), to save looking them up again.
    */
   private charge(
     slot: number,
@@ -784,9 +825,10 @@ export class KeyedLimiter {
     now: number,
     delayMs: number,
     reserving: boolean,
+    probedTats: Float64Array | undefined,
   ): void {
     if (rate.extra !== undefined) {
-      this.chargeExtra(slot, rate, cost, now, delayMs, reserving)
+      this.chargeExtra(slot, rate, cost, now, delayMs, reserving, probedTats)
       return
     }
     const tatMs = this.table.tatMs
@@ -814,6 +856,7 @@ export class KeyedLimiter {
     delayMs: number,
   ): number {
     const tats = this.table.extraTatMs.get(slot)
+    this.probedTats = tats
     if (tats === undefined) return delayMs
     let latestMs = delayMs
     for (let i = 0; i < extra.length; i++) {
@@ -841,6 +884,7 @@ export class KeyedLimiter {
     now: number,
     delayMs: number,
     reserving: boolean,
+    probedTats: Float64Array | undefined,
   ): void {
     const at = now + delayMs
     const tatMs = this.table.tatMs
@@ -852,7 +896,7 @@ export class KeyedLimiter {
       this.decidedEndMs = next - rate.tauMs
     }
     const extra = rate.extra!
-    let tats = this.table.extraTatMs.get(slot)
+    let tats = probedTats ?? this.table.extraTatMs.get(slot)
     if (tats === undefined) {
       tats = new Float64Array(extra.length).fill(now)
       this.table.extraTatMs.set(slot, tats)
@@ -902,6 +946,7 @@ export class KeyedLimiter {
       this.tableFull++
       return -1
     }
+    this.placements++
     const evicted = table.evictedKey
     // a rate kept for a penalty alone lives as long as its key's bucket
     if (
@@ -1115,6 +1160,11 @@ export class KeyedLimiter {
     this.shares.reweigh()
   }
 
+  /** ownRateOf says whether a held key's code names a rate override of its own (not a penalty alone). */
+  private ownRateOf(code: number): boolean {
+    return code >= OWN_RATE && !this.bucketRates.byId[rateIdOfCode(code)]!.followsDefault
+  }
+
   private hasOverride(key: string): boolean {
     const id = this.bucketRates.idOf(key)
     return id !== undefined && !this.bucketRates.byId[id]!.followsDefault
@@ -1209,6 +1259,12 @@ export class KeyedLimiter {
     from.extra?.forEach((window, i) => {
       debtEndMs = Math.max(debtEndMs, (fromTats?.[i] ?? now) - window.tauMs)
     })
+    // or later, for a key charged at another key's time (see KeyTable.reservedUntilMs)
+    const reservedUntilMs = this.table.reservedUntilMs.get(slot)
+    if (reservedUntilMs !== undefined) {
+      if (reservedUntilMs > now) debtEndMs = Math.max(debtEndMs, reservedUntilMs)
+      else this.table.reservedUntilMs.delete(slot)
+    }
     const floorOf = (window: Gcra) =>
       Math.max(
         debtEndMs > now ? debtEndMs + window.tauMs : Number.NEGATIVE_INFINITY,
@@ -1259,6 +1315,23 @@ function windowState(
   state.tokens = Math.min(state.tokens, (now + window.tauMs - start) / window.emissionMs)
   state.capacity = Math.min(state.capacity, window.burst)
   state.waitMs = Math.max(state.waitMs, start + window.emissionMs - window.tauMs - now)
+}
+
+/**
+ * windowHoleMs is the time of `window` (arrival time `tat`) a unit charged at `at` leaves
+ * unused before it; 0 when the charge stays within the burst. Even one unit's time
+ * allowed would be one unit of the parent lost per such grant, a quarter of a parent
+ * beside a child at its own limit of a quarter.
+ */
+function windowHoleMs(
+  window: Gcra & { allowanceMs: number; conformMs: number },
+  tat: number,
+  now: number,
+  at: number,
+): number {
+  const holeMs = at - (tat > now ? tat : now)
+  if (holeMs <= window.conformMs) return 0
+  return (tat > at ? tat : at) + window.emissionMs - now <= window.allowanceMs ? 0 : holeMs
 }
 
 /** windowBlockFloor is the lowest arrival time of `window` that grants nothing before `blockedUntilMs`. */
