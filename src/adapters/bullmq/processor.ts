@@ -10,6 +10,7 @@ import {
   InFlightTable,
   type KeyedLimiter,
   type LimitKeys,
+  type Reservation,
   wallClock,
 } from '../../limiter/index.js'
 import { innermostKey, keyList, limitKeysOf } from '../limit-keys.js'
@@ -67,6 +68,13 @@ export const DEFAULT_LATE_TOLERANCE_MS = 250
 
 /** DEFAULT_SAFETY_NET_MS is how long a parked job stays delayed if no worker promotes it. */
 export const DEFAULT_SAFETY_NET_MS = 15 * 60_000
+
+/**
+ * MAX_ASKS_IN_PROCESS bounds how many times in a row a job whose key list is deferred
+ * within the lead waits in the process and asks again (other merchants under the same
+ * parent may take each next unit); after that it is delayed and asks again from Redis.
+ */
+const MAX_ASKS_IN_PROCESS = 8
 
 /** DEFAULT_PROMOTE_BATCH bounds the jobs one promotion call moves. */
 export const DEFAULT_PROMOTE_BATCH = 100
@@ -605,21 +613,23 @@ class Throttle<D, R, N extends string> {
     keys: JobKeys,
     back: CarriedDecision,
     attempt: Attempt,
+    asks = 0,
   ): Promise<R> {
     const { merchantKey } = keys
     const nowWallMs = this.clock.now()
     const cost = this.costOf(job, merchantKey)
     const reservation = this.reserve(job, keys, cost)
-    const decision = decideReservation(reservation, nowWallMs, this.timing)
+    const decision = this.decide(reservation, nowWallMs, keys, asks)
     const backlog = this.backlog ?? this.backlogOf(queueOf(job as Job))
     // A job back late from its reservation, or from its safety-net delay, is older than the
     // jobs parked now: it is reserved for at once, or parked in its place among them.
     const fromSafetyNet = readParked(job.data) !== undefined
     const late = back.action === 'none' && back.reason === 'late'
-    if (late) this.record('late', job, merchantKey)
+    if (late && asks === 0) this.record('late', job, merchantKey)
     const ahead = fromSafetyNet || late
-    if (fromSafetyNet) backlog.wake(merchantKey)
-    if (decision.action !== 'defer' && !ahead && backlog.holds(merchantKey)) {
+    if (fromSafetyNet && asks === 0) backlog.wake(merchantKey)
+    const tableFull = !reservation.ok && reservation.reason === 'table-full'
+    if (!tableFull && !ahead && backlog.holds(merchantKey)) {
       // Behind the merchant's parked jobs, whatever its tokens say: order within a merchant.
       if (reservation.ok) reservation.cancel()
       return this.park(job, token, keys, cost, 0)
@@ -642,6 +652,10 @@ class Throttle<D, R, N extends string> {
           throw error
         }
         return this.run(job, token, signal, keys, attempt)
+      case 'ask-again':
+        this.record('asked-again', job, merchantKey, decision.waitMs)
+        await sleep(decision.waitMs, undefined, { signal })
+        return this.charge(job, token, signal, keys, back, attempt, asks + 1)
       case 'delay':
         // decideReservation answers 'delay' only for a granted reservation.
         return this.carryAndDelay(job, token, keys, reservation as Granted, decision)
@@ -652,6 +666,18 @@ class Throttle<D, R, N extends string> {
         this.record('deferred', job, merchantKey, reservation.delayMs)
         return this.delayJob(job, token, decision.delayUntilWallMs)
     }
+  }
+
+  /** decide is decideReservation for `keys`, delaying through Redis after MAX_ASKS_IN_PROCESS waits in the process. */
+  private decide(reservation: Reservation, nowWallMs: number, keys: JobKeys, asks: number) {
+    const decision = decideReservation(
+      reservation,
+      nowWallMs,
+      this.timing,
+      typeof keys.limitKeys !== 'string',
+    )
+    if (decision.action !== 'ask-again' || asks < MAX_ASKS_IN_PROCESS) return decision
+    return { action: 'defer', delayUntilWallMs: nowWallMs + Math.max(decision.waitMs, MIN_DEFER_MS) } as const
   }
 
   private async carryAndDelay(
