@@ -93,8 +93,8 @@ export type LimiterAnswer =
  *   or the merchant has taken its share of a parent key that binds (`parent-share`, asked
  *   again after its delay, as beyond the horizon); give back what was reserved and park
  *   the job in its merchant's backlog, due for promotion in `dueInMs`.
- * - `defer`: nothing reserved (the table is full, or a key list's short deferral, see
- *   decideReservation); move the job to delayed until `delayUntilWallMs` and ask again then.
+ * - `defer`: nothing reserved (the table is full); move the job to delayed until
+ *   `delayUntilWallMs` and ask again then.
  * - `ask-again`: nothing reserved, for a key list whose next unit is `waitMs` away, within
  *   the lead; wait in the process and ask again.
  */
@@ -117,9 +117,9 @@ export const MIN_DEFER_MS = 50
  * action. For a key list (`keyList`), the limiter defers rather than reserve ahead whenever
  * an inner key (the merchant's own limit) would place the unit after an outer key's own
  * time, so that no other child loses the outer key's time before it: such a deferral is
- * short (the inner key's next unit, 50 ms at 20/s). One within the lead is waited in the
- * process, one within the horizon is a delay without a reservation; only one further than
- * the horizon parks the job.
+ * short (the inner key's next unit, 50 ms at 20/s): one within the lead is waited in the
+ * process (the processor lets one job per merchant do so, and parks the others behind it);
+ * a longer one parks the job, as beyond the horizon.
  */
 export function decideReservation(
   answer: LimiterAnswer,
@@ -128,9 +128,8 @@ export function decideReservation(
   keyList = false,
 ): ReservationDecision {
   if (!answer.ok) {
-    if (keyList && answer.reason !== 'table-full' && answer.delayMs <= timing.horizonMs) {
-      if (answer.delayMs <= timing.leadMs) return { action: 'ask-again', waitMs: Math.max(answer.delayMs, 1) }
-      return { action: 'defer', delayUntilWallMs: nowWallMs + answer.delayMs }
+    if (keyList && answer.reason !== 'table-full' && answer.delayMs <= timing.leadMs) {
+      return { action: 'ask-again', waitMs: Math.max(answer.delayMs, 1) }
     }
     if (answer.reason !== 'table-full') return { action: 'park', dueInMs: answer.delayMs }
     return { action: 'defer', delayUntilWallMs: nowWallMs + Math.max(answer.delayMs, MIN_DEFER_MS) }

@@ -72,7 +72,7 @@ export const DEFAULT_SAFETY_NET_MS = 15 * 60_000
 /**
  * MAX_ASKS_IN_PROCESS bounds how many times in a row a job whose key list is deferred
  * within the lead waits in the process and asks again (other merchants under the same
- * parent may take each next unit); after that it is delayed and asks again from Redis.
+ * parent may take each next unit); after that it is parked in its merchant's backlog.
  */
 const MAX_ASKS_IN_PROCESS = 8
 
@@ -279,6 +279,11 @@ class Throttle<D, R, N extends string> {
   private readonly isEndpointFailure: (error: unknown) => boolean
   private readonly parked = new ParkedJobs()
   private readonly delayed: DelayedJobs
+  /**
+   * askingAgain holds the merchants with a job waiting in the process to ask again (a key
+   * list's short deferral): their later jobs park behind it, so that none runs before it.
+   */
+  private readonly askingAgain = new Set<string>()
   private closed = false
 
   constructor(
@@ -629,7 +634,8 @@ class Throttle<D, R, N extends string> {
     const ahead = fromSafetyNet || late
     if (fromSafetyNet && asks === 0) backlog.wake(merchantKey)
     const tableFull = !reservation.ok && reservation.reason === 'table-full'
-    if (!tableFull && !ahead && backlog.holds(merchantKey)) {
+    const behind = backlog.holds(merchantKey) || (asks === 0 && this.askingAgain.has(merchantKey))
+    if (!tableFull && !ahead && behind) {
       // Behind the merchant's parked jobs, whatever its tokens say: order within a merchant.
       if (reservation.ok) reservation.cancel()
       return this.park(job, token, keys, cost, 0)
@@ -654,7 +660,12 @@ class Throttle<D, R, N extends string> {
         return this.run(job, token, signal, keys, attempt)
       case 'ask-again':
         this.record('asked-again', job, merchantKey, decision.waitMs)
-        await sleep(decision.waitMs, undefined, { signal })
+        this.askingAgain.add(merchantKey)
+        try {
+          await sleep(decision.waitMs, undefined, { signal })
+        } finally {
+          this.askingAgain.delete(merchantKey)
+        }
         return this.charge(job, token, signal, keys, back, attempt, asks + 1)
       case 'delay':
         // decideReservation answers 'delay' only for a granted reservation.
@@ -668,16 +679,16 @@ class Throttle<D, R, N extends string> {
     }
   }
 
-  /** decide is decideReservation for `keys`, delaying through Redis after MAX_ASKS_IN_PROCESS waits in the process. */
+  /**
+   * decide is decideReservation for `keys`. One job per merchant waits in the process to ask
+   * again, at most MAX_ASKS_IN_PROCESS times; past that, or beside another, it is parked.
+   */
   private decide(reservation: Reservation, nowWallMs: number, keys: JobKeys, asks: number) {
-    const decision = decideReservation(
-      reservation,
-      nowWallMs,
-      this.timing,
-      typeof keys.limitKeys !== 'string',
-    )
-    if (decision.action !== 'ask-again' || asks < MAX_ASKS_IN_PROCESS) return decision
-    return { action: 'defer', delayUntilWallMs: nowWallMs + Math.max(decision.waitMs, MIN_DEFER_MS) } as const
+    const keyList = typeof keys.limitKeys !== 'string'
+    const decision = decideReservation(reservation, nowWallMs, this.timing, keyList)
+    if (decision.action !== 'ask-again') return decision
+    if (asks < MAX_ASKS_IN_PROCESS && !this.askingAgain.has(keys.merchantKey)) return decision
+    return { action: 'park', dueInMs: decision.waitMs } as const
   }
 
   private async carryAndDelay(

@@ -179,9 +179,9 @@ describe('decideReservation', () => {
       { action: 'ask-again', waitMs: 1 },
     ],
     [
-      'past the lead, within the horizon: delayed without a reservation, asks again then',
+      'past the lead: parked, due after delayMs, as beyond the horizon',
       { ok: false, delayMs: 900, reason: 'parent-share' },
-      { action: 'defer', delayUntilWallMs: t0 + 900 },
+      { action: 'park', dueInMs: 900 },
     ],
     [
       'past the adapter horizon: parked as for a single key',
