@@ -25,23 +25,23 @@ import { machineLine, writeSection } from './report.js'
 
 type Adapter = 'BullMQ' | 'Kafka lanes'
 
-/** Measured is a run's Summary and, on BullMQ, the Redis commands per call the endpoint received. */
+/** Measured is a run's Summary and, on BullMQ, the Redis commands per call over the measured stretch. */
 type Measured = Summary & { commandsPerCall?: number }
 
 /**
- * measureBullmq runs the scenario against a private redis-server (so that INFO counts its
- * commands only: adding the jobs, BullMQ's own and the throttle's).
+ * measureBullmq runs the scenario against a private redis-server, so that INFO counts its
+ * commands only (BullMQ's own, the throttle's, adding the traffic's jobs), over the measured
+ * stretch: the backlogs are parked by then, and the calls are their promotions and the quiet jobs.
  */
 async function measureBullmq(scenario: Scenario, endpoint: PspEndpoint, id: string): Promise<Measured> {
   const server = await startRedis()
   const redis = new Redis({ host: '127.0.0.1', port: server.port })
   const commands = async () => Number(/total_commands_processed:(\d+)/.exec(await redis.info('stats'))![1])
   try {
-    const before = await commands()
     const connection = { host: '127.0.0.1', port: server.port, maxRetriesPerRequest: null }
-    const run = await runBullmq(scenario, connection, `bench-layered-${id}`, endpoint)
-    const commandsPerCall = (await commands()) - before
-    return { ...summarize(scenario, run), commandsPerCall: commandsPerCall / run.arrivals.length }
+    const run = await runBullmq(scenario, connection, `bench-layered-${id}`, endpoint, commands)
+    const calls = run.arrivals.filter((a) => a.atMs >= run.trafficFromMs && a.atMs < run.trafficToMs).length
+    return { ...summarize(scenario, run), commandsPerCall: run.counted! / calls }
   } finally {
     redis.disconnect()
     await server.stop()
@@ -110,8 +110,8 @@ backlogged merchant seen), then ${MAIN.trafficMs / 1_000} s of traffic are measu
 
 Endpoint most: the most calls the endpoint received in any window of 1 s / 5 s over the whole run (the bound, burst +
 rate × W, in brackets). Rates: calls a second over the measured stretch. Quiet: from queued to the endpoint, ms.
-Redis commands: every command a private redis-server processed over the run (adding the jobs, BullMQ's own, the
-throttle's) per call the endpoint received. BullMQ: one worker, concurrency 50. Kafka: a 3-partition topic, one
+Redis commands: the commands a private redis-server processed over the measured stretch (BullMQ's own, the
+throttle's, adding the traffic's jobs; the INFO reads too) per call the endpoint received in it. BullMQ: one worker, concurrency 50. Kafka: a 3-partition topic, one
 consumer, default options.
 
 ${machineLine()}; BullMQ with a private Redis 7 on loopback per run; ${await kafkaVersions()}. The machine was shared
