@@ -146,8 +146,6 @@ export class KeyedLimiter {
   /** layered decides for lists of keys, through the probe and charge steps below (see layered.ts). */
   private readonly layered: LayeredDecision
   private readonly shares: FairShares
-  /** weights are the children's weights set (setWeight, apply), bounded by maxOverrides. */
-  private readonly weights = new Map<string, number>()
 
   constructor(options: KeyedLimiterOptions) {
     if (options === null || typeof options !== 'object') {
@@ -168,7 +166,7 @@ export class KeyedLimiter {
     this.slotRate = this.defaultRate
     this.bucketRates = new BucketRates(this.defaultRate)
     this.refundBound = (reservation) => this.refund(reservation)
-    this.shares = new FairShares(options, (child) => this.weights.get(child) ?? 1)
+    this.shares = new FairShares(options)
     this.layered = new LayeredDecision(this.layerPort())
   }
 
@@ -475,7 +473,7 @@ export class KeyedLimiter {
       return { applied: false, reason: 'stale-version' }
     }
     this.checkOverrideBound(checked, change.replace === true)
-    this.checkWeightBound(checked, change.replace === true)
+    this.shares.checkWeightBound(checked.weights, change.replace === true, this.maxOverrides)
     const now = this.relative(nowMs)
     const inheritance = change.inheritance ?? 'proportional'
     if (checked.defaultRate !== undefined) this.changeDefault(checked.defaultRate, now, inheritance)
@@ -487,7 +485,7 @@ export class KeyedLimiter {
       }
     }
     for (const [key, rate] of checked.overrides) this.changeOverride(key, rate, now, inheritance)
-    this.changeWeights(checked.weights, change.replace === true)
+    this.shares.setWeights(checked.weights, change.replace === true)
     if (change.version !== undefined) this.version = change.version
     this.rateChanges++
     return { applied: true }
@@ -1133,31 +1131,6 @@ export class KeyedLimiter {
         `apply: ${count} rate overrides would exceed maxOverrides (${this.maxOverrides}); nothing was changed`,
       )
     }
-  }
-
-  /** checkWeightBound throws when `checked` would leave more than maxOverrides weights set. */
-  private checkWeightBound(checked: CheckedChange, replace: boolean): void {
-    let count = replace ? 0 : this.weights.size
-    for (const [key, weight] of checked.weights) {
-      const had = !replace && this.weights.has(key)
-      if (weight !== null && !had) count++
-      else if (weight === null && had) count--
-    }
-    if (count > this.maxOverrides) {
-      throw new RangeError(
-        `apply: ${count} weights would exceed maxOverrides (${this.maxOverrides}); nothing was changed`,
-      )
-    }
-  }
-
-  private changeWeights(weights: ReadonlyMap<string, number | null>, replace: boolean): void {
-    if (!replace && weights.size === 0) return
-    if (replace) for (const key of [...this.weights.keys()]) if (!weights.has(key)) this.weights.delete(key)
-    for (const [key, weight] of weights) {
-      if (weight === null) this.weights.delete(key)
-      else this.weights.set(key, weight)
-    }
-    this.shares.reweigh()
   }
 
   /** ownRateOf says whether a held key's code names a rate override of its own (not a penalty alone). */

@@ -74,14 +74,12 @@ export class FairShares {
   /** untracked counts asks of children not tracked because maxShareEntries pairs were. */
   untracked = 0
   private readonly parents = new Map<string, ParentEntry>()
+  /** weights are the children's weights set (setWeight, apply); the others weigh 1. */
+  private readonly weights = new Map<string, number>()
   private entries = 0
   private sweptAtMs = Number.NEGATIVE_INFINITY
 
-  constructor(
-    options: FairShareOptions,
-    /** weightOf is a child's weight (1 unless set). */
-    private readonly weightOf: (child: string) => number,
-  ) {
+  constructor(options: FairShareOptions) {
     this.windowMs = checkPositive(options.shareWindowMs ?? 1_000, 'shareWindowMs')
     this.lookaheadMs = checkPositive(options.shareLookaheadMs ?? 250, 'shareLookaheadMs')
     this.maxEntries = checkWhole(options.maxShareEntries ?? 100_000, 'maxShareEntries')
@@ -182,9 +180,39 @@ export class FairShares {
     this.sweptAtMs -= shiftMs
   }
 
-  /** reweigh makes the next decision through each parent recount its backlogged weight (a weight changed). */
-  reweigh(): void {
+  /**
+   * checkWeightBound throws a RangeError when setting `weights` (with `replace`, as the only
+   * ones) would leave more than `max` weights set; nothing is changed.
+   */
+  checkWeightBound(weights: ReadonlyMap<string, number | null>, replace: boolean, max: number): void {
+    let count = replace ? 0 : this.weights.size
+    for (const [key, weight] of weights) {
+      const had = !replace && this.weights.has(key)
+      if (weight !== null && !had) count++
+      else if (weight === null && had) count--
+    }
+    if (count > max) {
+      throw new RangeError(`apply: ${count} weights would exceed maxOverrides (${max}); nothing was changed`)
+    }
+  }
+
+  /**
+   * setWeights sets the checked `weights` (null: back to 1), with `replace` clearing every
+   * other; the next decision through each parent recounts its backlogged weight.
+   */
+  setWeights(weights: ReadonlyMap<string, number | null>, replace: boolean): void {
+    if (!replace && weights.size === 0) return
+    if (replace) for (const key of [...this.weights.keys()]) if (!weights.has(key)) this.weights.delete(key)
+    for (const [key, weight] of weights) {
+      if (weight === null) this.weights.delete(key)
+      else this.weights.set(key, weight)
+    }
     for (const parentEntry of this.parents.values()) parentEntry.scannedAtMs = Number.NEGATIVE_INFINITY
+  }
+
+  /** weightOf is a child's weight: 1 unless set. */
+  weightOf(child: string): number {
+    return this.weights.get(child) ?? 1
   }
 
   /** backlogged finds or makes `child`'s entry under `parent`, marked backlogged at `now`; undefined when full. */
