@@ -44,6 +44,8 @@ class ChildEntry {
   shareClockMs = Number.NEGATIVE_INFINITY
   /** bindingAtMs is when an ask last found the parent binding. */
   bindingAtMs: number
+  /** counted: the child's weight is in its parent's backloggedWeight. */
+  counted = true
   /** grants in the current and the previous share window (by cost), and the current one's start. */
   grantedNow = 0
   grantedBefore = 0
@@ -57,7 +59,7 @@ class ChildEntry {
 
 class ParentEntry {
   readonly children = new Map<string, ChildEntry>()
-  /** backloggedWeight is the sum of the weights of the backlogged children, as of scannedAtMs (plus those since). */
+  /** backloggedWeight is the sum of the weights of the children counted (ChildEntry.counted). */
   backloggedWeight = 0
   scannedAtMs = Number.NEGATIVE_INFINITY
 }
@@ -71,6 +73,8 @@ export class FairShares {
   readonly windowMs: number
   readonly lookaheadMs: number
   readonly maxEntries: number
+  /** scanEveryMs is how often a parent's backlogged weight is recounted. */
+  private readonly scanEveryMs: number
   /** untracked counts asks of children not tracked because maxShareEntries pairs were. */
   untracked = 0
   private readonly parents = new Map<string, ParentEntry>()
@@ -83,6 +87,7 @@ export class FairShares {
     this.windowMs = checkPositive(options.shareWindowMs ?? 1_000, 'shareWindowMs')
     this.lookaheadMs = checkPositive(options.shareLookaheadMs ?? 250, 'shareLookaheadMs')
     this.maxEntries = checkWhole(options.maxShareEntries ?? 100_000, 'maxShareEntries')
+    this.scanEveryMs = Math.min(this.windowMs, this.lookaheadMs) / 4
   }
 
   /** parentsTracked is the number of parents with a child tracked. */
@@ -130,7 +135,7 @@ export class FairShares {
     if (entry === undefined) return
     const parentEntry = this.parents.get(parent)!
     const weight = this.weightOf(child)
-    const share = weight / Math.max(weight, parentEntry.backloggedWeight)
+    const share = weight / (parentEntry.backloggedWeight + (entry.counted ? 0 : weight))
     const start = entry.shareClockMs > now ? entry.shareClockMs : now
     entry.shareClockMs = start + (cost * emissionMs) / share
     this.count(entry, cost, now)
@@ -232,24 +237,33 @@ export class FairShares {
       parentEntry.children.set(child, entry)
       parentEntry.backloggedWeight += this.weightOf(child)
       this.entries++
-    } else if (now - entry.bindingAtMs > this.windowMs) {
-      // back from quiet: counted again at once, not at the next scan
+    } else {
       entry.bindingAtMs = now
-      parentEntry!.backloggedWeight += this.weightOf(child)
-    } else entry.bindingAtMs = now
-    if (now - parentEntry!.scannedAtMs >= this.windowMs / 4) this.scan(parentEntry!, now)
+      if (!entry.counted) {
+        // asking again: counted at once, not at the next scan
+        entry.counted = true
+        parentEntry!.backloggedWeight += this.weightOf(child)
+      }
+    }
+    if (now - parentEntry!.scannedAtMs >= this.scanEveryMs) this.scan(parentEntry!, now)
     return entry
   }
 
   /**
    * scan recounts a parent's backlogged weight and forgets the children that are neither
-   * backlogged nor ahead of now. A child that goes quiet still counts until the next scan:
-   * at most a quarter of the window late.
+   * backlogged nor ahead of now. A child counts while it is backlogged and its share clock
+   * is ahead of now: one that asked once, or asks less than its share, has its clock fall
+   * back to now and leaves its share to the others (asking again, it counts again at once);
+   * counting every child that asked within the window for the whole window held a share of
+   * a 200/s parent for a second after one ask, the parent then went unused, and the child
+   * asking most took what was left: 120 to 80 between two equal children. A child that
+   * goes quiet still counts until the next scan, at most a quarter of the lookahead late.
    */
   private scan(parentEntry: ParentEntry, now: number): void {
     let weight = 0
     for (const [key, entry] of parentEntry.children) {
-      if (now - entry.bindingAtMs <= this.windowMs) weight += this.weightOf(key)
+      entry.counted = now - entry.bindingAtMs <= this.windowMs && entry.shareClockMs > now
+      if (entry.counted) weight += this.weightOf(key)
       else if (entry.shareClockMs <= now && now - entry.countStartMs > 2 * this.windowMs) {
         parentEntry.children.delete(key)
         this.entries--

@@ -140,15 +140,15 @@ describe('KeyedLimiter: fair shares of a parent', () => {
     expect(countIn(reserved.get('fast')!, 0, 10_000)).toBeGreaterThan(1_400)
   })
 
-  it('a quiet child waits at most about the lookahead and one parent emission behind two backlogged ones', () => {
+  it('a quiet child waits at most about the lookahead and one parent emission behind two backlogged ones, and leaves them their halves', () => {
     const { clock, limiter } = setup()
     const quietWaits: number[] = []
-    simulate(
+    const reserved = simulate(
       limiter,
       clock,
       [
         { key: 'a', asksPerMs: 100 },
-        { key: 'b', asksPerMs: 100 },
+        { key: 'b', asksPerMs: 1 },
       ],
       6_000,
       (t) => {
@@ -162,6 +162,13 @@ describe('KeyedLimiter: fair shares of a parent', () => {
     expect(quietWaits.length).toBe(3)
     // without shares the backlogged two fill the parent to the 1 s horizon
     for (const waitMs of quietWaits) expect(waitMs).toBeLessThanOrEqual(LOOKAHEAD_MS + 3 * PARENT_EMISSION_MS)
+    // a quiet child's one ask does not hold a share for a window: counted for its whole
+    // share window, it left the parent idle, and the child asking most took the rest (120:80)
+    const a = countIn(reserved.get('a')!, 1_000, 6_000) / 5
+    const b = countIn(reserved.get('b')!, 1_000, 6_000) / 5
+    expect(a).toBeGreaterThan(95)
+    expect(a).toBeLessThan(105)
+    expect(b).toBeGreaterThan(95)
   })
 
   it('follows a rate change of the parent mid-run: halves before and after, the parent within its bound', () => {
