@@ -36,6 +36,9 @@ export interface FairShareOptions {
   maxShareEntries?: number
 }
 
+/** SCAN_MS_PER_CHILD spaces a parent's recounts by its number of children (see FairShares.scanEveryMs). */
+const SCAN_MS_PER_CHILD = 0.02
+
 /** MAX_WEIGHT bounds a child's weight; weights are relative, so 1e6:1 is as uneven as it gets. */
 export const MAX_WEIGHT = 1e6
 
@@ -73,7 +76,11 @@ export class FairShares {
   readonly windowMs: number
   readonly lookaheadMs: number
   readonly maxEntries: number
-  /** scanEveryMs is how often a parent's backlogged weight is recounted. */
+  /**
+   * scanEveryMs is how often a parent's backlogged weight is recounted, at least: a parent
+   * of n children is recounted at most every n × SCAN_MS_PER_CHILD ms, so that scanning
+   * costs at most 1 / SCAN_MS_PER_CHILD child visits a ms per parent.
+   */
   private readonly scanEveryMs: number
   /** untracked counts asks of children not tracked because maxShareEntries pairs were. */
   untracked = 0
@@ -87,7 +94,7 @@ export class FairShares {
     this.windowMs = checkPositive(options.shareWindowMs ?? 1_000, 'shareWindowMs')
     this.lookaheadMs = checkPositive(options.shareLookaheadMs ?? 250, 'shareLookaheadMs')
     this.maxEntries = checkWhole(options.maxShareEntries ?? 100_000, 'maxShareEntries')
-    this.scanEveryMs = Math.min(this.windowMs, this.lookaheadMs) / 4
+    this.scanEveryMs = Math.min(this.windowMs, this.lookaheadMs) / 12
   }
 
   /** parentsTracked is the number of parents with a child tracked. */
@@ -245,7 +252,9 @@ export class FairShares {
         parentEntry!.backloggedWeight += this.weightOf(child)
       }
     }
-    if (now - parentEntry!.scannedAtMs >= this.scanEveryMs) this.scan(parentEntry!, now)
+    const scanEveryMs = Math.max(this.scanEveryMs, parentEntry!.children.size * SCAN_MS_PER_CHILD)
+    if (now - parentEntry!.scannedAtMs >= Math.min(scanEveryMs, this.windowMs / 4))
+      this.scan(parentEntry!, now)
     return entry
   }
 
@@ -257,7 +266,11 @@ export class FairShares {
    * counting every child that asked within the window for the whole window held a share of
    * a 200/s parent for a second after one ask, the parent then went unused, and the child
    * asking most took what was left: 120 to 80 between two equal children. A child that
-   * goes quiet still counts until the next scan, at most a quarter of the lookahead late.
+   * goes quiet still counts until the next scan: a twelfth of the lookahead late, more for a
+   * parent of over a thousand children (recounted every 20 µs a child, at most a quarter of the
+   * window). Recounted every quarter of the lookahead, a child at its own limit below its
+   * share stayed counted most of the time, and three lanes of a 200/s parent, one capped at
+   * 40/s, got 71 and 89/s instead of 80 each.
    */
   private scan(parentEntry: ParentEntry, now: number): void {
     let weight = 0

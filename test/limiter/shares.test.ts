@@ -235,6 +235,38 @@ describe('KeyedLimiter: fair shares of a parent', () => {
   })
 })
 
+describe('KeyedLimiter: fair shares for lanes holding one reservation each (the Kafka adapter)', () => {
+  // each lane reserves its head item, runs it at its reserved time, then asks for the next;
+  // after a Deferred it asks again after the delay
+  function lanes(limiter: KeyedLimiter, clock: FakeClock, keys: string[], durationMs: number) {
+    const nextAskMs = new Map(keys.map((k) => [k, 0]))
+    const granted = new Map(keys.map((k) => [k, 0]))
+    for (let t = 0; t < durationMs; t++) {
+      clock.set(t)
+      for (const key of keys) {
+        if (t < nextAskMs.get(key)!) continue
+        const answer = limiter.reserve(['psp', key])
+        nextAskMs.set(key, t + Math.max(answer.delayMs, answer.ok ? 0 : 0.5))
+        if (answer.ok && answer.reservedAtMs < durationMs) granted.set(key, granted.get(key)! + 1)
+      }
+    }
+    return granted
+  }
+
+  it('three lanes share a parent of 200/s in thirds, and each stays within its own rate', () => {
+    const { clock, limiter } = setup()
+    limiter.setRate('capped', '40/s burst 2')
+    const granted = lanes(limiter, clock, ['x', 'y', 'capped'], 10_000)
+    expect(granted.get('capped')! / 10).toBeGreaterThan(38)
+    expect(granted.get('capped')! / 10).toBeLessThanOrEqual(40.3)
+    // the 160/s the capped lane leaves is split between the other two
+    for (const key of ['x', 'y']) {
+      expect(granted.get(key)! / 10).toBeGreaterThan(75)
+      expect(granted.get(key)! / 10).toBeLessThan(85)
+    }
+  })
+})
+
 describe('KeyedLimiter: weights and share state are bounded', () => {
   it('refuses a bad weight with a TypeError, a weight past maxOverrides with a RangeError, nothing changed', () => {
     const { limiter } = setup({ maxOverrides: 3 })
