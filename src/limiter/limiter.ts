@@ -146,8 +146,6 @@ export class KeyedLimiter {
   /** layered decides for lists of keys, through the probe and charge steps below (see layered.ts). */
   private readonly layered: LayeredDecision
   private readonly shares: FairShares
-  /** weights are the children's weights set (setWeight, apply), bounded by maxOverrides. */
-  private readonly weights = new Map<string, number>()
 
   constructor(options: KeyedLimiterOptions) {
     if (options === null || typeof options !== 'object') {
@@ -168,7 +166,7 @@ export class KeyedLimiter {
     this.slotRate = this.defaultRate
     this.bucketRates = new BucketRates(this.defaultRate)
     this.refundBound = (reservation) => this.refund(reservation)
-    this.shares = new FairShares(options, (child) => this.weights.get(child) ?? 1)
+    this.shares = new FairShares(options)
     this.layered = new LayeredDecision(this.layerPort())
   }
 
@@ -199,27 +197,29 @@ export class KeyedLimiter {
    * list of keys it takes `cost` from every limiting one or from none (see layered.ts).
    */
   tryAcquireAt(keys: LimitKeys, cost: number, nowMs: number): boolean {
-    if (typeof keys !== 'string') return this.decideLayered(keys, cost, nowMs, 0, false) === 'granted'
-    const key = keys
-    const code = this.codes.get(key)
-    // The common case first, in as few instructions as it takes (on 100,000 keys a decision
-    // costs what its instructions keep the CPU from overlapping of the next lookups):
-    // a held key at the default rate, at the clock reading of the decision before, granted now.
-    // The bound is a literal small integer (2^30 - 1, one on every V8 build), so the test is
-    // one integer comparison: against OWN_RATE (2^31, a heap number) or a module constant it
-    // compiled to a conversion to double. Above it: a key with its own rate (or a slot from 2^30).
-    if (code !== undefined && code <= 0x3fffffff && nowMs === this.lastRawMs) {
-      const rate = this.defaultRate
-      const tatMs = this.tatMs
-      const now = this.lastNowMs
-      const tat = tatMs[code]!
-      const next = (tat > now ? tat : now) + cost * rate.emissionMs
-      if (next - now <= rate.fastAllowanceMs && cost > 0 && cost <= rate.capacity) {
-        tatMs[code] = next
-        return true
+    // a string first: the single-key path exactly as it was, the layered decision out of line
+    if (typeof keys === 'string') {
+      const code = this.codes.get(keys)
+      // The common case first, in as few instructions as it takes (on 100,000 keys a decision
+      // costs what its instructions keep the CPU from overlapping of the next lookups):
+      // a held key at the default rate, at the clock reading of the decision before, granted now.
+      // The bound is a literal small integer (2^30 - 1, one on every V8 build), so the test is
+      // one integer comparison: against OWN_RATE (2^31, a heap number) or a module constant it
+      // compiled to a conversion to double. Above it: a key with its own rate (or a slot from 2^30).
+      if (code !== undefined && code <= 0x3fffffff && nowMs === this.lastRawMs) {
+        const rate = this.defaultRate
+        const tatMs = this.tatMs
+        const now = this.lastNowMs
+        const tat = tatMs[code]!
+        const next = (tat > now ? tat : now) + cost * rate.emissionMs
+        if (next - now <= rate.fastAllowanceMs && cost > 0 && cost <= rate.capacity) {
+          tatMs[code] = next
+          return true
+        }
       }
+      return this.decideAnyKey(keys, code, cost, nowMs, 0, false) === GRANTED
     }
-    return this.decideAnyKey(key, code, cost, nowMs, 0, false) === GRANTED
+    return this.decideLayered(keys, cost, nowMs, 0, false) === 'granted'
   }
 
   /**
@@ -240,11 +240,10 @@ export class KeyedLimiter {
    */
   reserveAt(keys: LimitKeys, cost: number, nowMs: number): Reservation {
     if (typeof keys !== 'string') return this.reserveLayered(keys, cost, nowMs)
-    const key = keys
-    const deferred = this.grant(key, cost, nowMs)
+    const deferred = this.grant(keys, cost, nowMs)
     if (deferred !== undefined) return deferred
     return new GrantedReservation(
-      key,
+      keys,
       cost,
       this.decidedDelayMs,
       this.grantedAtMs,
@@ -265,10 +264,9 @@ export class KeyedLimiter {
    */
   reserveIn(book: ReservationBook, keys: LimitKeys, cost = 1): number | Deferred {
     if (typeof keys !== 'string') return this.reserveLayeredIn(book, keys, cost, this.clock.now())
-    const key = keys
-    const deferred = this.grant(key, cost, this.clock.now())
+    const deferred = this.grant(keys, cost, this.clock.now())
     if (deferred !== undefined) return deferred
-    return book.take(key, this.decidedDelayMs, {
+    return book.take(keys, this.decidedDelayMs, {
       atMs: this.lastNowMs + this.decidedDelayMs,
       spanMs: this.decidedSpanMs,
       endMs: this.decidedEndMs,
@@ -475,7 +473,7 @@ export class KeyedLimiter {
       return { applied: false, reason: 'stale-version' }
     }
     this.checkOverrideBound(checked, change.replace === true)
-    this.checkWeightBound(checked, change.replace === true)
+    this.shares.checkWeightBound(checked.weights, change.replace === true, this.maxOverrides)
     const now = this.relative(nowMs)
     const inheritance = change.inheritance ?? 'proportional'
     if (checked.defaultRate !== undefined) this.changeDefault(checked.defaultRate, now, inheritance)
@@ -487,7 +485,7 @@ export class KeyedLimiter {
       }
     }
     for (const [key, rate] of checked.overrides) this.changeOverride(key, rate, now, inheritance)
-    this.changeWeights(checked.weights, change.replace === true)
+    this.shares.setWeights(checked.weights, change.replace === true)
     if (change.version !== undefined) this.version = change.version
     this.rateChanges++
     return { applied: true }
@@ -1133,31 +1131,6 @@ export class KeyedLimiter {
         `apply: ${count} rate overrides would exceed maxOverrides (${this.maxOverrides}); nothing was changed`,
       )
     }
-  }
-
-  /** checkWeightBound throws when `checked` would leave more than maxOverrides weights set. */
-  private checkWeightBound(checked: CheckedChange, replace: boolean): void {
-    let count = replace ? 0 : this.weights.size
-    for (const [key, weight] of checked.weights) {
-      const had = !replace && this.weights.has(key)
-      if (weight !== null && !had) count++
-      else if (weight === null && had) count--
-    }
-    if (count > this.maxOverrides) {
-      throw new RangeError(
-        `apply: ${count} weights would exceed maxOverrides (${this.maxOverrides}); nothing was changed`,
-      )
-    }
-  }
-
-  private changeWeights(weights: ReadonlyMap<string, number | null>, replace: boolean): void {
-    if (!replace && weights.size === 0) return
-    if (replace) for (const key of [...this.weights.keys()]) if (!weights.has(key)) this.weights.delete(key)
-    for (const [key, weight] of weights) {
-      if (weight === null) this.weights.delete(key)
-      else this.weights.set(key, weight)
-    }
-    this.shares.reweigh()
   }
 
   /** ownRateOf says whether a held key's code names a rate override of its own (not a penalty alone). */
