@@ -81,7 +81,7 @@ export function decideCarried(
 /** LimiterAnswer is the part of the limiter's Reservation the decision reads. */
 export type LimiterAnswer =
   | { ok: true; delayMs: number }
-  | { ok: false; delayMs: number; reason: 'beyond-horizon' | 'table-full' }
+  | { ok: false; delayMs: number; reason: 'beyond-horizon' | 'parent-share' | 'table-full' }
 
 /**
  * ReservationDecision says what to do with the limiter's answer for a job:
@@ -89,15 +89,19 @@ export type LimiterAnswer =
  * - `wait`: tokens reserved `waitMs` from now, within the lead; wait in the process.
  * - `delay`: tokens reserved for `reservedAtWallMs`; store the reservation on the job
  *   and move it to delayed until `delayUntilWallMs` (the lead before it).
- * - `park`: the tokens are further than the horizon (`horizonMs`, or the limiter's own);
- *   give back what was reserved and park the job in its merchant's backlog, `dueInMs`
- *   before its tokens come within the horizon.
+ * - `park`: the tokens are further than the horizon (`horizonMs`, or the limiter's own),
+ *   or the merchant has taken its share of a parent key that binds (`parent-share`, asked
+ *   again after its delay, as beyond the horizon); give back what was reserved and park
+ *   the job in its merchant's backlog, due for promotion in `dueInMs`.
  * - `defer`: nothing reserved (the table is full); move the job to delayed until
  *   `delayUntilWallMs` and ask again then.
+ * - `ask-again`: nothing reserved, for a key list whose next unit is `waitMs` away, within
+ *   the lead; wait in the process and ask again.
  */
 export type ReservationDecision =
   | { action: 'run' }
   | { action: 'wait'; waitMs: number }
+  | { action: 'ask-again'; waitMs: number }
   | { action: 'delay'; reservedAtWallMs: number; delayUntilWallMs: number }
   | { action: 'park'; dueInMs: number }
   | { action: 'defer'; delayUntilWallMs: number }
@@ -108,14 +112,26 @@ export type ReservationDecision =
  */
 export const MIN_DEFER_MS = 50
 
-/** decideReservation turns the limiter's answer at `nowWallMs` (wall clock, ms) into an action. */
+/**
+ * decideReservation turns the limiter's answer at `nowWallMs` (wall clock, ms) into an
+ * action. For a key list (`keyList`), the limiter defers rather than reserve ahead whenever
+ * an inner key (the merchant's own limit) would place the unit after an outer key's own
+ * time, so that no other child loses the outer key's time before it: such a deferral is
+ * short (the inner key's next unit, 50 ms at 20/s): one within the lead is waited in the
+ * process (the processor lets one job per merchant do so, and parks the others behind it);
+ * a longer one parks the job, as beyond the horizon.
+ */
 export function decideReservation(
   answer: LimiterAnswer,
   nowWallMs: number,
   timing: Timing,
+  keyList = false,
 ): ReservationDecision {
   if (!answer.ok) {
-    if (answer.reason === 'beyond-horizon') return { action: 'park', dueInMs: answer.delayMs }
+    if (keyList && answer.reason !== 'table-full' && answer.delayMs <= timing.leadMs) {
+      return { action: 'ask-again', waitMs: Math.max(answer.delayMs, 1) }
+    }
+    if (answer.reason !== 'table-full') return { action: 'park', dueInMs: answer.delayMs }
     return { action: 'defer', delayUntilWallMs: nowWallMs + Math.max(answer.delayMs, MIN_DEFER_MS) }
   }
   if (answer.delayMs > timing.horizonMs) return { action: 'park', dueInMs: answer.delayMs - timing.horizonMs }
