@@ -19,7 +19,13 @@ function partsOf(overrides: Partial<StatusParts> & { limiter: StatusParts['limit
       source: 'file',
       caughtUp: true,
       stats: { applied: 0, stale: 0, rejected: 0 },
-      table: { default: undefined, overrides: [], snapshotVersion: undefined, lastChangeAtMs: undefined },
+      table: {
+        default: undefined,
+        overrides: [],
+        weights: [],
+        snapshotVersion: undefined,
+        lastChangeAtMs: undefined,
+      },
       recentChanges: [],
       recentRejections: [],
     },
@@ -57,6 +63,7 @@ describe('buildStatus', () => {
     const table = {
       default: undefined,
       overrides: [{ merchant: 'gone', rate: limiter.rateOf('gone'), version: 3, changedAtMs: T0 }],
+      weights: [],
       snapshotVersion: 3,
       lastChangeAtMs: T0,
     }
