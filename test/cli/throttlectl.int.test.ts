@@ -119,7 +119,7 @@ describe('throttlectl against a real broker', () => {
     const got = await cli(['get', 'psp:adyen:m_42', '--topic', topic])
     expect(got).toMatchObject({
       code: 0,
-      stdout: expect.stringMatching(/^psp:adyen:m_42  20\/s .*, weight 2\n$/),
+      stdout: expect.stringMatching(/^psp:adyen:m_42 {2}20\/s .*, weight 2\n$/),
     })
     const all = await cli(['get', '--json', '--topic', topic])
     expect(JSON.parse(all.stdout).weights).toMatchObject([{ merchant: 'psp:adyen:m_42', weight: 2 }])
