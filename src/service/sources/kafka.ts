@@ -7,6 +7,7 @@ import {
 } from '../../adapters/kafka/index.js'
 import { PermanentFailureError, RetryLaterError } from '../../errors.js'
 import type { Config } from '../config.js'
+import { compileKeyTemplates } from '../limit-keys.js'
 import type { SourceBacklog } from '../status.js'
 import {
   reportDelivered,
@@ -39,12 +40,19 @@ export async function startKafkaSource(
       : config.keyFrom === 'key'
         ? undefined
         : keySourceOf(config.keyFrom)
+  // compiled once; the templates read the value as the handler gets it (JSON when it is JSON)
+  const templates = config.keys === undefined ? undefined : compileKeyTemplates(config.keys)
+  const limitKeys =
+    templates === undefined
+      ? undefined
+      : (merchantKey: string, value: Buffer | null) => templates(merchantKey, parseJson(value))
   const consumer: ThrottledConsumer = createThrottledConsumer({
     kafka,
     groupId: config.groupId,
     topics: [config.topic],
     limiter: wiring.limiter,
     ...(keyOf === undefined ? {} : { keyOf }),
+    ...(limitKeys === undefined ? {} : { limitKeys }),
     concurrency: config.concurrency,
     maxAttempts: config.attempts,
     deadLetterTopic,
@@ -157,6 +165,7 @@ export function kafkaBacklog(
     jobs: row.buffered + row.parked,
     parked: row.parked,
     oldestAgeMs: row.oldestAgeMs,
+    ...(row.limitKeys === undefined ? {} : { limitKeys: row.limitKeys }),
   }))
   return {
     merchants,

@@ -1,0 +1,171 @@
+import { Queue } from 'bullmq'
+import { Redis } from 'ioredis'
+import type { Admin, Producer } from 'kafkajs'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { publishControlChange } from '../../src/control/index.js'
+import { parseRate } from '../../src/limiter/index.js'
+import { type RunningService, startService } from '../../src/service/service.js'
+import { kafkaClient, testLogger } from '../adapters/kafka/support/kafka.js'
+import { startServer, type TestServer } from '../handlers/support.js'
+import { kafkaBrokers, redisUrl, uniqueName } from '../support/services.js'
+import { waitFor } from '../support/wait-for.js'
+import { loadWorkerConfig } from '../support/worker-config.js'
+
+// Issue 18 through the whole worker: a BullMQ source whose `keys` templates put every PSP
+// call under its PSP account ('psp:acme') and its merchant ('psp:acme:m_N'), and a rate
+// for the account set on the Kafka control topic. The PSP endpoint (loopback) must see the
+// account's rate, not the merchants' sum, and the status and metrics must say who binds.
+
+const PARENT_RATE = 10
+const MERCHANTS = 3
+const JOBS_PER_MERCHANT = 12
+
+describe('worker service with key templates and a parent rate from the control topic (real Redis and Kafka)', () => {
+  const queueName = uniqueName('svc-layered')
+  const controlTopic = uniqueName('svc-layered-control')
+  const kafka = kafkaClient('svc-layered-test')
+  let admin: Admin
+  let producer: Producer
+  let psp: TestServer
+  let service: RunningService
+  let queue: Queue
+  let connection: Redis
+  const arrivals: Array<{ merchant: string; atMs: number }> = []
+
+  beforeAll(async () => {
+    admin = kafka.admin()
+    await admin.connect()
+    producer = kafka.producer()
+    await producer.connect()
+    psp = await startServer('127.0.0.1', (_request, response, body) => {
+      arrivals.push({
+        merchant: (JSON.parse(body) as { merchant: string }).merchant,
+        atMs: performance.now(),
+      })
+      response.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"captured"}')
+    })
+    const { config } = loadWorkerConfig(
+      {
+        kafka: { brokers: kafkaBrokers() },
+        control: { topic: controlTopic },
+        // each merchant alone could go at 100/s: only the account's rate can hold them to 10/s
+        limiter: { defaultRate: '100/s' },
+        sources: [
+          {
+            kind: 'bullmq',
+            queue: queueName,
+            handler: 'psp',
+            concurrency: 20,
+            attempts: 2,
+            // the PSP handler's merchant key is 'acme:m_N'
+            keys: ['psp:{pspId}', 'psp:{merchant}'],
+          },
+        ],
+        psp: {
+          client: { allowHosts: ['127.0.0.1'] },
+          endpoints: { acme: { baseUrl: `${psp.origin}/v1/` } },
+        },
+        metrics: { merchantLabels: ['psp:acme:m_0'] },
+      },
+      { env: { REDIS_URL: redisUrl() } },
+    )
+    service = await startService(config, testLogger)
+    connection = new Redis(redisUrl(), { maxRetriesPerRequest: null })
+    queue = new Queue(queueName, { connection })
+  })
+
+  afterAll(async () => {
+    await service?.stop()
+    await queue?.obliterate({ force: true })
+    await queue?.close()
+    await connection?.quit()
+    await producer?.disconnect()
+    await admin?.deleteTopics({ topics: [controlTopic] }).catch(() => undefined)
+    await admin?.disconnect()
+    await psp?.close()
+  })
+
+  it("paces the PSP endpoint at the parent's rate set on the control topic, and shows the parent binding", async () => {
+    await publishControlChange(
+      producer,
+      {
+        type: 'set',
+        merchant: 'psp:acme',
+        rate: parseRate(`${PARENT_RATE}/s burst 1`),
+        version: Date.now() * 1_000,
+      },
+      { topic: controlTopic },
+    )
+    await waitFor('the parent rate', () => service.limiter.rateOf('psp:acme').limit === PARENT_RATE, 10_000)
+
+    const total = MERCHANTS * JOBS_PER_MERCHANT
+    await queue.addBulk(
+      Array.from({ length: total }, (_, i) => {
+        const merchant = `m_${i % MERCHANTS}`
+        return {
+          name: 'capture',
+          data: {
+            pspId: 'acme',
+            merchantId: merchant,
+            operation: 'capture',
+            path: '/captures',
+            body: { merchant, i },
+          },
+          opts: { jobId: `${merchant}-${i}` },
+        }
+      }),
+    )
+    // while they wait, the status names the parent and which limit holds each merchant
+    let shown = service.status()
+    await waitFor(
+      'a waiting merchant held by the parent',
+      () => {
+        shown = service.status()
+        return shown.merchants.some((m) => m.waiting > 0 && m.binding !== null)
+      },
+      10_000,
+      20,
+    )
+    const held = shown.merchants.filter((m) => m.waiting > 0 && m.binding !== null)
+    for (const merchant of held) {
+      expect(merchant.limitKeys).toEqual(['psp:acme', `psp:${merchant.merchantKey}`])
+      expect(['parent', 'parent-share']).toContain(merchant.binding!.binds)
+      expect(merchant.binding!.key).toBe('psp:acme')
+    }
+    await waitFor('the parent listed with its children', () => service.status().parents.length > 0, 10_000)
+    const parent = service.status().parents.find((p) => p.key === 'psp:acme')
+    expect(parent).toMatchObject({ key: 'psp:acme', limitPerSec: PARENT_RATE })
+    expect(parent!.children.map((child) => child.key).sort()).toEqual(
+      Array.from({ length: MERCHANTS }, (_, i) => `psp:acme:m_${i}`),
+    )
+    const metrics = await (await fetch(`${service.url}/metrics`)).text()
+    expect(metrics).toContain(`mt_parent_rate_limit_per_second{parent="psp:acme"} ${PARENT_RATE}`)
+    expect(metrics).toMatch(/mt_child_granted_per_second\{parent="psp:acme",child="psp:acme:m_0"\} /)
+    expect(metrics).toMatch(/mt_child_granted_per_second\{parent="psp:acme",child="other"\} /)
+
+    await waitFor(
+      'every PSP call',
+      async () => (await queue.getJobCounts('completed')).completed === total,
+      25_000,
+    )
+    expect(arrivals).toHaveLength(total)
+    // The account's guarantee at the endpoint: in any window of W seconds, at most
+    // burst + rate × W calls, with one more for the timer's tolerance on a loaded machine.
+    const times = arrivals.map((a) => a.atMs).sort((a, b) => a - b)
+    for (const windowMs of [500, 1_000, 2_000]) {
+      let most = 0
+      for (let i = 0, j = 0; j < times.length; j++) {
+        while (times[j]! - times[i]! >= windowMs) i++
+        most = Math.max(most, j - i + 1)
+      }
+      expect(most, `calls in ${windowMs} ms`).toBeLessThanOrEqual(1 + (PARENT_RATE * windowMs) / 1_000 + 1)
+    }
+    // and it was the account, not the merchants, that held them: 36 calls at 10/s
+    expect(times.at(-1)! - times[0]!).toBeGreaterThanOrEqual(((total - 2) / PARENT_RATE) * 1_000 * 0.9)
+    const perMerchant = Array.from(
+      { length: MERCHANTS },
+      (_, i) => arrivals.filter((a) => a.merchant === `m_${i}`).length,
+    )
+    expect(perMerchant).toEqual([JOBS_PER_MERCHANT, JOBS_PER_MERCHANT, JOBS_PER_MERCHANT])
+  }, 30_000)
+})
