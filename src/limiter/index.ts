@@ -18,17 +18,22 @@ export {
 } from './clock.js'
 export { type CapChange, InFlightTable } from './inflight.js'
 export { checkMerchantKey, MAX_MERCHANT_KEY_LENGTH, type MerchantKeyCheck } from './key.js'
+export { checkLimitKeys, MAX_LIMIT_KEYS } from './layered.js'
 export {
   type ApplyResult,
+  type ChildShare,
   type ConfiguredRates,
   type DeferReason,
   type Deferred,
+  type ExplainReason,
+  type Explanation,
   type Granted,
   type Inheritance,
   KeyedLimiter,
   type KeyedLimiterOptions,
   type KeyInspection,
   type LimiterStats,
+  type LimitKeys,
   type PenaltyOptions,
   type RateChange,
   type Reservation,

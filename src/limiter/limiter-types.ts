@@ -1,9 +1,13 @@
 import type { Clock, SkewEvent } from './clock.js'
 import type { PenaltyOptions } from './penalties.js'
 import type { Rate, RateInput } from './rate.js'
+import type { FairShareOptions } from './shares.js'
 
-/** KeyedLimiterOptions configure a KeyedLimiter. */
-export interface KeyedLimiterOptions {
+/**
+ * KeyedLimiterOptions configure a KeyedLimiter. The fair-share options (shareWindowMs,
+ * shareLookaheadMs, maxShareEntries) are described on FairShareOptions.
+ */
+export interface KeyedLimiterOptions extends FairShareOptions {
   /** rate is the default rate, for every key without an override. */
   rate: RateInput
   /**
@@ -76,6 +80,26 @@ export interface LimiterStats {
   penaltiesDropped: number
   /** skewCorrected counts forward clock jumps taken as the correction of a rebase (no time added). */
   skewCorrected: number
+  /** shareDeferrals counts asks deferred with 'parent-share' (a child past its share of a binding parent). */
+  shareDeferrals: number
+  /** parentsTracked is the number of parents with children in their fair-share state. */
+  parentsTracked: number
+}
+
+/**
+ * ExplainReason says which limit binds: `rate` a key's first window, `window` a further
+ * window of it (a day's quota), `retry-after` a Retry-After, `parent-share` the child's
+ * fair share of a binding parent.
+ */
+export type ExplainReason = 'rate' | 'window' | 'retry-after' | 'parent-share'
+
+/** Explanation says how long until one unit could be granted to a list of keys, and which limit binds. */
+export interface Explanation {
+  waitMs: number
+  bindingKey: string
+  reason: ExplainReason
+  /** windowIntervalMs is the binding window's interval, for reason `window`. */
+  windowIntervalMs?: number
 }
 
 /** ConfiguredRates are the rates as set, before the instance share and penalties. */

@@ -9,7 +9,14 @@ import {
 } from './bucket-rates.js'
 import { type Clock, monotonicClock, SkewGuard } from './clock.js'
 import { MAX_MERCHANT_KEY_LENGTH } from './key.js'
-import type { ConfiguredRates, KeyedLimiterOptions, KeyInspection, LimiterStats } from './limiter-types.js'
+import { checkLimitKeys, LayeredDecision, type LayerPort, type LimitKeys } from './layered.js'
+import type {
+  ConfiguredRates,
+  Explanation,
+  KeyedLimiterOptions,
+  KeyInspection,
+  LimiterStats,
+} from './limiter-types.js'
 import { Penalties } from './penalties.js'
 import { parseRate, type Rate, type RateInput } from './rate.js'
 import {
@@ -26,18 +33,29 @@ import {
   type Deferred,
   GrantedReservation,
   type HeldReservation,
+  LayeredReservation,
   type Reservation,
   type ReservationBook,
   reservedTime,
 } from './reservation.js'
+import { type ChildShare, FairShares } from './shares.js'
 import { codeFor, KeyTable, rateIdOfCode, slotOfCode, OWN_RATE as TABLE_OWN_RATE } from './table.js'
 import { UnheldBlocks } from './unheld-blocks.js'
 
-export type { ConfiguredRates, KeyedLimiterOptions, KeyInspection, LimiterStats } from './limiter-types.js'
+export type { LimitKeys } from './layered.js'
+export type {
+  ConfiguredRates,
+  ExplainReason,
+  Explanation,
+  KeyedLimiterOptions,
+  KeyInspection,
+  LimiterStats,
+} from './limiter-types.js'
 export type { PenaltyOptions } from './penalties.js'
 export type { ApplyResult, Inheritance, RateChange } from './rate-change.js'
 export type { DeferReason, Deferred, Granted, Reservation } from './reservation.js'
 export { ReservationBook } from './reservation.js'
+export type { ChildShare } from './shares.js'
 
 /**
  * REBASE_AFTER_MS is how far from its epoch the limiter lets time run before it moves
@@ -114,6 +132,11 @@ export class KeyedLimiter {
   private grantedAtMs = 0
   /** slotRate is the rate slotOf found. */
   private slotRate: BucketRate
+  /** layered decides for lists of keys, through the probe and charge steps below (see layered.ts). */
+  private readonly layered: LayeredDecision
+  private readonly shares: FairShares
+  /** weights are the children's weights set (setWeight, apply), bounded by maxOverrides. */
+  private readonly weights = new Map<string, number>()
 
   constructor(options: KeyedLimiterOptions) {
     if (options === null || typeof options !== 'object') {
@@ -134,6 +157,8 @@ export class KeyedLimiter {
     this.slotRate = this.defaultRate
     this.bucketRates = new BucketRates(this.defaultRate)
     this.refundBound = (reservation) => this.refund(reservation)
+    this.shares = new FairShares(options, (child) => this.weights.get(child) ?? 1)
+    this.layered = new LayeredDecision(this.layerPort())
   }
 
   /** size is the number of keys held. */
@@ -154,12 +179,17 @@ export class KeyedLimiter {
    * above the capacity a penalty has lowered the bucket to is granted once the bucket
    * is full, so it waits at most one refill.
    */
-  tryAcquire(key: string, cost = 1): boolean {
-    return this.tryAcquireAt(key, cost, this.clock.now())
+  tryAcquire(keys: LimitKeys, cost = 1): boolean {
+    return this.tryAcquireAt(keys, cost, this.clock.now())
   }
 
-  /** tryAcquireAt is tryAcquire at time `nowMs` (a reading of the limiter's clock). */
-  tryAcquireAt(key: string, cost: number, nowMs: number): boolean {
+  /**
+   * tryAcquireAt is tryAcquire at time `nowMs` (a reading of the limiter's clock). For a
+   * list of keys it takes `cost` from every limiting one or from none (see layered.ts).
+   */
+  tryAcquireAt(keys: LimitKeys, cost: number, nowMs: number): boolean {
+    if (typeof keys !== 'string') return this.decideLayered(keys, cost, nowMs, 0, false) === 'granted'
+    const key = keys
     const code = this.codes.get(key)
     // The common case first, in as few instructions as it takes (on 100,000 keys a decision
     // costs what its instructions keep the CPU from overlapping of the next lookups):
@@ -189,12 +219,17 @@ export class KeyedLimiter {
    * for tryAcquire, so every cost that does not throw is granted in bounded time: within
    * one refill of the bucket plus the reservations ahead of it.
    */
-  reserve(key: string, cost = 1): Reservation {
-    return this.reserveAt(key, cost, this.clock.now())
+  reserve(keys: LimitKeys, cost = 1): Reservation {
+    return this.reserveAt(keys, cost, this.clock.now())
   }
 
-  /** reserveAt is reserve at time `nowMs`. */
-  reserveAt(key: string, cost: number, nowMs: number): Reservation {
+  /**
+   * reserveAt is reserve at time `nowMs`. For a list of keys, the reservation holds
+   * tokens in every limiting key or in none, at the latest time all of them can meet.
+   */
+  reserveAt(keys: LimitKeys, cost: number, nowMs: number): Reservation {
+    if (typeof keys !== 'string') return this.reserveLayered(keys, cost, nowMs)
+    const key = keys
     const deferred = this.grant(key, cost, nowMs)
     if (deferred !== undefined) return deferred
     return new GrantedReservation(
@@ -217,7 +252,9 @@ export class KeyedLimiter {
    * `book.lastDelayMs` and its time in `book.reservedAtMs(row)`, or the Deferred answer.
    * Give the row back with cancelIn (as Granted.cancel) or `book.release` (the work ran).
    */
-  reserveIn(book: ReservationBook, key: string, cost = 1): number | Deferred {
+  reserveIn(book: ReservationBook, keys: LimitKeys, cost = 1): number | Deferred {
+    if (typeof keys !== 'string') return this.reserveLayeredIn(book, keys, cost, this.clock.now())
+    const key = keys
     const deferred = this.grant(key, cost, this.clock.now())
     if (deferred !== undefined) return deferred
     return book.take(key, this.decidedDelayMs, {
@@ -241,6 +278,106 @@ export class KeyedLimiter {
     return true
   }
 
+  /** reserveLayered is reserveAt for a list of keys. */
+  private reserveLayered(keys: readonly string[], cost: number, nowMs: number): Reservation {
+    const list = checkLimitKeys(keys, this.maxKeyLength)
+    if (list.length === 1) return this.reserveAt(list[0]!, cost, nowMs)
+    const deferred = this.grantLayered(list, cost, nowMs)
+    if (deferred !== undefined) return deferred
+    const parts = this.layered.parts
+    return new LayeredReservation(
+      list,
+      cost,
+      this.decidedDelayMs,
+      this.grantedAtMs,
+      parts[parts.length - 1]!,
+      parts.slice(0, -1),
+      this.refundBound,
+    )
+  }
+
+  /** reserveLayeredIn is reserveIn for a list of keys: the row is the innermost key's, with the others' parts beside. */
+  private reserveLayeredIn(
+    book: ReservationBook,
+    keys: readonly string[],
+    cost: number,
+    nowMs: number,
+  ): number | Deferred {
+    const list = checkLimitKeys(keys, this.maxKeyLength)
+    if (list.length === 1) return this.reserveIn(book, list[0]!, cost)
+    const deferred = this.grantLayered(list, cost, nowMs)
+    if (deferred !== undefined) return deferred
+    const parts = this.layered.parts
+    const inner = parts[parts.length - 1]!
+    return book.take(inner.key, this.decidedDelayMs, { ...inner, layers: parts.slice(0, -1) })
+  }
+
+  /** grantLayered is grant for a list of keys (checked, more than one). */
+  private grantLayered(keys: readonly string[], cost: number, nowMs: number): Deferred | undefined {
+    const verdict = this.decideLayered(keys, cost, nowMs, this.horizonMs, true)
+    const bindingKey = this.layered.bindingKey
+    if (verdict === 'table-full') {
+      return { ok: false, delayMs: Math.max(1, this.table.refusedWaitMs), reason: 'table-full', bindingKey }
+    }
+    const delayMs = this.layered.delayMs
+    if (verdict === 'too-soon') {
+      return { ok: false, delayMs: delayMs - this.horizonMs, reason: 'beyond-horizon', bindingKey }
+    }
+    if (verdict === 'parent-share') return { ok: false, delayMs, reason: 'parent-share', bindingKey }
+    this.decidedDelayMs = delayMs
+    this.grantedAtMs = reservedTime(this.epochMs, this.lastNowMs + delayMs)
+    return undefined
+  }
+
+  /** decideLayered checks `keys` and decides for them (one key: the single-key path). */
+  private decideLayered(
+    keys: readonly string[],
+    cost: number,
+    nowMs: number,
+    maxDelayMs: number,
+    reserving: boolean,
+  ): 'granted' | 'too-soon' | 'table-full' | 'parent-share' {
+    const list = checkLimitKeys(keys, this.maxKeyLength)
+    if (list.length === 1) {
+      const verdict = this.decideAnyKey(
+        list[0]!,
+        this.codes.get(list[0]!),
+        cost,
+        nowMs,
+        maxDelayMs,
+        reserving,
+      )
+      return verdict === GRANTED ? 'granted' : verdict === TOO_SOON ? 'too-soon' : 'table-full'
+    }
+    const now = nowMs === this.lastRawMs ? this.lastNowMs : this.relative(nowMs)
+    return this.layered.decide(list, cost, now, maxDelayMs, reserving)
+  }
+
+  /** layerPort lends the layered decision the steps it shares with the single-key path. */
+  private layerPort(): LayerPort {
+    return {
+      limits: (key) => this.hasOverride(key),
+      slotOf: (key, now) => this.slotOf(key, this.codes.get(key), now),
+      slotRate: () => this.slotRate,
+      held: (key) => this.codes.has(key),
+      checkCost: (cost, rate) => {
+        if (!(cost > 0 && cost <= rate.capacity)) this.badCost(cost, rate)
+      },
+      probe: (slot, rate, cost, now, maxDelayMs) => this.probe(slot, rate, cost, now, maxDelayMs),
+      charge: (key, slot, rate, cost, now, delayMs, reserving) => {
+        this.decidedExtra = undefined
+        this.charge(slot, rate, cost, now, delayMs, reserving)
+        if (!reserving) return undefined
+        const { decidedSpanMs: spanMs, decidedEndMs: endMs, decidedExtra: extra, epochMs } = this
+        return { key, atMs: now + delayMs, spanMs, endMs, epochMs, extra }
+      },
+      shareWaitMs: (parent, _rate, child, now) => this.shares.waitMs(parent, child, now),
+      shareCharge: (parent, rate, child, cost, now) =>
+        this.shares.charge(parent, child, cost, rate.emissionMs, now),
+      shareCount: (parent, child, cost, now) => this.shares.countGrant(parent, child, cost, now),
+    }
+  }
+
   /**
    * grant is the decision of reserveAt and reserveIn: undefined when granted (the delay in
    * decidedDelayMs, the time in grantedAtMs), otherwise the Deferred answer.
@@ -249,11 +386,16 @@ export class KeyedLimiter {
     this.decidedExtra = undefined
     const verdict = this.decide(key, cost, nowMs, this.horizonMs, true)
     if (verdict === TABLE_FULL) {
-      return { ok: false, delayMs: Math.max(1, this.table.refusedWaitMs), reason: 'table-full' }
+      return {
+        ok: false,
+        delayMs: Math.max(1, this.table.refusedWaitMs),
+        reason: 'table-full',
+        bindingKey: key,
+      }
     }
     const delayMs = this.decidedDelayMs
     if (verdict === TOO_SOON)
-      return { ok: false, delayMs: delayMs - this.horizonMs, reason: 'beyond-horizon' }
+      return { ok: false, delayMs: delayMs - this.horizonMs, reason: 'beyond-horizon', bindingKey: key }
     this.grantedAtMs = reservedTime(this.epochMs, this.lastNowMs + delayMs)
     return undefined
   }
@@ -297,6 +439,7 @@ export class KeyedLimiter {
       return { applied: false, reason: 'stale-version' }
     }
     this.checkOverrideBound(checked, change.replace === true)
+    this.checkWeightBound(checked, change.replace === true)
     const now = this.relative(nowMs)
     const inheritance = change.inheritance ?? 'proportional'
     if (checked.defaultRate !== undefined) this.changeDefault(checked.defaultRate, now, inheritance)
@@ -308,6 +451,7 @@ export class KeyedLimiter {
       }
     }
     for (const [key, rate] of checked.overrides) this.changeOverride(key, rate, now, inheritance)
+    this.changeWeights(checked.weights, change.replace === true)
     if (change.version !== undefined) this.version = change.version
     this.rateChanges++
     return { applied: true }
@@ -340,6 +484,16 @@ export class KeyedLimiter {
     const now = this.relative(nowMs)
     this.share = share
     this.retune(() => true, now, 'proportional')
+  }
+
+  /**
+   * setWeight sets `childKey`'s weight in the fair share of every parent it is asked
+   * under (see shares.ts): a backlogged child gets the parent in proportion to its weight
+   * over the backlogged children's. Default 1; null restores it. A weight is above 0 and
+   * at most 1e6 (a TypeError otherwise); weights count against maxOverrides apart from rates.
+   */
+  setWeight(childKey: string, weight: number | null): void {
+    this.applyAt({ weights: { [childKey]: weight } }, this.clock.now())
   }
 
   /**
@@ -409,6 +563,78 @@ export class KeyedLimiter {
     }
   }
 
+  /**
+   * explain says, for `keys` (one key or a list), how long until one unit could be
+   * granted and which limit binds; undefined when one could go now. It places no key and
+   * charges nothing: for the status page, not the hot path.
+   */
+  explain(keys: LimitKeys): Explanation | undefined {
+    return this.explainAt(keys, this.clock.now())
+  }
+
+  /** explainAt is explain at time `nowMs`. */
+  explainAt(keys: LimitKeys, nowMs: number): Explanation | undefined {
+    const list = typeof keys === 'string' ? [keys] : checkLimitKeys(keys, this.maxKeyLength)
+    const now = this.relative(nowMs)
+    let worst: Explanation | undefined
+    const last = list.length - 1
+    for (let i = 0; i <= last; i++) {
+      const key = list[i]!
+      if (i < last && !this.hasOverride(key)) continue
+      const found = this.explainKey(key, now)
+      if (found !== undefined && (worst === undefined || found.waitMs > worst.waitMs)) worst = found
+      // a share defers only while its parent binds
+      if (i === last || found === undefined) continue
+      const shareWaitMs = this.shares.peekWaitMs(key, list[i + 1]!, now)
+      if (shareWaitMs > 0 && (worst === undefined || shareWaitMs > worst.waitMs)) {
+        worst = { waitMs: shareWaitMs, bindingKey: key, reason: 'parent-share' }
+      }
+    }
+    return worst
+  }
+
+  /** explainKey is what binds `key` alone for one unit at `now`, undefined when nothing does. */
+  private explainKey(key: string, now: number): Explanation | undefined {
+    const code = this.table.codeOf(key)
+    if (code === undefined) {
+      const untilMs = this.unheld.until(key, now)
+      return untilMs > now ? { waitMs: untilMs - now, bindingKey: key, reason: 'retry-after' } : undefined
+    }
+    const slot = slotOfCode(code)
+    const rate = this.rateAt(key, code, now)
+    const waitOf = (window: Gcra & { conformMs: number }, tat: number) => {
+      const waitMs = (tat > now ? tat : now) + window.emissionMs - window.tauMs - now
+      return waitMs > window.conformMs ? waitMs : 0
+    }
+    let found: Explanation = {
+      waitMs: waitOf(rate, this.table.tatMs[slot]!),
+      bindingKey: key,
+      reason: 'rate',
+    }
+    const tats = this.table.extraTatMs.get(slot)
+    rate.extra?.forEach((window, i) => {
+      const waitMs = waitOf(window, tats?.[i] ?? now)
+      if (waitMs > found.waitMs) {
+        found = { waitMs, bindingKey: key, reason: 'window', windowIntervalMs: window.base.intervalMs }
+      }
+    })
+    // a Retry-After sets the bucket's time to its end: the rate's wait then equals it, and the Retry-After is the cause
+    if (rate.blockedUntilMs > now && rate.blockedUntilMs - now >= found.waitMs - rate.conformMs) {
+      found = { waitMs: rate.blockedUntilMs - now, bindingKey: key, reason: 'retry-after' }
+    }
+    return found.waitMs > 0 ? found : undefined
+  }
+
+  /** parents lists the parents whose children's fair shares are tracked (a child has found one binding lately). */
+  parents(): string[] {
+    return this.shares.parentKeys()
+  }
+
+  /** childrenOf describes `parent`'s tracked children: weight, backlogged, granted per second over the share window. */
+  childrenOf(parent: string): ChildShare[] {
+    return this.shares.childrenOf(parent, this.relative(this.clock.now()))
+  }
+
   /** rateOf is the rate in force for `key`: its own or the default, after share and penalty. */
   rateOf(key: string): Rate {
     const id = this.bucketRates.idOf(key)
@@ -456,6 +682,8 @@ export class KeyedLimiter {
       staleChanges: this.staleChanges,
       penaltiesDropped: this.penaltiesDropped,
       skewCorrected: this.guard.corrected,
+      shareDeferrals: this.shares.deferrals,
+      parentsTracked: this.shares.parentsTracked,
     }
   }
 
@@ -508,49 +736,68 @@ export class KeyedLimiter {
       rate = this.slotRate
     }
     if (!(cost > 0 && cost <= rate.capacity)) this.badCost(cost, rate)
-    const tatMs = this.table.tatMs
-    const tat = tatMs[slot]!
+    const delayMs = this.probe(slot, rate, cost, now, maxDelayMs)
+    this.decidedDelayMs = delayMs
+    if (delayMs > maxDelayMs) return TOO_SOON
+    this.charge(slot, rate, cost, now, delayMs, reserving)
+    return GRANTED
+  }
+
+  /**
+   * probe is the least delay from `now` at which every window of `slot` (at `rate`) takes
+   * `cost`, a Retry-After included, without charging anything. It stops at the first part
+   * that is already beyond `maxDelayMs` (the answer is then above it, not the whole wait).
+   * The one step that reads a bucket for a decision: the single-key path and the layered
+   * one (see layered.ts) both go through it.
+   */
+  private probe(slot: number, rate: BucketRate, cost: number, now: number, maxDelayMs: number): number {
+    const tat = this.table.tatMs[slot]!
     const start = tat > now ? tat : now
-    const spanMs = cost * rate.emissionMs
-    const next = start + spanMs
+    const next = start + cost * rate.emissionMs
     let delayMs = 0
     if (next - now > rate.allowanceMs) {
       delayMs = next - rate.tauMs - now
       // a cost above the (penalized) burst cannot fit under the tolerance: it goes once the bucket is full
       if (delayMs > start - now) delayMs = start - now
       if (delayMs <= rate.conformMs) delayMs = 0
-      else if (delayMs > maxDelayMs) {
-        this.decidedDelayMs = delayMs
-        return TOO_SOON
-      }
+      else if (delayMs > maxDelayMs) return delayMs
     }
-    const extra = rate.extra
-    if (extra !== undefined) {
-      delayMs = this.extraDelayMs(slot, extra, cost, now, delayMs)
-      if (delayMs > maxDelayMs) {
-        this.decidedDelayMs = delayMs
-        return TOO_SOON
-      }
+    if (rate.extra !== undefined) {
+      delayMs = this.extraDelayMs(slot, rate.extra, cost, now, delayMs)
+      if (delayMs > maxDelayMs) return delayMs
     }
     // a Retry-After is a time: neither the tolerance nor the rounding of the bucket's sums grants before its end
-    if (now + delayMs < rate.blockedUntilMs) {
-      delayMs = untilMs(now, rate.blockedUntilMs)
-      if (delayMs > maxDelayMs) {
-        this.decidedDelayMs = delayMs
-        return TOO_SOON
-      }
-    }
-    this.decidedDelayMs = delayMs
-    if (extra !== undefined) {
+    if (now + delayMs < rate.blockedUntilMs) delayMs = untilMs(now, rate.blockedUntilMs)
+    return delayMs
+  }
+
+  /**
+   * charge takes `cost` from every window of `slot` at `now + delayMs` (a time probe found
+   * they all meet, or a later one), and for a reservation leaves in `decided…` how far each
+   * moved and where it ends. Charged from that time, not from now: a key that could have
+   * gone earlier does not count the wait as its refill.
+   */
+  private charge(
+    slot: number,
+    rate: BucketRate,
+    cost: number,
+    now: number,
+    delayMs: number,
+    reserving: boolean,
+  ): void {
+    if (rate.extra !== undefined) {
       this.chargeExtra(slot, rate, cost, now, delayMs, reserving)
-      return GRANTED
+      return
     }
+    const tatMs = this.table.tatMs
+    const tat = tatMs[slot]!
+    const at = now + delayMs
+    const next = (tat > at ? tat : at) + cost * rate.emissionMs
     tatMs[slot] = next
     if (reserving) {
-      this.decidedSpanMs = spanMs
+      this.decidedSpanMs = next - (tat > now ? tat : now)
       this.decidedEndMs = next - rate.tauMs
     }
-    return GRANTED
   }
 
   /**
@@ -720,9 +967,19 @@ export class KeyedLimiter {
    * occupy (Go gives back the span less the later ones' tokens, which double-books exactly
    * that time). Only the latest reservation gives its whole span back. Never above the
    * capacity, never inside a Retry-After. A key no longer held was evicted full and has
-   * nothing to take back.
+   * nothing to take back. A reservation of a list of keys gives back to each key it
+   * charged by this rule, key by key (a parent usually has later reservations behind it,
+   * its child not). A share clock is not moved back: a cancel is rare, and it errs
+   * against the child that cancelled, never against the others.
    */
   private refund(reservation: HeldReservation): void {
+    this.refundPart(reservation)
+    const layers = reservation.layers
+    if (layers !== undefined) for (const part of layers) this.refundPart(part)
+  }
+
+  /** refundPart is refund for one key's part of a reservation. */
+  private refundPart(reservation: HeldReservation): void {
     const code = this.table.codeOf(reservation.key)
     if (code === undefined) return
     const now = this.relative(this.clock.now())
@@ -791,6 +1048,7 @@ export class KeyedLimiter {
     this.table.shiftTimes(shiftMs, 0)
     for (const rate of this.bucketRates.byId) rate?.shiftTimes(shiftMs)
     this.unheld.shiftTimes(shiftMs)
+    this.shares.shiftTimes(shiftMs)
     return 0
   }
 
@@ -830,6 +1088,31 @@ export class KeyedLimiter {
         `apply: ${count} rate overrides would exceed maxOverrides (${this.maxOverrides}); nothing was changed`,
       )
     }
+  }
+
+  /** checkWeightBound throws when `checked` would leave more than maxOverrides weights set. */
+  private checkWeightBound(checked: CheckedChange, replace: boolean): void {
+    let count = replace ? 0 : this.weights.size
+    for (const [key, weight] of checked.weights) {
+      const had = !replace && this.weights.has(key)
+      if (weight !== null && !had) count++
+      else if (weight === null && had) count--
+    }
+    if (count > this.maxOverrides) {
+      throw new RangeError(
+        `apply: ${count} weights would exceed maxOverrides (${this.maxOverrides}); nothing was changed`,
+      )
+    }
+  }
+
+  private changeWeights(weights: ReadonlyMap<string, number | null>, replace: boolean): void {
+    if (!replace && weights.size === 0) return
+    if (replace) for (const key of [...this.weights.keys()]) if (!weights.has(key)) this.weights.delete(key)
+    for (const [key, weight] of weights) {
+      if (weight === null) this.weights.delete(key)
+      else this.weights.set(key, weight)
+    }
+    this.shares.reweigh()
   }
 
   private hasOverride(key: string): boolean {

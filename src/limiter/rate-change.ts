@@ -1,4 +1,5 @@
 import { parseRate, type Rate, type RateInput } from './rate.js'
+import { checkWeight } from './shares.js'
 
 /**
  * Inheritance says what a bucket keeps when its rate changes. `proportional` (the
@@ -14,7 +15,9 @@ export type Inheritance = 'proportional' | 'as-is' | 'reset'
  * RateChange sets several rates in one synchronous step. `overrides` maps a key to its
  * rate, or to null to clear its override. `replace` makes the change a snapshot: every
  * override it does not list is cleared. A `version` at or below the last applied one
- * makes the whole change stale.
+ * makes the whole change stale. `weights` sets children's weights in their parents' fair
+ * shares (null: back to 1), in the same step; with `replace`, every weight not listed is
+ * cleared too.
  */
 export interface RateChange {
   version?: number
@@ -22,6 +25,7 @@ export interface RateChange {
   overrides?: Readonly<Record<string, RateInput | null>>
   replace?: boolean
   inheritance?: Inheritance
+  weights?: Readonly<Record<string, number | null>>
 }
 
 /** ApplyResult tells whether a RateChange took effect. */
@@ -31,6 +35,7 @@ export type ApplyResult = { applied: true } | { applied: false; reason: 'stale-v
 export interface CheckedChange {
   defaultRate: Rate | undefined
   overrides: Map<string, Rate | null>
+  weights: Map<string, number | null>
 }
 
 const INHERITANCES: readonly Inheritance[] = ['proportional', 'as-is', 'reset']
@@ -58,7 +63,16 @@ export function checkChange(change: RateChange, maxKeyLength: number): CheckedCh
     }
     overrides.set(key, rate === null ? null : parseRate(rate))
   }
-  return { defaultRate, overrides }
+  const weights = new Map<string, number | null>()
+  for (const [key, weight] of Object.entries(change.weights ?? {})) {
+    if (key.length === 0 || key.length > maxKeyLength || key === '*') {
+      throw new TypeError(
+        `apply: expected weight keys of 1 to ${maxKeyLength} characters other than '*', got ${describeKey(key)}`,
+      )
+    }
+    weights.set(key, weight === null ? null : checkWeight(weight, key))
+  }
+  return { defaultRate, overrides, weights }
 }
 
 export function describeKey(key: unknown): string {

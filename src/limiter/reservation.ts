@@ -1,7 +1,10 @@
 /** Granted is a reservation that holds tokens: run the work after `delayMs`. */
 export interface Granted {
   readonly ok: true
+  /** key is the innermost key of the reservation (the only one, for a single key). */
   readonly key: string
+  /** keys are all the keys the reservation was asked for, outermost first ([key] for a single key). */
+  readonly keys: readonly string[]
   readonly cost: number
   /** delayMs is how long to wait before running, in ms; 0 means now. */
   readonly delayMs: number
@@ -19,14 +22,20 @@ export interface Granted {
   cancel(): boolean
 }
 
-/** DeferReason says why a reservation was not made. */
-export type DeferReason = 'beyond-horizon' | 'table-full'
+/**
+ * DeferReason says why a reservation was not made. `parent-share`: a child of a parent
+ * whose limit binds has taken its fair share for now (see KeyedLimiter.setWeight); ask
+ * again after delayMs, as for `beyond-horizon`.
+ */
+export type DeferReason = 'beyond-horizon' | 'table-full' | 'parent-share'
 
 /** Deferred is a reservation that was not made: nothing is held; ask again after `delayMs`. */
 export interface Deferred {
   readonly ok: false
   readonly delayMs: number
   readonly reason: DeferReason
+  /** bindingKey is the key whose limit set the wait, when known (always, for a list of keys). */
+  readonly bindingKey?: string
 }
 
 /** Reservation is the answer of reserve. */
@@ -57,6 +66,61 @@ export class GrantedReservation implements Granted, HeldReservation {
     readonly extra: Float64Array | undefined,
     private readonly refund: (reservation: GrantedReservation) => void,
   ) {}
+
+  /** layers is undefined: a single key's reservation holds one part. */
+  get layers(): readonly HeldReservation[] | undefined {
+    return undefined
+  }
+
+  get keys(): readonly string[] {
+    return [this.key]
+  }
+
+  cancel(): boolean {
+    if (this.cancelled) return false
+    this.cancelled = true
+    this.refund(this)
+    return true
+  }
+}
+
+/**
+ * LayeredReservation is a Granted for a list of keys: its own fields are the innermost
+ * key's part, `layers` the parts of the outer keys it charged (a parent without a rate of
+ * its own is not charged, so has none). cancel gives each part back by the single-key rule.
+ */
+export class LayeredReservation implements Granted, HeldReservation {
+  readonly ok = true
+  private cancelled = false
+
+  constructor(
+    readonly keys: readonly string[],
+    readonly cost: number,
+    readonly delayMs: number,
+    readonly reservedAtMs: number,
+    private readonly inner: HeldReservation,
+    readonly layers: readonly HeldReservation[],
+    private readonly refund: (reservation: HeldReservation) => void,
+  ) {}
+
+  get key(): string {
+    return this.inner.key
+  }
+  get atMs(): number {
+    return this.inner.atMs
+  }
+  get spanMs(): number {
+    return this.inner.spanMs
+  }
+  get endMs(): number {
+    return this.inner.endMs
+  }
+  get epochMs(): number {
+    return this.inner.epochMs
+  }
+  get extra(): Float64Array | undefined {
+    return this.inner.extra
+  }
 
   cancel(): boolean {
     if (this.cancelled) return false
@@ -92,6 +156,8 @@ export class ReservationBook {
   private keys: (string | undefined)[] = []
   /** extras holds the rows of keys of several windows: their HeldReservation.extra. */
   private readonly extras = new Map<number, Float64Array>()
+  /** layers holds the rows reserved for a list of keys: the outer keys' parts (HeldReservation.layers). */
+  private readonly layers = new Map<number, readonly HeldReservation[]>()
   private numbers = new Float64Array(ROW_NUMBERS * 16)
   private readonly freeRows: number[] = []
   private held = 0
@@ -117,6 +183,7 @@ export class ReservationBook {
     if (this.keys[row] === undefined) return
     this.keys[row] = undefined
     if (this.extras.size !== 0) this.extras.delete(row)
+    if (this.layers.size !== 0) this.layers.delete(row)
     this.freeRows.push(row)
     this.held--
   }
@@ -137,6 +204,7 @@ export class ReservationBook {
     numbers[at + 2] = held.endMs
     numbers[at + 3] = held.epochMs
     if (held.extra !== undefined) this.extras.set(row, held.extra)
+    if (held.layers !== undefined) this.layers.set(row, held.layers)
     this.lastDelayMs = delayMs
     this.held++
     return row
@@ -155,6 +223,7 @@ export class ReservationBook {
       endMs: numbers[at + 2]!,
       epochMs: numbers[at + 3]!,
       extra: this.extras.size === 0 ? undefined : this.extras.get(row),
+      layers: this.layers.size === 0 ? undefined : this.layers.get(row),
     }
   }
 }
@@ -172,4 +241,6 @@ export interface HeldReservation {
   readonly epochMs: number
   /** extra is, for a key of several windows, intervalMs, spanMs and endMs of each window after the first, in threes. */
   readonly extra: Float64Array | undefined
+  /** layers are, for a reservation of a list of keys, the parts of the outer keys it charged. */
+  readonly layers?: readonly HeldReservation[] | undefined
 }

@@ -94,7 +94,7 @@ describe('KeyedLimiter: reservations', () => {
     drain(limiter, 'm1')
     for (let i = 1; i <= 10; i++) expect(granted(limiter.reserve('m1')).delayMs).toBe(i * 100)
     const deferred = limiter.reserve('m1')
-    expect(deferred).toEqual({ ok: false, delayMs: 100, reason: 'beyond-horizon' })
+    expect(deferred).toEqual({ ok: false, delayMs: 100, reason: 'beyond-horizon', bindingKey: 'm1' })
     expect(limiter.inspect('m1')?.tokens).toBe(-10)
   })
 

@@ -37,7 +37,12 @@ describe('KeyedLimiter.reserveIn / cancelIn: reservations held as rows of a Rese
     const { limiter, book } = setup('10/s')
     drain(limiter, 'm1')
     for (let i = 0; i < 10; i++) row(limiter.reserveIn(book, 'm1'))
-    expect(limiter.reserveIn(book, 'm1')).toEqual({ ok: false, delayMs: 100, reason: 'beyond-horizon' })
+    expect(limiter.reserveIn(book, 'm1')).toEqual({
+      ok: false,
+      delayMs: 100,
+      reason: 'beyond-horizon',
+      bindingKey: 'm1',
+    })
     expect(book.size).toBe(10)
   })
 
