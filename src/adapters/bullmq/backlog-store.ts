@@ -1,3 +1,4 @@
+import type { LimitKeys } from '../../limiter/index.js'
 import type { BacklogEntry, BacklogStore, PromoteResult, Promotion } from './backlog.js'
 import { THROTTLE_FIELD } from './carried.js'
 
@@ -155,12 +156,29 @@ export class RedisBacklogStore implements BacklogStore {
 function encodeEntry(entry: BacklogEntry): string {
   const { jobId } = entry
   const order = /^[0-9]{1,20}$/.test(jobId) ? jobId.padStart(20, '0') : '~'
-  const fields = [jobId, entry.attemptsMade, entry.attemptsStarted, entry.cost, entry.addedAtWallMs]
+  const fields: unknown[] = [
+    jobId,
+    entry.attemptsMade,
+    entry.attemptsStarted,
+    entry.cost,
+    entry.addedAtWallMs,
+  ]
+  if (entry.limitKeys !== undefined) fields.push(entry.limitKeys)
   return `${order} ${JSON.stringify(fields)}`
 }
 
+/** decodeEntry reads a set member back; its limit keys as written (Backlog checks them before it charges them). */
 function decodeEntry(member: string): BacklogEntry {
-  const fields = JSON.parse(member.slice(member.indexOf(' ') + 1)) as [string, number, number, number, number]
-  const [jobId, attemptsMade, attemptsStarted, cost, addedAtWallMs] = fields
-  return { jobId, attemptsMade, attemptsStarted, cost, addedAtWallMs }
+  const fields = JSON.parse(member.slice(member.indexOf(' ') + 1)) as [
+    string,
+    number,
+    number,
+    number,
+    number,
+    LimitKeys?,
+  ]
+  const [jobId, attemptsMade, attemptsStarted, cost, addedAtWallMs, limitKeys] = fields
+  const entry: BacklogEntry = { jobId, attemptsMade, attemptsStarted, cost, addedAtWallMs }
+  if (limitKeys !== undefined) entry.limitKeys = limitKeys
+  return entry
 }

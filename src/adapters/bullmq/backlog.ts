@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
-import type { Clock, KeyedLimiter } from '../../limiter/index.js'
+import type { Clock, KeyedLimiter, LimitKeys } from '../../limiter/index.js'
+import { checkLimitKeys } from '../limit-keys.js'
 import type { CarriedReservation } from './carried.js'
 import { DueQueue, type Timers } from './due-queue.js'
 
@@ -13,6 +14,8 @@ export interface BacklogEntry {
   cost: number
   /** addedAtWallMs is when the job was added to the queue (job.timestamp). */
   addedAtWallMs: number
+  /** limitKeys are the keys its tokens are taken from when not its merchant's key alone (ThrottleOptions.limitKeys). */
+  limitKeys?: LimitKeys
 }
 
 /** Promotion moves one parked job from its merchant's backlog to delayed, due at `dueAtWallMs`, carrying `carried`. */
@@ -80,6 +83,8 @@ export interface MerchantBacklog {
   parked: number
   /** oldestAddedAtWallMs is when the job at its front was added, as last read; undefined before the first read. */
   oldestAddedAtWallMs: number | undefined
+  /** limitKeys of the job last parked or read at its front here; undefined when its merchant's key alone. */
+  limitKeys: LimitKeys | undefined
 }
 
 /** RETRY_AFTER_ERROR_MS is how soon a promotion that failed (Redis unreachable) is tried again. */
@@ -126,6 +131,7 @@ export class Backlog {
     const state = this.hold(merchantKey)
     const length = await this.options.store.append(merchantKey, entry)
     state.parked = length
+    state.limitKeys = entry.limitKeys
     state.oldestAddedAtWallMs = Math.min(
       state.oldestAddedAtWallMs ?? entry.addedAtWallMs,
       entry.addedAtWallMs,
@@ -169,10 +175,27 @@ export class Backlog {
   private hold(merchantKey: string): MerchantBacklog {
     let state = this.held.get(merchantKey)
     if (state === undefined) {
-      state = { parked: 0, oldestAddedAtWallMs: undefined }
+      state = { parked: 0, oldestAddedAtWallMs: undefined, limitKeys: undefined }
       this.held.set(merchantKey, state)
     }
     return state
+  }
+
+  /**
+   * keysOf is the keys a parked entry is charged to: those it was parked with, checked
+   * again, since Redis may hold a member no worker wrote (by hand, or from a worker with a
+   * longer key bound); such a member is charged to its merchant's key alone rather than
+   * stopping the backlog behind it.
+   */
+  private keysOf(merchantKey: string, entry: BacklogEntry): LimitKeys {
+    if (entry.limitKeys === undefined) return merchantKey
+    const check = checkLimitKeys(entry.limitKeys)
+    if (check.ok) return check.keys
+    this.log.warn(
+      { merchantKey, jobId: entry.jobId, reason: check.reason },
+      'parked job has bad limit keys; charging its merchant key',
+    )
+    return merchantKey
   }
 
   private async promoteDue(merchantKey: string): Promise<void> {
@@ -204,6 +227,7 @@ export class Backlog {
     const { entries, length } = await store.head(merchantKey, batchSize)
     state.parked = length
     state.oldestAddedAtWallMs = entries[0]?.addedAtWallMs
+    if (entries.length > 0) state.limitKeys = entries[0]!.limitKeys
     if (entries.length === 0) {
       this.held.delete(merchantKey)
       return undefined
@@ -212,7 +236,9 @@ export class Backlog {
     const reservations = []
     let tokensInMs = 0
     for (const entry of entries) {
-      const reservation = limiter.reserve(merchantKey, entry.cost)
+      // A deferral (beyond the limiter's horizon, the table full, the parent's share taken)
+      // ends the batch: the merchant comes back when it says.
+      const reservation = limiter.reserve(this.keysOf(merchantKey, entry), entry.cost)
       if (!reservation.ok) {
         tokensInMs = reservation.delayMs
         break

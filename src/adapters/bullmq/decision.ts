@@ -81,7 +81,7 @@ export function decideCarried(
 /** LimiterAnswer is the part of the limiter's Reservation the decision reads. */
 export type LimiterAnswer =
   | { ok: true; delayMs: number }
-  | { ok: false; delayMs: number; reason: 'beyond-horizon' | 'table-full' }
+  | { ok: false; delayMs: number; reason: 'beyond-horizon' | 'parent-share' | 'table-full' }
 
 /**
  * ReservationDecision says what to do with the limiter's answer for a job:
@@ -89,9 +89,10 @@ export type LimiterAnswer =
  * - `wait`: tokens reserved `waitMs` from now, within the lead; wait in the process.
  * - `delay`: tokens reserved for `reservedAtWallMs`; store the reservation on the job
  *   and move it to delayed until `delayUntilWallMs` (the lead before it).
- * - `park`: the tokens are further than the horizon (`horizonMs`, or the limiter's own);
- *   give back what was reserved and park the job in its merchant's backlog, `dueInMs`
- *   before its tokens come within the horizon.
+ * - `park`: the tokens are further than the horizon (`horizonMs`, or the limiter's own),
+ *   or the merchant has taken its share of a parent key that binds (`parent-share`, asked
+ *   again after its delay, as beyond the horizon); give back what was reserved and park
+ *   the job in its merchant's backlog, due for promotion in `dueInMs`.
  * - `defer`: nothing reserved (the table is full); move the job to delayed until
  *   `delayUntilWallMs` and ask again then.
  */
@@ -115,7 +116,7 @@ export function decideReservation(
   timing: Timing,
 ): ReservationDecision {
   if (!answer.ok) {
-    if (answer.reason === 'beyond-horizon') return { action: 'park', dueInMs: answer.delayMs }
+    if (answer.reason !== 'table-full') return { action: 'park', dueInMs: answer.delayMs }
     return { action: 'defer', delayUntilWallMs: nowWallMs + Math.max(answer.delayMs, MIN_DEFER_MS) }
   }
   if (answer.delayMs > timing.horizonMs) return { action: 'park', dueInMs: answer.delayMs - timing.horizonMs }

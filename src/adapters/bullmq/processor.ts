@@ -9,8 +9,10 @@ import {
   type Granted,
   InFlightTable,
   type KeyedLimiter,
+  type LimitKeys,
   wallClock,
 } from '../../limiter/index.js'
+import { innermostKey, keyList, limitKeysOf } from '../limit-keys.js'
 import { Backlog, type BacklogEntry } from './backlog.js'
 import { RedisBacklogStore } from './backlog-store.js'
 import {
@@ -78,6 +80,15 @@ export interface ThrottleOptions<D = unknown, R = unknown, N extends string = st
    * checkMerchantKey refuses fails the job unrecoverably with the reason.
    */
   keyOf?: (job: Job<D, R, N>) => unknown
+  /**
+   * limitKeys gives the keys a job's tokens are taken from, outermost first (e.g.
+   * `['psp:adyen', 'psp:adyen:m_42']`): one decision charges every key or none. Default:
+   * the merchant key alone. Only the limiter's decisions take them; order, the backlog,
+   * in-flight caps, breakers and fair slots stay per merchant, and a Retry-After penalizes
+   * the innermost key. A throw or a bad list (empty, more than 4, a repeat, a bad key)
+   * fails the job unrecoverably, as a bad merchant key does.
+   */
+  limitKeys?: (merchantKey: string, data: D) => LimitKeys
   /** cost returns the tokens a job takes, above 0 and at most the merchant's burst. Default: 1. */
   cost?: (job: Job<D, R, N>) => number
   /**
@@ -228,6 +239,12 @@ export function createThrottledProcessor<D = unknown, R = unknown, N extends str
   })
 }
 
+/** JobKeys are a job's merchant key (its order, slots, breaker) and the keys its tokens are taken from. */
+interface JobKeys {
+  merchantKey: string
+  limitKeys: LimitKeys
+}
+
 /** Attempt records whether the handler was called, for the breaker's bookkeeping. */
 interface Attempt {
   made: boolean
@@ -290,6 +307,7 @@ class Throttle<D, R, N extends string> {
       )
     }
     const merchantKey = this.merchantKeyOf(job)
+    const limitKeys = this.limitKeysOf(job, merchantKey)
     const carried = this.carriedOf(job)
     const back = decideCarried(carried, job, this.clock.now(), this.timing)
     // A job back on time for its reservation has its tokens spent on it: if it cannot
@@ -313,7 +331,8 @@ class Throttle<D, R, N extends string> {
     this.jobsInFlight++
     const attempt: Attempt = { made: false }
     try {
-      return await this.reserveAndRun(job, token, signal, merchantKey, back, carried, attempt)
+      const keys: JobKeys = { merchantKey, limitKeys }
+      return await this.reserveAndRun(job, token, signal, keys, back, carried, attempt)
     } finally {
       this.jobsInFlight--
       this.inFlight.finish(merchantKey)
@@ -340,17 +359,20 @@ class Throttle<D, R, N extends string> {
       const mine = delayed.get(merchantKey)
       const oldest = Math.min(state.oldestAddedAtWallMs ?? now, mine?.oldestAddedAtWallMs ?? now)
       const count = (mine?.delayed ?? 0) + state.parked
+      const limitKeys = mine?.limitKeys ?? state.limitKeys ?? merchantKey
       result[merchantKey] = {
         jobs: count,
         delayed: mine?.delayed ?? 0,
         parked: state.parked,
         oldestAgeMs: now - oldest,
+        limitKeys: keyList(limitKeys),
       }
     }
     for (const [merchantKey, mine] of delayed) {
       if (result[merchantKey] !== undefined) continue
       const oldestAgeMs = now - mine.oldestAddedAtWallMs
-      result[merchantKey] = { jobs: mine.delayed, delayed: mine.delayed, parked: 0, oldestAgeMs }
+      const limitKeys = keyList(mine.limitKeys)
+      result[merchantKey] = { jobs: mine.delayed, delayed: mine.delayed, parked: 0, oldestAgeMs, limitKeys }
     }
     return result
   }
@@ -371,6 +393,18 @@ class Throttle<D, R, N extends string> {
     const invalid = new InvalidMerchantKeyError(`${check.reason} (${this.keySource})`)
     this.record('invalid-key', job, undefined)
     this.log.warn({ jobId: job.id, reason: invalid.reason }, 'job failed: invalid merchant key')
+    throw new UnrecoverableError(invalid.message)
+  }
+
+  /** limitKeysOf is the keys `job` is limited by (see ThrottleOptions.limitKeys); a bad answer fails it as a bad merchant key. */
+  private limitKeysOf(job: Job<D, R, N>, merchantKey: string): LimitKeys {
+    const { limitKeys } = this.options
+    if (limitKeys === undefined) return merchantKey
+    const check = limitKeysOf(limitKeys, merchantKey, job.data)
+    if (check.ok) return check.keys
+    const invalid = new InvalidMerchantKeyError(`${check.reason} (limitKeys(merchantKey, job.data))`)
+    this.record('invalid-key', job, merchantKey)
+    this.log.warn({ jobId: job.id, merchantKey, reason: invalid.reason }, 'job failed: invalid limit keys')
     throw new UnrecoverableError(invalid.message)
   }
 
@@ -400,7 +434,13 @@ class Throttle<D, R, N extends string> {
       logger: this.log,
       onPromoted: (merchantKey, entry, reservedAtWallMs) => {
         const now = this.clock.now()
-        this.delayed.add(merchantKey, now, reservedAtWallMs, entry.addedAtWallMs)
+        this.delayed.add(
+          merchantKey,
+          entry.limitKeys ?? merchantKey,
+          now,
+          reservedAtWallMs,
+          entry.addedAtWallMs,
+        )
         this.counters.record({
           outcome: 'promoted',
           jobId: entry.jobId,
@@ -425,12 +465,12 @@ class Throttle<D, R, N extends string> {
     return cost
   }
 
-  private reserve(job: Job<D, R, N>, merchantKey: string, cost: number) {
+  private reserve(job: Job<D, R, N>, keys: JobKeys, cost: number) {
     try {
-      return this.limiter.reserve(merchantKey, cost)
+      return this.limiter.reserve(keys.limitKeys, cost)
     } catch (error) {
       if (!(error instanceof TypeError || error instanceof RangeError)) throw error
-      return this.invalidCost(job, merchantKey, error.message)
+      return this.invalidCost(job, keys.merchantKey, error.message)
     }
   }
 
@@ -502,9 +542,10 @@ class Throttle<D, R, N extends string> {
     job: Job<D, R, N>,
     token: string,
     signal: AbortSignal | undefined,
-    merchantKey: string,
+    keys: JobKeys,
     attempt: Attempt,
   ): Promise<R> {
+    const { merchantKey } = keys
     const breakers = this.options.breakers
     try {
       attempt.made = true
@@ -515,7 +556,7 @@ class Throttle<D, R, N extends string> {
       if (this.isEndpointFailure(error)) breakers?.failure(merchantKey)
       else breakers?.success(merchantKey)
       if (!(error instanceof RetryLaterError)) throw error
-      this.limiter.penalize(merchantKey, error.retryAfterMs)
+      this.limiter.penalize(innermostKey(keys.limitKeys), error.retryAfterMs)
       this.record('retry-later', job, merchantKey, error.retryAfterMs)
       this.log.info(
         { jobId: job.id, merchantKey, retryAfterMs: error.retryAfterMs },
@@ -533,26 +574,27 @@ class Throttle<D, R, N extends string> {
     job: Job<D, R, N>,
     token: string,
     signal: AbortSignal | undefined,
-    merchantKey: string,
+    keys: JobKeys,
     back: CarriedDecision,
     carried: CarriedReservation | undefined,
     attempt: Attempt,
   ): Promise<R> {
+    const { merchantKey } = keys
     switch (back.action) {
       case 'run':
         this.record('reused', job, merchantKey)
-        return this.run(job, token, signal, merchantKey, attempt)
+        return this.run(job, token, signal, keys, attempt)
       case 'wait':
         this.record('reused', job, merchantKey, back.waitMs)
         await sleep(back.waitMs, undefined, { signal })
-        return this.run(job, token, signal, merchantKey, attempt)
+        return this.run(job, token, signal, keys, attempt)
       case 'redelay': {
         const again = this.sign(job.id!, { ...carried!, attemptsStarted: job.attemptsStarted })
         this.record('redelayed', job, merchantKey, again.reservedAtWallMs - this.clock.now())
         return this.delayJob(job, token, back.delayUntilWallMs, withCarried(job.data, again))
       }
       case 'none':
-        return this.charge(job, token, signal, merchantKey, back, attempt)
+        return this.charge(job, token, signal, keys, back, attempt)
     }
   }
 
@@ -560,13 +602,14 @@ class Throttle<D, R, N extends string> {
     job: Job<D, R, N>,
     token: string,
     signal: AbortSignal | undefined,
-    merchantKey: string,
+    keys: JobKeys,
     back: CarriedDecision,
     attempt: Attempt,
   ): Promise<R> {
+    const { merchantKey } = keys
     const nowWallMs = this.clock.now()
     const cost = this.costOf(job, merchantKey)
-    const reservation = this.reserve(job, merchantKey, cost)
+    const reservation = this.reserve(job, keys, cost)
     const decision = decideReservation(reservation, nowWallMs, this.timing)
     const backlog = this.backlog ?? this.backlogOf(queueOf(job as Job))
     // A job back late from its reservation, or from its safety-net delay, is older than the
@@ -579,16 +622,16 @@ class Throttle<D, R, N extends string> {
     if (decision.action !== 'defer' && !ahead && backlog.holds(merchantKey)) {
       // Behind the merchant's parked jobs, whatever its tokens say: order within a merchant.
       if (reservation.ok) reservation.cancel()
-      return this.park(job, token, merchantKey, cost, 0)
+      return this.park(job, token, keys, cost, 0)
     }
     if (decision.action === 'delay' && !ahead && this.options.sharedOrder?.() === true) {
       ;(reservation as Granted).cancel()
-      return this.park(job, token, merchantKey, cost, 0)
+      return this.park(job, token, keys, cost, 0)
     }
     switch (decision.action) {
       case 'run':
         this.record('granted', job, merchantKey)
-        return this.run(job, token, signal, merchantKey, attempt)
+        return this.run(job, token, signal, keys, attempt)
       case 'wait':
         this.record('waited', job, merchantKey, decision.waitMs)
         try {
@@ -598,13 +641,13 @@ class Throttle<D, R, N extends string> {
           ;(reservation as Granted).cancel()
           throw error
         }
-        return this.run(job, token, signal, merchantKey, attempt)
+        return this.run(job, token, signal, keys, attempt)
       case 'delay':
         // decideReservation answers 'delay' only for a granted reservation.
-        return this.carryAndDelay(job, token, merchantKey, reservation as Granted, decision)
+        return this.carryAndDelay(job, token, keys, reservation as Granted, decision)
       case 'park':
         if (reservation.ok) reservation.cancel()
-        return this.park(job, token, merchantKey, cost, decision.dueInMs)
+        return this.park(job, token, keys, cost, decision.dueInMs)
       case 'defer':
         this.record('deferred', job, merchantKey, reservation.delayMs)
         return this.delayJob(job, token, decision.delayUntilWallMs)
@@ -614,10 +657,11 @@ class Throttle<D, R, N extends string> {
   private async carryAndDelay(
     job: Job<D, R, N>,
     token: string,
-    merchantKey: string,
+    keys: JobKeys,
     reservation: Granted,
     decision: { reservedAtWallMs: number; delayUntilWallMs: number },
   ): Promise<never> {
+    const { merchantKey } = keys
     const { reservedAtWallMs, delayUntilWallMs } = decision
     const carried = this.sign(job.id!, {
       reservedAtWallMs,
@@ -641,7 +685,7 @@ class Throttle<D, R, N extends string> {
       throw error
     }
     this.record('delayed', job, merchantKey, reservation.delayMs)
-    this.delayed.add(merchantKey, this.clock.now(), reservedAtWallMs, job.timestamp)
+    this.delayed.add(merchantKey, keys.limitKeys, this.clock.now(), reservedAtWallMs, job.timestamp)
     throw new DelayedError()
   }
 
@@ -653,10 +697,11 @@ class Throttle<D, R, N extends string> {
   private async park(
     job: Job<D, R, N>,
     token: string,
-    merchantKey: string,
+    keys: JobKeys,
     cost: number,
     dueInMs: number,
   ): Promise<never> {
+    const { merchantKey, limitKeys } = keys
     const now = this.clock.now()
     const data = withCarried(job.data, { parkedAtWallMs: now })
     if (data === undefined) {
@@ -671,6 +716,7 @@ class Throttle<D, R, N extends string> {
       attemptsStarted: job.attemptsStarted,
       cost,
       addedAtWallMs: job.timestamp,
+      ...(limitKeys === merchantKey ? {} : { limitKeys }),
     }
     try {
       await this.backlogOf(queueOf(job as Job)).add(merchantKey, entry, dueInMs)
@@ -709,7 +755,7 @@ function checkOptions<D, R, N extends string>(options: ThrottleOptions<D, R, N>)
   if (limiter === null || typeof limiter !== 'object' || typeof limiter.reserve !== 'function') {
     throw new TypeError(`throttle options: expected limiter to be a KeyedLimiter, got ${String(limiter)}`)
   }
-  for (const name of ['keyOf', 'cost', 'onEvent', 'isEndpointFailure'] as const) {
+  for (const name of ['keyOf', 'limitKeys', 'cost', 'onEvent', 'isEndpointFailure'] as const) {
     const value = options[name]
     if (value !== undefined && typeof value !== 'function') {
       throw new TypeError(`throttle options: expected ${name} to be a function, got ${typeof value}`)

@@ -1,3 +1,5 @@
+import type { LimitKeys } from '../../limiter/index.js'
+
 /** MerchantWaiting is one merchant's jobs waiting to run, as this process knows them. */
 export interface MerchantWaiting {
   /** jobs is delayed + parked: a count of jobs, not of tokens. */
@@ -8,10 +10,24 @@ export interface MerchantWaiting {
   parked: number
   /** oldestAgeMs is how long ago the oldest of them was added to the queue, in ms. */
   oldestAgeMs: number
+  /**
+   * limitKeys are the keys the latest of its jobs seen here is limited by (see
+   * ThrottleOptions.limitKeys), for `limiter.explain(limitKeys)`.
+   */
+  limitKeys?: readonly string[]
+}
+
+/** DelayedCount is one merchant's jobs delayed on a reservation still ahead. */
+export interface DelayedCount {
+  delayed: number
+  oldestAddedAtWallMs: number
+  /** limitKeys of the latest of them. */
+  limitKeys: LimitKeys
 }
 
 interface DelayedRecord {
   merchantKey: string
+  limitKeys: LimitKeys
   reservedAtWallMs: number
   addedAtWallMs: number
 }
@@ -29,25 +45,33 @@ export class DelayedJobs {
 
   constructor(private readonly aheadMs: number) {}
 
-  /** add remembers a job of `merchantKey` delayed at `nowWallMs` on a reservation for `reservedAtWallMs`. */
-  add(merchantKey: string, nowWallMs: number, reservedAtWallMs: number, addedAtWallMs: number): void {
+  /** add remembers a job of `merchantKey` (limited by `limitKeys`) delayed at `nowWallMs` on a reservation for `reservedAtWallMs`. */
+  add(
+    merchantKey: string,
+    limitKeys: LimitKeys,
+    nowWallMs: number,
+    reservedAtWallMs: number,
+    addedAtWallMs: number,
+  ): void {
     this.prune(nowWallMs)
-    this.records.push({ merchantKey, reservedAtWallMs, addedAtWallMs })
+    this.records.push({ merchantKey, limitKeys, reservedAtWallMs, addedAtWallMs })
     this.madeAt.push(nowWallMs)
   }
 
   /** byMerchant counts, per merchant, the jobs whose reservations are still ahead of `nowWallMs`. */
-  byMerchant(nowWallMs: number): Map<string, { delayed: number; oldestAddedAtWallMs: number }> {
+  byMerchant(nowWallMs: number): Map<string, DelayedCount> {
     this.prune(nowWallMs)
-    const counts = new Map<string, { delayed: number; oldestAddedAtWallMs: number }>()
+    const counts = new Map<string, DelayedCount>()
     for (let i = this.head; i < this.records.length; i++) {
       const record = this.records[i]!
       if (record.reservedAtWallMs <= nowWallMs) continue
       const count = counts.get(record.merchantKey)
       if (count === undefined) {
-        counts.set(record.merchantKey, { delayed: 1, oldestAddedAtWallMs: record.addedAtWallMs })
+        const { addedAtWallMs, limitKeys } = record
+        counts.set(record.merchantKey, { delayed: 1, oldestAddedAtWallMs: addedAtWallMs, limitKeys })
       } else {
         count.delayed++
+        count.limitKeys = record.limitKeys
         count.oldestAddedAtWallMs = Math.min(count.oldestAddedAtWallMs, record.addedAtWallMs)
       }
     }

@@ -61,6 +61,7 @@ export class ThrottledWorker<D = unknown, R = unknown, N extends string = string
     const {
       limiter,
       keyOf,
+      limitKeys,
       cost,
       leadMs,
       clockSkewToleranceMs,
@@ -85,6 +86,7 @@ export class ThrottledWorker<D = unknown, R = unknown, N extends string = string
     const throttled = createThrottledProcessor(handler, {
       limiter,
       keyOf,
+      limitKeys,
       cost,
       leadMs,
       clockSkewToleranceMs,

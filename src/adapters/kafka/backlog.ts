@@ -1,3 +1,4 @@
+import { keyList } from '../limit-keys.js'
 import type { Lane } from './lanes.js'
 import type { BufferedMessage, PartitionState } from './partition-state.js'
 
@@ -21,6 +22,12 @@ export interface MerchantBacklog {
   parked: number
   /** oldestAgeMs: age of its oldest message held, from the message's timestamp (wall clock). */
   oldestAgeMs: number
+  /**
+   * limitKeys: the keys the message at the front of its lane is limited by (see
+   * ThrottledConsumerOptions.limitKeys), for `limiter.explain(limitKeys)`; absent when
+   * it has no lane here (every message it has waiting is parked).
+   */
+  limitKeys?: readonly string[]
 }
 
 /**
@@ -49,6 +56,7 @@ export function merchantBacklog<T>(
       if (!countedAsParked(lane)) backlog.buffered += lane.size
       const head = lane.peek()
       if (head !== undefined) {
+        backlog.limitKeys ??= keyList(head.limitKeys ?? head.merchantKey)
         const ageMs = nowMs - Number(head.message.timestamp)
         if (ageMs > backlog.oldestAgeMs) backlog.oldestAgeMs = ageMs
       }

@@ -128,6 +128,7 @@ class KafkaLaneConsumer<T> implements ThrottledConsumer {
     const { options } = this
     return new MessageRouter<T>({
       keyOf: options.keyOf,
+      limitKeys: options.limitKeys,
       maxKeyLength: options.maxKeyLength,
       decode:
         options.decode ??

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import { PermanentFailureError, RetryLaterError } from '../../errors.js'
-import { type Deferred, ReservationBook } from '../../limiter/index.js'
+import { type Deferred, type LimitKeys, ReservationBook } from '../../limiter/index.js'
+import { innermostKey } from '../limit-keys.js'
 import type { DeadLetter, DeadLetterReason } from './dead-letter.js'
 import { DeadLetterWriter } from './dead-letter-writer.js'
 import { Deque } from './deque.js'
@@ -10,9 +11,9 @@ import type { TimerHeap, WakeQueue } from './wake-queue.js'
 
 /** LaneLimiter is what the dispatcher needs of a KeyedLimiter. */
 export interface LaneLimiter {
-  tryAcquire(key: string, cost?: number): boolean
+  tryAcquire(keys: LimitKeys, cost?: number): boolean
   /** reserveIn reserves with the grant held as a row of `book` (see KeyedLimiter.reserveIn). */
-  reserveIn(book: ReservationBook, key: string, cost?: number): number | Deferred
+  reserveIn(book: ReservationBook, keys: LimitKeys, cost?: number): number | Deferred
   /** cancelIn cancels the reservation of `row` and frees the row (see KeyedLimiter.cancelIn). */
   cancelIn(book: ReservationBook, row: number): boolean
   penalize(key: string, retryAfterMs: number): void
@@ -38,6 +39,8 @@ export const LATE_TOLERANCE_MS = 100
 /** LaneItem is what a lane carries: anything with a merchant key. */
 export interface LaneItem {
   readonly merchantKey: string
+  /** limitKeys are the keys its tokens are taken from, when not its merchant key alone. */
+  readonly limitKeys?: LimitKeys
 }
 
 /** Outcome is how a message ended: its handler succeeded, or it was dead-lettered. */
@@ -95,7 +98,7 @@ export interface DispatcherStats {
   grantedNow: number
   /** delayed: reservations granted for a later time. */
   delayed: number
-  /** deferred: reservations refused for now (beyond the horizon, table full); asked again later. */
+  /** deferred: reservations refused for now (beyond the horizon, table full, parent share taken); asked again later. */
   deferred: number
   /** lateGrants: grants given up and asked again because the head started later than LATE_TOLERANCE_MS. */
   lateGrants: number
@@ -292,15 +295,18 @@ export class Dispatcher<I extends LaneItem> {
    * ask asks the limiter for the lane's head: true when it may run now, otherwise the lane
    * waits for its reservation (or to ask again) and ask says false. A token there now is
    * taken with tryAcquire (no reservation object on the hot path); only a lane that must
-   * wait holds a reservation, which drop and close cancel.
+   * wait holds a reservation, which drop and close cancel. The head's limit keys are asked
+   * for (its merchant key alone by default); a deferral of any reason (beyond the horizon,
+   * the table full, the parent's share taken) asks again after its delay.
    */
   private ask(lane: Lane<I>): boolean {
     const limiter = this.options.limiter
-    if (limiter.tryAcquire(lane.merchantKey)) {
+    const keys = limitKeysOf(lane)
+    if (limiter.tryAcquire(keys)) {
       this.counters.grantedNow++
       return true
     }
-    const reservation = limiter.reserveIn(this.reservations, lane.merchantKey)
+    const reservation = limiter.reserveIn(this.reservations, keys)
     if (typeof reservation !== 'number') {
       this.counters.deferred++
       this.waitThen(lane, reservation.delayMs, LaneWake.ASK)
@@ -447,7 +453,7 @@ export class Dispatcher<I extends LaneItem> {
     if (error instanceof RetryLaterError) {
       this.counters.retryLater++
       lane.attempts--
-      this.options.limiter.penalize(lane.merchantKey, error.retryAfterMs)
+      this.options.limiter.penalize(innermostKey(item.limitKeys ?? item.merchantKey), error.retryAfterMs)
       this.waitThen(lane, error.retryAfterMs, LaneWake.ASK)
     } else {
       this.counters.failedAttempts++
@@ -535,4 +541,10 @@ export class Dispatcher<I extends LaneItem> {
       for (const resolve of waiters) resolve()
     }
   }
+}
+
+/** limitKeysOf is the keys the lane's head is limited by. */
+function limitKeysOf<I extends LaneItem>(lane: Lane<I>): LimitKeys {
+  const head = lane.peek()
+  return head?.limitKeys ?? lane.merchantKey
 }

@@ -1,6 +1,7 @@
 import type { Admin, Consumer, ConsumerConfig, KafkaMessage, Producer, ProducerConfig } from 'kafkajs'
 import type { Logger } from 'pino'
 import { backoffMs } from '../../limiter/backoff.js'
+import type { LimitKeys } from '../../limiter/index.js'
 import type { LaneLimiter } from './dispatcher.js'
 import type { LaneBreakers, LaneSlots } from './gate.js'
 import type { MerchantKeySource } from './message-key.js'
@@ -120,6 +121,16 @@ export interface ThrottledConsumerOptions<T = Buffer | null> {
   /** keyOf says where the merchant key is. Default: the message key. */
   keyOf?: MerchantKeySource<T>
   /**
+   * limitKeys gives the keys a message's tokens are taken from, outermost first (e.g.
+   * `['psp:adyen', 'psp:adyen:m_42']`), from its merchant key and its decoded value (as the
+   * handler gets it): one decision charges every key or none. Default: the merchant key
+   * alone. Only the limiter's decisions take them; lanes, order, parking, in-flight caps and
+   * breakers stay per merchant, and a Retry-After penalizes the innermost key. A throw or a
+   * bad list (empty, more than 4, a repeat, a bad key) dead-letters the message as
+   * `invalid-key`, as a bad merchant key does.
+   */
+  limitKeys?: (merchantKey: string, value: T) => LimitKeys
+  /**
    * decode turns the raw value into what the handler gets; a throw dead-letters the
    * message as `undecodable`. Default: the raw Buffer, or JSON when keyOf is a `field`.
    */
@@ -233,6 +244,9 @@ export function resolveOptions<T>(options: ThrottledConsumerOptions<T>): Resolve
   }
   const keyOf = options.keyOf ?? 'message-key'
   checkKeySource(keyOf)
+  if (options.limitKeys !== undefined && typeof options.limitKeys !== 'function') {
+    throw new TypeError(`${WHERE}: expected limitKeys to be a function, got ${typeof options.limitKeys}`)
+  }
   const initialMs = options.backoff?.initialMs ?? 200
   const maxMs = options.backoff?.maxMs ?? 30_000
   checkNumber(initialMs, 'backoff.initialMs', 0)

@@ -1,4 +1,6 @@
 import type { Batch, KafkaMessage } from 'kafkajs'
+import type { LimitKeys } from '../../limiter/index.js'
+import { limitKeysOf, sameKeys } from '../limit-keys.js'
 import type { Dispatcher } from './dispatcher.js'
 import type { Lane } from './lanes.js'
 import { decodeValue, type MerchantKeySource, readKey } from './message-key.js'
@@ -19,6 +21,8 @@ const BUFFER_SLICE_MS = 10
 /** MessageRouterOptions give a MessageRouter where messages can go. */
 export interface MessageRouterOptions<T> {
   keyOf: MerchantKeySource<T>
+  /** limitKeys gives a message's limit keys (see ThrottledConsumerOptions.limitKeys); undefined: its merchant key. */
+  limitKeys: ((merchantKey: string, value: T) => LimitKeys) | undefined
   maxKeyLength: number | undefined
   decode: ((value: Buffer | null, message: KafkaMessage) => T) | undefined
   /** maxBufferedPerMerchant: a source lane this full whose merchant is behind has its next messages parked. */
@@ -137,15 +141,45 @@ export class MessageRouter<T> {
       return
     }
     // The lane's own copy of the key, when it has one: a backlog of N messages holds one key string, not N.
-    const merchantKey = state.group.lanes.get(key)?.merchantKey ?? key
-    const item: BufferedMessage<T> =
+    const lane = state.group.lanes.get(key)
+    const merchantKey = lane?.merchantKey ?? key
+    const limitKeys = this.limitKeysOf(state, merchantKey, lane, { message, value, seq, bytes, origin })
+    if (limitKeys === null) return
+    const item: BufferedMessage<T> & { limitKeys?: LimitKeys } =
       this.options.decode === undefined && origin === undefined
         ? { merchantKey, partition: state, seq, message, bytes }
         : { merchantKey, partition: state, seq, message, bytes, value, origin }
+    // Only with the option: without it an item is kept to the fields it needs.
+    if (limitKeys !== undefined) item.limitKeys = limitKeys
     if (this.routeToParking(state, item, offset)) return
     // A message read again passed the read-back gate when it was first read: straight to its lane.
     if (skippedSeq !== undefined) this.toLane(item)
     else if (origin === undefined || !this.options.parking?.holdsBack(item)) this.admit(item)
+  }
+
+  /**
+   * limitKeysOf is a message's limit keys (undefined without the option: its merchant key
+   * alone), or null when the option refused them and the message was dead-lettered as
+   * `invalid-key`. A list equal to its lane head's is that list: a lane of N messages
+   * holds one list, not N.
+   */
+  private limitKeysOf(
+    state: PartitionState<T>,
+    merchantKey: string,
+    lane: Lane<BufferedMessage<T>> | undefined,
+    read: Pick<BufferedMessage<T>, 'message' | 'seq' | 'bytes' | 'origin'> & { value: T },
+  ): LimitKeys | undefined | null {
+    const { limitKeys, maxKeyLength } = this.options
+    if (limitKeys === undefined) return undefined
+    const check = limitKeysOf(limitKeys, merchantKey, read.value, maxKeyLength)
+    if (!check.ok) {
+      const item = { merchantKey, partition: state, ...read }
+      const error = `invalid limit keys: ${check.reason}`
+      this.options.dispatcher.deadLetterNow(state.group, item, { reason: 'invalid-key', error, attempts: 0 })
+      return null
+    }
+    const head = lane?.peek()?.limitKeys
+    return head !== undefined && sameKeys(head, check.keys) ? head : check.keys
   }
 
   /** admit puts a message in its lane, or passes over it when its lane is full on a shared parking partition. */
@@ -264,15 +298,27 @@ export class MessageRouter<T> {
 
   /**
    * isBehind says whether a full lane is a backlog: its merchant's bucket holds fewer tokens
-   * than the lane holds messages (it cannot run them all now), or it waits for a retry, its
-   * breaker or its cap. A merchant whose limit does not bind may hold a whole fetch in its
-   * lane (up to maxBufferedPerPartition): parking it would only cost a second write.
+   * than the lane holds messages (it cannot run them all now), or so does a parent key of
+   * its head's limit keys, or it waits for a retry, its breaker, its cap or its parent's
+   * share. A merchant whose limits do not bind may hold a whole fetch in its lane (up to
+   * maxBufferedPerPartition): parking it would only cost a second write.
    */
   private isBehind(lane: Lane<BufferedMessage<T>>): boolean {
     if (lane.state === 'waiting' && !lane.reserved) return true
     const limiter = this.options.limiter
     if (limiter.inspect === undefined) return true
-    const bucket = limiter.inspect(lane.merchantKey)
-    return bucket === undefined || bucket.tokens < lane.size
+    const keys = lane.peek()?.limitKeys
+    if (keys === undefined || typeof keys === 'string') {
+      const bucket = limiter.inspect(keys ?? lane.merchantKey)
+      return bucket === undefined || bucket.tokens < lane.size
+    }
+    const innermost = limiter.inspect(keys[keys.length - 1]!)
+    if (innermost === undefined || innermost.tokens < lane.size) return true
+    // A parent not held has no bucket: it has no rate of its own, or nothing spent from it.
+    for (let i = 0; i < keys.length - 1; i++) {
+      const parent = limiter.inspect(keys[i]!)
+      if (parent !== undefined && parent.tokens < lane.size) return true
+    }
+    return false
   }
 }

@@ -145,3 +145,50 @@ describe('Backlog', () => {
     expect(store.promoted.map((p) => p.entry.jobId)).toEqual(['m-0', 'm-1', 'm-2'])
   })
 })
+
+describe('Backlog and limit keys (issue 18)', () => {
+  const parked = (merchantKey: string, i: number, limitKeys: readonly string[]) => ({
+    ...entryOf(`${merchantKey}-${i}`),
+    limitKeys,
+  })
+
+  it('charges each parked job to the keys it was parked with: two merchants under a parent share its rate', async () => {
+    const { store, timers, backlog, limiter } = setup('20/s burst 1')
+    limiter.setRate('psp', '10/s burst 1')
+    for (let i = 0; i < 40; i++) {
+      await backlog.add('a', parked('a', i, ['psp', 'psp:a']), 0)
+      await backlog.add('b', parked('b', i, ['psp', 'psp:b']), 0)
+    }
+    await timers.runFor(3_000, 10)
+    const reserved = store.promoted.map((p) => p.carried.reservedAtWallMs).sort((x, y) => x - y)
+    // The parent's 10/s spaces every reservation of both merchants 100 ms apart, whatever
+    // their own 20/s would allow; 3 s of tokens plus at most the horizon ahead.
+    expect(reserved.slice(1).every((at, i) => at - reserved[i]! >= 100)).toBe(true)
+    expect(reserved.length).toBeGreaterThanOrEqual(30)
+    expect(reserved.length).toBeLessThanOrEqual(1 + 30 + 10)
+    // Each merchant still in its own order.
+    for (const m of ['a', 'b']) {
+      const ids = store.promoted.filter((p) => p.merchantKey === m).map((p) => p.entry.jobId)
+      expect(ids).toEqual(ids.map((_, i) => `${m}-${i}`))
+    }
+  })
+
+  it('tells the limit keys of the job at the front of each backlog, for explain', async () => {
+    const { backlog } = setup('1/min burst 1')
+    await backlog.add('a', parked('a', 0, ['psp', 'psp:a']), 60_000)
+    await backlog.add('m', entryOf('m-0'), 60_000)
+    expect(backlog.merchants().get('a')?.limitKeys).toEqual(['psp', 'psp:a'])
+    expect(backlog.merchants().get('m')?.limitKeys).toBeUndefined()
+  })
+
+  it('charges a parked job whose stored keys no longer pass to its merchant key, and goes on with the backlog', async () => {
+    const { store, timers, backlog, limiter } = setup('10/s burst 1')
+    limiter.setRate('psp', '1/min burst 1')
+    await backlog.add('m', parked('m', 0, ['psp:m', 'psp:m']), 0)
+    await backlog.add('m', parked('m', 1, ['psp', 'psp:m']), 0)
+    await timers.runFor(500, 10)
+    // m-0 is charged to 'm' alone (not stuck behind a TypeError); m-1 takes the parent's one token.
+    expect(store.promoted.map((p) => p.entry.jobId)).toEqual(['m-0', 'm-1'])
+    expect(limiter.inspect('psp')?.tokens).toBeLessThan(1)
+  })
+})

@@ -150,6 +150,11 @@ describe('decideReservation', () => {
       { action: 'park', dueInMs: 4_000 },
     ],
     [
+      "the parent's share taken (issue 18): park as beyond the horizon, due after delayMs",
+      { ok: false, delayMs: 300, reason: 'parent-share' },
+      { action: 'park', dueInMs: 300 },
+    ],
+    [
       'table full with a tiny wait: ask again no sooner than the floor',
       { ok: false, delayMs: 1, reason: 'table-full' },
       { action: 'defer', delayUntilWallMs: t0 + MIN_DEFER_MS },

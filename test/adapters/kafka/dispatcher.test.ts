@@ -11,6 +11,7 @@ import { FakeTimers } from './support/fake-timers.js'
 interface Item {
   merchantKey: string
   n: number
+  limitKeys?: string | readonly string[]
 }
 
 type Behaviour = (item: Item, attempt: number, signal: AbortSignal) => Promise<void>
@@ -440,5 +441,66 @@ describe('Dispatcher lanes behind lanes (parking)', () => {
     dispatcher.push(parking, { merchantKey: 'm', n: 3 })
     await timers.advance(1_000)
     expect(started).toEqual(['m#0@0', 'm#1@100', 'm#2@200', 'm#3@300'])
+  })
+})
+
+describe('Dispatcher and limit keys (issue 18)', () => {
+  const psp = (merchantKey: string) => ['psp', `psp:${merchantKey}`]
+
+  it("asks for each head's limit keys: two merchants' lanes under a parent share its rate, each in its own order", async () => {
+    const h = harness({ limiter: { rate: '10/s burst 1' } })
+    h.limiter.setRate('psp', '4/s burst 1')
+    for (let n = 0; n < 10; n++) {
+      h.dispatcher.push(h.group, { merchantKey: 'a', n, limitKeys: psp('a') })
+      h.dispatcher.push(h.group, { merchantKey: 'b', n, limitKeys: psp('b') })
+    }
+    await h.timers.advance(2_000)
+    const at = h.started.map((s) => Number(s.split('@')[1])).sort((x, y) => x - y)
+    // burst 1 + 4/s over 2 s, whatever the merchants' own 10/s: starts 250 ms apart.
+    expect(at).toHaveLength(9)
+    expect(at.slice(1).every((t, i) => t - at[i]! >= 250)).toBe(true)
+    for (const m of ['a', 'b']) {
+      const ns = h.started.filter((s) => s.startsWith(`${m}#`)).map((s) => Number(s.split(/[#@]/)[1]))
+      expect(ns).toEqual(ns.map((_, i) => i))
+    }
+  })
+
+  it('a lane without limit keys is limited by its merchant key alone, beside lanes that have them', async () => {
+    const h = harness({ limiter: { rate: '10/s burst 10' } })
+    h.limiter.setRate('psp', '1/min burst 1')
+    h.dispatcher.push(h.group, { merchantKey: 'a', n: 0, limitKeys: psp('a') })
+    h.dispatcher.push(h.group, { merchantKey: 'a', n: 1, limitKeys: psp('a') })
+    h.push('plain', 0, 1, 2)
+    await h.timers.advance(1_000)
+    expect(h.started).toEqual(['a#0@0', 'plain#0@0', 'plain#1@0', 'plain#2@0'])
+  })
+
+  it('penalizes the innermost key on RetryLaterError, not the parent every merchant shares', async () => {
+    let calls = 0
+    const h = harness({
+      behaviour: async () => {
+        if (calls++ === 0) throw new RetryLaterError(1_000)
+      },
+    })
+    h.limiter.setRate('psp', '100/s')
+    h.dispatcher.push(h.group, { merchantKey: 'a', n: 0, limitKeys: psp('a') })
+    await h.timers.advance(2_000)
+    expect(h.finished).toEqual(['a#0:handled'])
+    expect(h.limiter.inspect('psp:a')?.penaltyFactor).toBeLessThan(1)
+    expect(h.limiter.inspect('psp')?.penaltyFactor ?? 1).toBe(1)
+  })
+
+  it("shares a parent that binds between two backlogged merchants' lanes, half each", async () => {
+    const h = harness({ limiter: { rate: '20/s burst 1' } })
+    h.limiter.setRate('psp', '10/s burst 1')
+    for (let n = 0; n < 200; n++) {
+      h.dispatcher.push(h.group, { merchantKey: 'a', n, limitKeys: psp('a') })
+      if (n < 100) h.dispatcher.push(h.group, { merchantKey: 'b', n, limitKeys: psp('b') })
+    }
+    await h.timers.advance(10_000)
+    const count = (m: string) => h.started.filter((s) => s.startsWith(`${m}#`)).length
+    // 10 s of the parent's 10/s (plus its burst): ~50 each, though a holds twice b's backlog.
+    expect(count('a') + count('b')).toBeLessThanOrEqual(101)
+    expect(Math.abs(count('a') - count('b'))).toBeLessThanOrEqual(4)
   })
 })

@@ -1,0 +1,94 @@
+import { randomUUID } from 'node:crypto'
+import {
+  BINDING,
+  MAIN,
+  runBullmq,
+  runKafka,
+  type Scenario,
+  type Summary,
+  startPspEndpoint,
+  summarize,
+} from '../test/support/layered-fairness.js'
+import { versionsLine as bullmqVersions, connection, fixed } from './bullmq-support.js'
+import { benchBrokers, benchKafka, createTopic, versionsLine as kafkaVersions } from './kafka-support.js'
+import { machineLine, writeSection } from './report.js'
+
+/**
+ * Issue 18's fairness figures on real servers, for both adapters: jobs limited by
+ * `['psp:acq', 'psp:acq:<merchant>']`, a loopback HTTP server standing for the PSP, and
+ * what it saw (the scenario is test/support/layered-fairness.ts, which the integration
+ * tests assert on). Run: `npm run bench -- layered-fairness` (Redis and Kafka as for the
+ * bullmq-* and kafka-* scenarios).
+ */
+
+type Adapter = 'BullMQ' | 'Kafka lanes'
+
+async function measure(adapter: Adapter, scenario: Scenario): Promise<Summary> {
+  const endpoint = await startPspEndpoint()
+  const id = randomUUID().slice(0, 8)
+  try {
+    if (adapter === 'BullMQ') {
+      return summarize(scenario, await runBullmq(scenario, connection(), `bench-layered-${id}`, endpoint))
+    }
+    const kafka = benchKafka(await benchBrokers(), `bench-layered-${id}`)
+    const admin = kafka.admin()
+    await admin.connect()
+    const topic = `bench-layered-${id}`
+    await createTopic(admin, topic, 3)
+    await createTopic(admin, `${topic}-dlq`, 1)
+    await admin.disconnect()
+    const names = { topic, deadLetterTopic: `${topic}-dlq`, groupId: `bench-layered-${id}` }
+    return summarize(scenario, await runKafka(scenario, kafka, names, endpoint))
+  } finally {
+    await endpoint.close()
+  }
+}
+
+function perSec(summary: Summary, merchants: readonly string[]): string {
+  return merchants.map((m) => fixed(summary.perSec[m] ?? 0)).join(' / ')
+}
+
+const rows: string[] = []
+for (const [name, scenario, limit] of [
+  ['50/s over 5 at 20/s, 2 backlogged', MAIN, 'burst 50'],
+  ['30/s over 2 at 20/s, backlogs 100:1', BINDING, 'burst 30'],
+] as const) {
+  const backlogged = Object.keys(scenario.backlogged)
+  for (const adapter of ['BullMQ', 'Kafka lanes'] as const) {
+    const summary = await measure(adapter, scenario)
+    console.error(`${adapter} ${name}: ${JSON.stringify(summary)}`)
+    const quiet =
+      summary.quietCalls === 0 ? 'none' : `${fixed(summary.quietP50Ms, 0)} / ${fixed(summary.quietP99Ms, 0)}`
+    const parent = Number(scenario.parentRate.split('/')[0])
+    rows.push(
+      `| ${adapter} | ${name} | ${summary.maxIn1s} (${limit} + ${parent}) | ${summary.maxIn5s} (${limit} + ${5 * parent}) | ${backlogged.join(' / ')}: ${perSec(summary, backlogged)} | ${quiet} |`,
+    )
+  }
+}
+
+await writeSection(
+  'layered-fairness',
+  `## Layered keys: a PSP account over its merchants, at a local PSP endpoint (both adapters)
+
+Each job is limited by \`['psp:acq', 'psp:acq:<merchant>']\` (the adapters' \`limitKeys\`), the merchants at 20/s
+(the limiter's default rate), the PSP account at its own rate. A loopback HTTP server stands for the PSP; the handler
+POSTs each job to it. Backlogs are queued first and taken in (BullMQ: every job fetched once; Kafka: a call of each
+backlogged merchant seen), then ${MAIN.trafficMs / 1_000} s of traffic are measured:
+
+- **50/s over 5 at 20/s, 2 backlogged**: m-hot-a and m-hot-b with 1,500 jobs each, three quiet merchants at 1 job a second.
+  Each backlogged merchant may take min(20, (50 − 3) / 2) = 20/s: its own limit binds before the account's.
+- **30/s over 2 at 20/s, backlogs 100:1**: m-big with 3,000 jobs, m-small with 30 and 20 more a second; the account
+  binds: ~15/s each when it is shared fairly.
+
+Endpoint most: the most calls the endpoint received in any window of 1 s / 5 s over the whole run (the bound, burst +
+rate × W, in brackets). Rates: calls a second over the measured stretch. Quiet: from queued to the endpoint, ms.
+BullMQ: one worker, concurrency 50. Kafka: a 3-partition topic, one consumer, default options.
+
+${machineLine()}; ${await bullmqVersions()}; ${await kafkaVersions()}. The machine was shared with other work (2 cores).
+Command: \`KAFKA_BROKERS=… REDIS_URL=redis://127.0.0.1:6379 npm run bench -- layered-fairness\`
+
+| adapter | scenario | endpoint most in 1 s | endpoint most in 5 s | backlogged merchants /s | quiet p50 / p99 ms |
+| --- | --- | ---: | ---: | --- | ---: |
+${rows.join('\n')}`,
+)
+console.error('wrote the layered-fairness section of docs/benchmarks.md')
