@@ -363,7 +363,13 @@ export function bindingOf(
   limiter: Pick<KeyedLimiter, 'explain' | 'rateOf'>,
   limitKeys: readonly string[],
 ): BindingStatus | null {
-  const explanation = limiter.explain(limitKeys)
+  let explanation: ReturnType<typeof limiter.explain>
+  try {
+    explanation = limiter.explain(limitKeys)
+  } catch {
+    // keys the limiter refuses (the adapters checked them first) bind nothing it can explain
+    return null
+  }
   if (explanation === undefined) return null
   const innermost = limitKeys[limitKeys.length - 1]
   const binds: BindingReason =
@@ -407,7 +413,8 @@ export function bindingCounts(
 
 /**
  * parentRows lists the limiter's parent keys (at most STATUS_LIST_LIMIT, in its order) with
- * their own rates and their children (at most CHILD_LIST_LIMIT each, backlogged first).
+ * their own rates and their children (at most CHILD_LIST_LIMIT each, backlogged first, then
+ * busiest, then by key).
  */
 function parentRows(parts: StatusParts): ParentStatus[] {
   const own = new Set(parts.control.table.overrides.map((override) => override.merchant))
@@ -431,7 +438,12 @@ function parentRows(parts: StatusParts): ParentStatus[] {
         childCount: children.length,
         backloggedChildren,
         children: [...children]
-          .sort((a, b) => Number(b.backlogged) - Number(a.backlogged) || b.grantedPerSec - a.grantedPerSec)
+          .sort(
+            (a, b) =>
+              Number(b.backlogged) - Number(a.backlogged) ||
+              b.grantedPerSec - a.grantedPerSec ||
+              (a.key < b.key ? -1 : 1),
+          )
           .slice(0, CHILD_LIST_LIMIT)
           .map((child) => ({
             key: child.key,

@@ -19,7 +19,13 @@ describe('kafkaBacklog', () => {
   it("counts a merchant's waiting messages as its buffered plus its parked ones, and takes the parked total over every merchant, not only those listed", () => {
     const backlog = kafkaBacklog({
       backlog: [
-        { merchantKey: 'hot', buffered: 100, parked: 9_900, oldestAgeMs: 61_000 },
+        {
+          merchantKey: 'hot',
+          buffered: 100,
+          parked: 9_900,
+          oldestAgeMs: 61_000,
+          limitKeys: ['psp:a', 'psp:a:hot'],
+        },
         { merchantKey: 'warm', buffered: 4, parked: 0, oldestAgeMs: 120 },
       ],
       buffered: 140,
@@ -33,7 +39,14 @@ describe('kafkaBacklog', () => {
     })
     expect(backlog).toEqual({
       merchants: [
-        { merchantKey: 'hot', jobs: 10_000, parked: 9_900, oldestAgeMs: 61_000 },
+        // the limit keys of its lane's head, for the status page's explain
+        {
+          merchantKey: 'hot',
+          jobs: 10_000,
+          parked: 9_900,
+          oldestAgeMs: 61_000,
+          limitKeys: ['psp:a', 'psp:a:hot'],
+        },
         { merchantKey: 'warm', jobs: 4, parked: 0, oldestAgeMs: 120 },
       ],
       totals: {
