@@ -318,8 +318,12 @@
     if (m.oldestWaitingAgeMs !== null && m.oldestWaitingAgeMs !== undefined) {
       parts.push(`oldest added ${ago(m.oldestWaitingAgeMs)}`)
     }
-    // The last job in line runs in about this long, at the rate in force.
-    if (m.limitPerSec > 0) parts.push(`last runs in ≈ ${duration(Math.ceil(m.waiting / m.limitPerSec))}`)
+    // The last job in line runs in about this long, at the rate in force; not when another limit
+    // (a parent, a longer window, a Retry-After) holds the merchant below its own rate.
+    const ownLimitHolds = m.binding === null || m.binding === undefined || m.binding.binds === 'own'
+    if (m.limitPerSec > 0 && ownLimitHolds) {
+      parts.push(`last runs in ≈ ${duration(Math.ceil(m.waiting / m.limitPerSec))}`)
+    }
     if (parts.length > 0) td.append(el('span', 'sub', parts.join(' · ')))
     if (m.binding !== null && m.binding !== undefined) {
       const binding = el('span', 'sub binding', `held by ${bindingText(m.binding)}`)
@@ -351,7 +355,8 @@
   /** renderParents lists each parent key, its rate and use, and under it its children's weights and use. */
   function renderParents(parents) {
     byId('parents-panel').hidden = parents.length === 0
-    byId('parent-count').textContent = parents.length === 0 ? '' : `${parents.length} parent keys`
+    byId('parent-count').textContent =
+      parents.length === 0 ? '' : `${parents.length} parent ${parents.length === 1 ? 'key' : 'keys'}`
     const rows = []
     for (const p of parents) {
       const row = el('tr', 'parent')
