@@ -1,11 +1,11 @@
 import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
-import type { Admin, Producer } from 'kafkajs'
+import type { Admin, Consumer, Producer } from 'kafkajs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { publishControlChange } from '../../src/control/index.js'
 import { parseRate } from '../../src/limiter/index.js'
 import { type RunningService, startService } from '../../src/service/service.js'
-import { kafkaClient, testLogger } from '../adapters/kafka/support/kafka.js'
+import { createTopics, kafkaClient, testLogger } from '../adapters/kafka/support/kafka.js'
 import { startServer, type TestServer } from '../handlers/support.js'
 import { kafkaBrokers, redisUrl, uniqueName } from '../support/services.js'
 import { waitFor } from '../support/wait-for.js'
@@ -168,4 +168,117 @@ describe('worker service with key templates and a parent rate from the control t
     )
     expect(perMerchant).toEqual([JOBS_PER_MERCHANT, JOBS_PER_MERCHANT, JOBS_PER_MERCHANT])
   }, 30_000)
+})
+
+describe('worker service with key templates on a Kafka source (the shared broker)', () => {
+  const jobsTopic = uniqueName('svc-layered-jobs')
+  const controlTopic = uniqueName('svc-layered-kcontrol')
+  const kafka = kafkaClient('svc-layered-kafka-test')
+  let admin: Admin
+  let producer: Producer
+  let merchants: TestServer
+  let service: RunningService
+  const deadLetters: string[] = []
+  const deliveredAtMs: number[] = []
+  let dlqConsumer: Consumer | undefined
+
+  beforeAll(async () => {
+    admin = kafka.admin()
+    await admin.connect()
+    await createTopics(admin, 2, jobsTopic)
+    producer = kafka.producer()
+    await producer.connect()
+    merchants = await startServer('127.0.0.1', (_request, response) => {
+      deliveredAtMs.push(performance.now())
+      response.end('ok')
+    })
+    const { config } = loadWorkerConfig(
+      {
+        kafka: { brokers: kafkaBrokers() },
+        control: { topic: controlTopic },
+        limiter: { defaultRate: '100/s' },
+        sources: [
+          {
+            kind: 'kafka',
+            topic: jobsTopic,
+            groupId: uniqueName('svc-layered-group'),
+            handler: 'webhook',
+            attempts: 2,
+            keys: ['psp:{payload.psp}', 'psp:{payload.psp}:{merchant}'],
+          },
+        ],
+      },
+      { env: {} },
+    )
+    service = await startService(config, testLogger)
+  })
+
+  afterAll(async () => {
+    await service?.stop()
+    await dlqConsumer?.disconnect()
+    await producer?.disconnect()
+    await admin
+      ?.deleteTopics({
+        topics: [jobsTopic, `${jobsTopic}.dead-letter`, `${jobsTopic}.parking`, controlTopic],
+      })
+      .catch(() => undefined)
+    await admin?.disconnect()
+    await merchants?.close()
+  })
+
+  it("paces a topic's messages at the parent's rate, and dead-letters one lacking the field, naming template and field", async () => {
+    await publishControlChange(
+      producer,
+      {
+        type: 'set',
+        merchant: 'psp:acme',
+        rate: parseRate(`${PARENT_RATE}/s burst 1`),
+        version: Date.now() * 1_000,
+      },
+      { topic: controlTopic },
+    )
+    await waitFor('the parent rate', () => service.limiter.rateOf('psp:acme').limit === PARENT_RATE, 10_000)
+    dlqConsumer = kafka.consumer({ groupId: uniqueName('svc-layered-dlq') })
+    await dlqConsumer.connect()
+    await dlqConsumer.subscribe({ topic: `${jobsTopic}.dead-letter`, fromBeginning: true })
+    await dlqConsumer.run({
+      eachMessage: async ({ message }) => {
+        deadLetters.push(
+          Object.values(message.headers ?? {})
+            .map((value) => String(value))
+            .join(' '),
+        )
+      },
+    })
+    const total = 24
+    const message = (merchantId: string, i: number, payload: object) => ({
+      key: merchantId,
+      value: JSON.stringify({
+        merchantId,
+        eventId: `evt_${merchantId}_${i}`,
+        url: `${merchants.origin}/${merchantId}`,
+        payload,
+      }),
+    })
+    await producer.send({
+      topic: jobsTopic,
+      messages: [
+        message('no-psp', 0, { amount: 1 }),
+        ...Array.from({ length: total }, (_, i) => message(`shop-${i % 3}`, i, { psp: 'acme', i })),
+      ],
+    })
+    await waitFor('every message delivered', () => deliveredAtMs.length >= total, 25_000)
+    await waitFor('the dead letter', () => deadLetters.length >= 1, 10_000)
+    expect(deadLetters.join('\n')).toContain("key template 'psp:{payload.psp}' field 'payload.psp': missing")
+    expect(deliveredAtMs).toHaveLength(total)
+    const times = [...deliveredAtMs].sort((a, b) => a - b)
+    let most = 0
+    for (let i = 0, j = 0; j < times.length; j++) {
+      while (times[j]! - times[i]! >= 1_000) i++
+      most = Math.max(most, j - i + 1)
+    }
+    // burst 1 + 10 in any second, one more for the timers of a loaded machine
+    expect(most).toBeLessThanOrEqual(1 + PARENT_RATE + 1)
+    expect(times.at(-1)! - times[0]!).toBeGreaterThanOrEqual(((total - 2) / PARENT_RATE) * 1_000 * 0.9)
+  }, 45_000)
 })
