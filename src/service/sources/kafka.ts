@@ -7,7 +7,7 @@ import {
 } from '../../adapters/kafka/index.js'
 import { PermanentFailureError, RetryLaterError } from '../../errors.js'
 import type { Config } from '../config.js'
-import { compileKeyTemplates } from '../limit-keys.js'
+import { compileKeyTemplates, type LimitKeysFunction } from '../limit-keys.js'
 import type { SourceBacklog } from '../status.js'
 import {
   reportDelivered,
@@ -40,12 +40,7 @@ export async function startKafkaSource(
       : config.keyFrom === 'key'
         ? undefined
         : keySourceOf(config.keyFrom)
-  // compiled once; the templates read the value as the handler gets it (JSON when it is JSON)
-  const templates = config.keys === undefined ? undefined : compileKeyTemplates(config.keys)
-  const limitKeys =
-    templates === undefined
-      ? undefined
-      : (merchantKey: string, value: Buffer | null) => templates(merchantKey, parseJson(value))
+  const limitKeys = config.keys === undefined ? undefined : messageLimitKeys(compileKeyTemplates(config.keys))
   const consumer: ThrottledConsumer = createThrottledConsumer({
     kafka,
     groupId: config.groupId,
@@ -124,6 +119,18 @@ export const JOIN_WAIT_MS = 30_000
 
 /** LEADER_WAIT_MS bounds how long start-up waits for the partitions of topics it created to have leaders. */
 export const LEADER_WAIT_MS = 10_000
+
+/**
+ * messageLimitKeys gives the consumer's `limitKeys` from compiled templates: they read the
+ * value as the handler gets it, JSON when it is JSON. The consumer hands over the raw
+ * Buffer, or the value it already decoded (a `field:` keyFrom decodes JSON itself).
+ */
+export function messageLimitKeys(
+  templates: LimitKeysFunction,
+): (merchantKey: string, value: unknown) => ReturnType<LimitKeysFunction> {
+  return (merchantKey, value) =>
+    templates(merchantKey, value === null || Buffer.isBuffer(value) ? parseJson(value) : value)
+}
 
 function parseJson(value: Buffer | null): unknown {
   if (value === null) return null

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { kafkaBacklog, parkingTopicOf } from '../../../src/service/sources/kafka.js'
+import { compileKeyTemplates } from '../../../src/service/limit-keys.js'
+import { kafkaBacklog, messageLimitKeys, parkingTopicOf } from '../../../src/service/sources/kafka.js'
 
 describe('parkingTopicOf', () => {
   it('is <topic>.parking unless the source names its own', () => {
@@ -59,5 +60,23 @@ describe('kafkaBacklog', () => {
         lateGrants: 2,
       },
     })
+  })
+})
+
+describe('messageLimitKeys', () => {
+  const limitKeys = messageLimitKeys(compileKeyTemplates(['psp:{psp}', 'psp:{psp}:{merchant}']))
+
+  it('reads the raw value as JSON, and a value the consumer already decoded as it is', () => {
+    const keys = ['psp:acme', 'psp:acme:m1']
+    expect(limitKeys('m1', Buffer.from(JSON.stringify({ psp: 'acme' })))).toEqual(keys)
+    // a `field:` keyFrom makes the consumer decode JSON itself
+    expect(limitKeys('m1', { psp: 'acme' })).toEqual(keys)
+  })
+
+  it('refuses a value that is not JSON, or none, as lacking the field', () => {
+    expect(() => limitKeys('m1', Buffer.from('not json'))).toThrow(
+      "key template 'psp:{psp}' field 'psp': missing",
+    )
+    expect(() => limitKeys('m1', null)).toThrow("field 'psp': missing")
   })
 })
