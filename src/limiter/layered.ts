@@ -59,6 +59,11 @@ export interface LayerPort {
   checkCost(cost: number, rate: BucketRate): void
   /** probe is the least delay at which every window of `slot` takes `cost` (see KeyedLimiter.probe). */
   probe(slot: number, rate: BucketRate, cost: number, now: number, maxDelayMs: number): number
+  /**
+   * holeMs is how much of an outer key's time a charge at `now + delayMs` would leave
+   * unused before it, beyond what its burst still covers: 0 when none.
+   */
+  holeMs(slot: number, rate: BucketRate, now: number, delayMs: number): number
   /** charge takes `cost` from every window of `slot` at `now + delayMs`; for a reservation, returns its part. */
   charge(
     key: string,
@@ -70,10 +75,11 @@ export interface LayerPort {
     reserving: boolean,
   ): HeldReservation | undefined
   /**
-   * shareWaitMs is, for a child asking through a parent whose limit binds, how long until
-   * its fair share lets it in (0: now); it marks the child backlogged either way.
+   * shareWaitMs is, for a child asking through a parent whose limit binds (it would wait
+   * `parentDelayMs`), how long until its fair share lets it in (0: now); it marks the
+   * child backlogged either way.
    */
-  shareWaitMs(parent: string, parentRate: BucketRate, child: string, now: number): number
+  shareWaitMs(parent: string, parentDelayMs: number, child: string, now: number): number
   /** shareCharge advances the child's share clock for a grant of `cost` through the parent. */
   shareCharge(parent: string, parentRate: BucketRate, child: string, cost: number, now: number): void
   /** shareCount counts a grant of `cost` to a child through a parent that does not bind, if tracked. */
@@ -81,7 +87,7 @@ export interface LayerPort {
 }
 
 /** LayeredVerdict is the outcome of a layered decision. */
-export type LayeredVerdict = 'granted' | 'too-soon' | 'table-full' | 'parent-share'
+export type LayeredVerdict = 'granted' | 'too-soon' | 'table-full' | 'parent-share' | 'hole'
 
 /**
  * LayeredDecision decides for a list of keys, atomically: every limiting key is found (or
@@ -134,8 +140,32 @@ export class LayeredDecision {
       return 'parent-share'
     }
     if (delayMs > maxDelayMs) return 'too-soon'
+    const holeMs = this.holeMs(count, now, delayMs)
+    if (holeMs > 0) {
+      this.delayMs = holeMs
+      return 'hole'
+    }
     this.chargeAll(keys, count, cost, now, delayMs, reserving)
     return 'granted'
+  }
+
+  /**
+   * holeMs is the largest hole the grant would leave in an outer key. GCRA keeps one
+   * arrival time per key, so a unit charged to a parent at a time its child's own limit
+   * (or a Retry-After) set, ahead of where the parent stands, takes all the parent's time
+   * before it from every other child: a merchant reserving a second ahead at its own rate
+   * would hold its whole PSP a second ahead. Such a grant waits (`hole`, asked again
+   * after the hole) until it leaves no time of the parent unused, or stays within the
+   * parent's burst (which others can still take now).
+   */
+  private holeMs(count: number, now: number, delayMs: number): number {
+    let holeMs = 0
+    for (let n = 0; n < count - 1; n++) {
+      if (!(delayMs > this.delays[n]!)) continue
+      const h = this.port.holeMs(this.slots[n]!, this.rates[n]!, now, delayMs)
+      if (h > holeMs) holeMs = h
+    }
+    return holeMs
   }
 
   /**
@@ -182,7 +212,7 @@ export class LayeredDecision {
       if (!(this.delays[n]! > 0)) continue
       const i = this.indices[n]!
       const parent = keys[i]!
-      const w = this.port.shareWaitMs(parent, this.rates[n]!, keys[i + 1]!, now)
+      const w = this.port.shareWaitMs(parent, this.delays[n]!, keys[i + 1]!, now)
       if (w > waitMs) {
         waitMs = w
         this.bindingKey = parent

@@ -9,7 +9,13 @@ import {
 } from './bucket-rates.js'
 import { type Clock, monotonicClock, SkewGuard } from './clock.js'
 import { MAX_MERCHANT_KEY_LENGTH } from './key.js'
-import { checkLimitKeys, LayeredDecision, type LayerPort, type LimitKeys } from './layered.js'
+import {
+  checkLimitKeys,
+  LayeredDecision,
+  type LayeredVerdict,
+  type LayerPort,
+  type LimitKeys,
+} from './layered.js'
 import type {
   ConfiguredRates,
   Explanation,
@@ -117,6 +123,7 @@ export class KeyedLimiter {
   private penaltiesDropped = 0
   private rateChanges = 0
   private staleChanges = 0
+  private shareDeferrals = 0
   /** defaultRate is the pool's rate 0, changed in place, never replaced. */
   private readonly defaultRate: BucketRate
   // The last clock reading and its time since the epoch: a batch of decisions shares one.
@@ -323,7 +330,12 @@ export class KeyedLimiter {
     if (verdict === 'too-soon') {
       return { ok: false, delayMs: delayMs - this.horizonMs, reason: 'beyond-horizon', bindingKey }
     }
-    if (verdict === 'parent-share') return { ok: false, delayMs, reason: 'parent-share', bindingKey }
+    // a grant that would hold a parent's time unused waits, as one beyond the horizon: its own limit binds
+    if (verdict === 'hole') return { ok: false, delayMs, reason: 'beyond-horizon', bindingKey }
+    if (verdict === 'parent-share') {
+      this.shareDeferrals++
+      return { ok: false, delayMs, reason: 'parent-share', bindingKey }
+    }
     this.decidedDelayMs = delayMs
     this.grantedAtMs = reservedTime(this.epochMs, this.lastNowMs + delayMs)
     return undefined
@@ -336,7 +348,7 @@ export class KeyedLimiter {
     nowMs: number,
     maxDelayMs: number,
     reserving: boolean,
-  ): 'granted' | 'too-soon' | 'table-full' | 'parent-share' {
+  ): LayeredVerdict {
     const list = checkLimitKeys(keys, this.maxKeyLength)
     if (list.length === 1) {
       const verdict = this.decideAnyKey(
@@ -364,14 +376,29 @@ export class KeyedLimiter {
         if (!(cost > 0 && cost <= rate.capacity)) this.badCost(cost, rate)
       },
       probe: (slot, rate, cost, now, maxDelayMs) => this.probe(slot, rate, cost, now, maxDelayMs),
+      holeMs: (slot, rate, now, delayMs) => {
+        const at = now + delayMs
+        let holeMs = windowHoleMs(rate, this.table.tatMs[slot]!, now, at)
+        const tats = rate.extra === undefined ? undefined : this.table.extraTatMs.get(slot)
+        rate.extra?.forEach((window, i) => {
+          holeMs = Math.max(holeMs, windowHoleMs(window, tats?.[i] ?? now, now, at))
+        })
+        return holeMs
+      },
       charge: (key, slot, rate, cost, now, delayMs, reserving) => {
         this.decidedExtra = undefined
         this.charge(slot, rate, cost, now, delayMs, reserving)
+        const at = now + delayMs
+        if (delayMs > 0 && this.table.tatMs[slot]! - rate.tauMs < at - rate.conformMs) {
+          const until = this.table.reservedUntilMs
+          until.set(slot, Math.max(until.get(slot) ?? at, at))
+        }
         if (!reserving) return undefined
         const { decidedSpanMs: spanMs, decidedEndMs: endMs, decidedExtra: extra, epochMs } = this
         return { key, atMs: now + delayMs, spanMs, endMs, epochMs, extra }
       },
-      shareWaitMs: (parent, _rate, child, now) => this.shares.waitMs(parent, child, now),
+      shareWaitMs: (parent, parentDelayMs, child, now) =>
+        this.shares.waitMs(parent, parentDelayMs, child, now),
       shareCharge: (parent, rate, child, cost, now) =>
         this.shares.charge(parent, child, cost, rate.emissionMs, now),
       shareCount: (parent, child, cost, now) => this.shares.countGrant(parent, child, cost, now),
@@ -577,6 +604,7 @@ export class KeyedLimiter {
     const list = typeof keys === 'string' ? [keys] : checkLimitKeys(keys, this.maxKeyLength)
     const now = this.relative(nowMs)
     let worst: Explanation | undefined
+    let share: Explanation | undefined
     const last = list.length - 1
     for (let i = 0; i <= last; i++) {
       const key = list[i]!
@@ -585,12 +613,14 @@ export class KeyedLimiter {
       if (found !== undefined && (worst === undefined || found.waitMs > worst.waitMs)) worst = found
       // a share defers only while its parent binds
       if (i === last || found === undefined) continue
-      const shareWaitMs = this.shares.peekWaitMs(key, list[i + 1]!, now)
-      if (shareWaitMs > 0 && (worst === undefined || shareWaitMs > worst.waitMs)) {
-        worst = { waitMs: shareWaitMs, bindingKey: key, reason: 'parent-share' }
+      const shareWaitMs = this.shares.peekWaitMs(key, found.waitMs, list[i + 1]!, now)
+      if (shareWaitMs > 0 && (share === undefined || shareWaitMs > share.waitMs)) {
+        share = { waitMs: shareWaitMs, bindingKey: key, reason: 'parent-share' }
       }
     }
-    return worst
+    // a child past its share is deferred for it, whatever else it would wait for once let in
+    if (share !== undefined) share.waitMs = Math.max(share.waitMs, worst?.waitMs ?? 0)
+    return share ?? worst
   }
 
   /** explainKey is what binds `key` alone for one unit at `now`, undefined when nothing does. */
@@ -627,7 +657,7 @@ export class KeyedLimiter {
 
   /** parents lists the parents whose children's fair shares are tracked (a child has found one binding lately). */
   parents(): string[] {
-    return this.shares.parentKeys()
+    return this.shares.parentKeys(this.relative(this.clock.now()))
   }
 
   /** childrenOf describes `parent`'s tracked children: weight, backlogged, granted per second over the share window. */
@@ -682,7 +712,7 @@ export class KeyedLimiter {
       staleChanges: this.staleChanges,
       penaltiesDropped: this.penaltiesDropped,
       skewCorrected: this.guard.corrected,
-      shareDeferrals: this.shares.deferrals,
+      shareDeferrals: this.shareDeferrals,
       parentsTracked: this.shares.parentsTracked,
     }
   }
@@ -1209,6 +1239,12 @@ export class KeyedLimiter {
     from.extra?.forEach((window, i) => {
       debtEndMs = Math.max(debtEndMs, (fromTats?.[i] ?? now) - window.tauMs)
     })
+    // or later, for a key charged at another key's time (see KeyTable.reservedUntilMs)
+    const reservedUntilMs = this.table.reservedUntilMs.get(slot)
+    if (reservedUntilMs !== undefined) {
+      if (reservedUntilMs > now) debtEndMs = Math.max(debtEndMs, reservedUntilMs)
+      else this.table.reservedUntilMs.delete(slot)
+    }
     const floorOf = (window: Gcra) =>
       Math.max(
         debtEndMs > now ? debtEndMs + window.tauMs : Number.NEGATIVE_INFINITY,
@@ -1259,6 +1295,23 @@ function windowState(
   state.tokens = Math.min(state.tokens, (now + window.tauMs - start) / window.emissionMs)
   state.capacity = Math.min(state.capacity, window.burst)
   state.waitMs = Math.max(state.waitMs, start + window.emissionMs - window.tauMs - now)
+}
+
+/**
+ * windowHoleMs is the time of `window` (arrival time `tat`) a unit charged at `at` leaves
+ * unused before it; 0 when the charge stays within the burst. Even one unit's time
+ * allowed would be one unit of the parent lost per such grant, a quarter of a parent
+ * beside a child at its own limit of a quarter.
+ */
+function windowHoleMs(
+  window: Gcra & { allowanceMs: number; conformMs: number },
+  tat: number,
+  now: number,
+  at: number,
+): number {
+  const holeMs = at - (tat > now ? tat : now)
+  if (holeMs <= window.conformMs) return 0
+  return (tat > at ? tat : at) + window.emissionMs - now <= window.allowanceMs ? 0 : holeMs
 }
 
 /** windowBlockFloor is the lowest arrival time of `window` that grants nothing before `blockedUntilMs`. */

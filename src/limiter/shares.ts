@@ -71,7 +71,6 @@ export class FairShares {
   readonly windowMs: number
   readonly lookaheadMs: number
   readonly maxEntries: number
-  deferrals = 0
   /** untracked counts asks of children not tracked because maxShareEntries pairs were. */
   untracked = 0
   private readonly parents = new Map<string, ParentEntry>()
@@ -94,24 +93,37 @@ export class FairShares {
   }
 
   /**
-   * waitMs marks `child` backlogged under `parent` (whose limit binds at `now`) and returns
-   * how long until its share clock is within the lookahead: 0 when it may go now.
+   * waitMs marks `child` backlogged under `parent` (whose limit binds at `now`: a unit
+   * would wait `parentDelayMs`) and returns how long until its share lets it in: 0 when
+   * it may go now.
    */
-  waitMs(parent: string, child: string, now: number): number {
+  waitMs(parent: string, parentDelayMs: number, child: string, now: number): number {
     const entry = this.backlogged(parent, child, now)
-    if (entry === undefined) return 0
-    const waitMs = entry.shareClockMs - this.lookaheadMs - now
-    if (waitMs <= 0) return 0
-    this.deferrals++
-    return waitMs
+    return entry === undefined ? 0 : this.entryWaitMs(entry, parentDelayMs, now)
+  }
+
+  /**
+   * entryWaitMs is how long a child waits for its share: until its share clock is within
+   * the lookahead of now, and, while the parent is reserved further ahead than the
+   * lookahead, until the parent comes back within it, unless the child is behind (its
+   * clock not ahead of now: it has not had its share lately). The clocks alone would bound
+   * each child's lead, not their sum: a child alone runs its clock at a share of 1, and
+   * when others arrive the parent time it took stays reserved, so a quiet child would wait
+   * behind it all. With the second rule the parent is never reserved much further than the
+   * lookahead ahead, and a quiet child waits at most that and a unit.
+   */
+  private entryWaitMs(entry: ChildEntry, parentDelayMs: number, now: number): number {
+    let waitMs = entry.shareClockMs - this.lookaheadMs - now
+    if (parentDelayMs > this.lookaheadMs && entry.shareClockMs > now) {
+      waitMs = Math.max(waitMs, parentDelayMs - this.lookaheadMs)
+    }
+    return waitMs > 0 ? waitMs : 0
   }
 
   /** peekWaitMs is waitMs without marking anything: for explain. */
-  peekWaitMs(parent: string, child: string, now: number): number {
+  peekWaitMs(parent: string, parentDelayMs: number, child: string, now: number): number {
     const entry = this.parents.get(parent)?.children.get(child)
-    if (entry === undefined) return 0
-    const waitMs = entry.shareClockMs - this.lookaheadMs - now
-    return waitMs > 0 ? waitMs : 0
+    return entry === undefined ? 0 : this.entryWaitMs(entry, parentDelayMs, now)
   }
 
   /** charge advances `child`'s share clock for a grant of `cost` through `parent`, binding, at emission `emissionMs`. */
@@ -132,8 +144,9 @@ export class FairShares {
     if (entry !== undefined) this.count(entry, cost, now)
   }
 
-  /** parentKeys lists the parents with a child tracked. */
-  parentKeys(): string[] {
+  /** parentKeys lists the parents with a child tracked at `now` (forgetting quiet ones first, at most once per quarter window). */
+  parentKeys(now: number): string[] {
+    this.sweep(now)
     return [...this.parents.keys()]
   }
 

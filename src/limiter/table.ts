@@ -60,6 +60,13 @@ export class KeyTable {
    * window keeps its one Float64. A slot without an entry has those windows full.
    */
   readonly extraTatMs = new Map<number, Float64Array>()
+  /**
+   * reservedUntilMs holds, for a slot charged at a time later than its arrival time less
+   * its tolerance says (a list of keys granted at another key's time: the key had room
+   * before it), the latest such time, so that a rate change keeps new work after it. A
+   * slot without an entry has its last reservation where its arrival time says.
+   */
+  readonly reservedUntilMs = new Map<number, number>()
   /** codes maps each held key to its code; only the table changes it. */
   readonly codes = new Map<string, number>()
   private used = 0
@@ -119,6 +126,7 @@ export class KeyTable {
     this.codes.set(key, codeFor(slot, rateId))
     this.tatMs[slot] = nowMs
     if (this.extraTatMs.size !== 0) this.extraTatMs.delete(slot)
+    if (this.reservedUntilMs.size !== 0) this.reservedUntilMs.delete(slot)
     return slot
   }
 
@@ -139,6 +147,10 @@ export class KeyTable {
     }
     for (const extra of this.extraTatMs.values()) {
       for (let i = 0; i < extra.length; i++) extra[i] = Math.max(extra[i]! - shiftMs, floorMs)
+    }
+    for (const [slot, untilMs] of this.reservedUntilMs) {
+      if (untilMs - shiftMs > floorMs) this.reservedUntilMs.set(slot, untilMs - shiftMs)
+      else this.reservedUntilMs.delete(slot)
     }
   }
 

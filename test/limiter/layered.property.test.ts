@@ -6,7 +6,7 @@ import { parseRate, type Rate, windowsOf } from '../../src/limiter/rate.js'
 
 // Random schedules of decisions on lists of keys (a parent P over children A and B, an
 // unset parent U over B, and A alone), cancels before and after their time, and rate
-// changes on the parent and the children, checked against the rate guarantee for every
+// changes on the parent and the children, and weights, checked against the rate guarantee for every
 // key and every window of its rate: granted ≤ burst + rate × W, one burst more per change
 // inside the window. A grant counts for every key of its list that limits (U only once it
 // has a rate); a cancel before its time takes the work back from all of them (it does not
@@ -31,6 +31,7 @@ type Op =
   | { kind: 'reserve'; list: number; costs: number[] }
   | { kind: 'cancel'; pick: number; which: 'pending' | 'passed' | 'latest' }
   | { kind: 'setRate'; key: (typeof KEYS)[number] | '*'; rate: string | null }
+  | { kind: 'weight'; key: 'A' | 'B' | 'U'; weight: number | null }
 
 const list = fc.integer({ min: 0, max: LISTS.length - 1 })
 const cost = fc.integer({ min: 1, max: 2 })
@@ -68,6 +69,15 @@ const changes: fc.WeightedArbitrary<Op>[] = [
       kind: fc.constant('setRate' as const),
       key: fc.constantFrom('*' as const, ...KEYS),
       rate: fc.constantFrom(...RATES),
+    }),
+  },
+  // weights move the children's shares of P (and U's, a child of P in ['P', 'U', 'A'])
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('weight' as const),
+      key: fc.constantFrom('A' as const, 'B' as const, 'U' as const),
+      weight: fc.constantFrom(null, 0.5, 3),
     }),
   },
   // the unset parent U gains and loses a rate of its own
@@ -147,6 +157,9 @@ function run(ops: Op[], defaultRate: string, parentRate: string): Run {
         }
         break
       }
+      case 'weight':
+        limiter.setWeight(op.key, op.weight)
+        break
       case 'setRate': {
         limiter.setRate(op.key, op.rate)
         const now = limiter.now()
@@ -208,7 +221,7 @@ describe('KeyedLimiter properties, lists of keys', () => {
           }
         },
       ),
-      { numRuns: 200 },
+      { numRuns: 400 },
     )
   })
 
@@ -232,7 +245,7 @@ describe('KeyedLimiter properties, lists of keys', () => {
           }
         },
       ),
-      { numRuns: 200 },
+      { numRuns: 400 },
     )
   })
 })
