@@ -52,6 +52,7 @@ const rows: string[] = []
 for (const [name, scenario, limit] of [
   ['50/s over 5 at 20/s, 2 backlogged', MAIN, 'burst 50'],
   ['30/s over 2 at 20/s, backlogs 100:1', BINDING, 'burst 30'],
+  ['30/s over 2 at 20/s, merchant keys only', { ...BINDING, merchantKeyOnly: true }, 'burst 30'],
 ] as const) {
   const backlogged = Object.keys(scenario.backlogged)
   for (const adapter of ['BullMQ', 'Kafka lanes'] as const) {
@@ -79,6 +80,8 @@ backlogged merchant seen), then ${MAIN.trafficMs / 1_000} s of traffic are measu
   Each backlogged merchant may take min(20, (50 − 3) / 2) = 20/s: its own limit binds before the account's.
 - **30/s over 2 at 20/s, backlogs 100:1**: m-big with 3,000 jobs, m-small with 30 and 20 more a second; the account
   binds: ~15/s each when it is shared fairly.
+- **merchant keys only**: the same without the account's key (each job limited by its merchant's alone, as before
+  issue 18): what the endpoint sees when nothing holds the account's limit.
 
 Endpoint most: the most calls the endpoint received in any window of 1 s / 5 s over the whole run (the bound, burst +
 rate × W, in brackets). Rates: calls a second over the measured stretch. Quiet: from queued to the endpoint, ms.

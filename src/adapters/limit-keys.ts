@@ -1,7 +1,4 @@
-import { checkMerchantKey, type LimitKeys } from '../limiter/index.js'
-
-/** MAX_LIMIT_KEYS is the most keys one job may be limited by, outermost first (the limiter's bound). */
-export const MAX_LIMIT_KEYS = 4
+import { checkMerchantKey, type LimitKeys, MAX_LIMIT_KEYS } from '../limiter/index.js'
 
 /** LimitKeysCheck is what checkLimitKeys found: the keys (one key as a string), or why they are refused. */
 export type LimitKeysCheck = { ok: true; keys: LimitKeys } | { ok: false; reason: string }
@@ -27,7 +24,8 @@ export function limitKeysOf<V>(
 
 /**
  * checkLimitKeys accepts one key, or 1 to MAX_LIMIT_KEYS distinct keys outermost first, each
- * a key checkMerchantKey accepts. A one-element array is given back as its key, so that the
+ * a key checkMerchantKey accepts (stricter than the limiter's own check, which takes any
+ * characters: a key built from job data is held to the merchant keys' alphabet). A one-element array is given back as its key, so that the
  * common case costs the limiter no array. An empty list, a longer one, a duplicate or a bad
  * key is refused with a reason that names it.
  */
@@ -36,7 +34,7 @@ export function checkLimitKeys(keys: unknown, maxKeyLength?: number): LimitKeysC
     const check = checkMerchantKey(keys, maxKeyLength)
     return check.ok ? { ok: true, keys: check.key } : { ok: false, reason: `limit key ${check.reason}` }
   }
-  if (keys.length === 0) return { ok: false, reason: 'expected 1 to 4 limit keys, got none' }
+  if (keys.length === 0) return { ok: false, reason: `expected 1 to ${MAX_LIMIT_KEYS} limit keys, got none` }
   if (keys.length > MAX_LIMIT_KEYS) {
     return { ok: false, reason: `expected 1 to ${MAX_LIMIT_KEYS} limit keys, got ${keys.length}` }
   }

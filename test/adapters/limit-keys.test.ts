@@ -4,9 +4,9 @@ import {
   innermostKey,
   keyList,
   limitKeysOf,
-  MAX_LIMIT_KEYS,
   sameKeys,
 } from '../../src/adapters/limit-keys.js'
+import { MAX_LIMIT_KEYS } from '../../src/limiter/index.js'
 
 describe('checkLimitKeys', () => {
   it.each([

@@ -102,6 +102,11 @@ export interface Scenario {
   quietPerSec: number
   /** trafficMs is how long the quiet (and top-up) traffic runs, and the measured stretch. */
   trafficMs: number
+  /**
+   * merchantKeyOnly limits each job by its merchant key alone, without the PSP's: the
+   * baseline of what the endpoint sees without layered keys. Default false.
+   */
+  merchantKeyOnly?: boolean
 }
 
 /** Run is what the endpoint saw, and when the measured stretch was (endpoint clock). */
@@ -219,7 +224,7 @@ export async function runBullmq(
       limiter,
       concurrency: 50,
       keyOf: (job) => job.data.merchant,
-      limitKeys: pspLimitKeys,
+      limitKeys: scenario.merchantKeyOnly === true ? undefined : pspLimitKeys,
     },
   )
   const body = (merchant: string): CallBody => ({ psp: PSP, merchant, sentAtMs: Date.now() })
@@ -290,7 +295,7 @@ export async function runKafka(
     fromBeginning: true,
     limiter,
     decode: jsonDecoder as (value: Buffer | null) => CallBody,
-    limitKeys: pspLimitKeys,
+    limitKeys: scenario.merchantKeyOnly === true ? undefined : pspLimitKeys,
     handler: async ({ value }) => callEndpoint(endpoint.url, value),
   })
   const send = (merchant: string, count: number) =>
@@ -312,6 +317,8 @@ export async function runKafka(
       () => backlogged.every((m) => endpoint.arrivals.some((a) => a.merchant === m)),
       60_000,
     )
+    // As on BullMQ, where taking the backlogs in takes longer than their bursts: measure past them.
+    await new Promise((resolve) => setTimeout(resolve, 1_000))
     const trafficFromMs = performance.now()
     await traffic(scenario, async (merchant) => {
       await send(merchant, 1)
