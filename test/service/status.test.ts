@@ -265,10 +265,11 @@ describe('buildStatus with layered keys', () => {
   it('says of each waiting merchant which limit holds it, and reads its rate from its innermost key', () => {
     const { parts } = layered()
     const rows = Object.fromEntries(buildStatus(parts).merchants.map((m) => [m.merchantKey, m]))
+    // both reserved ahead of the parent beside a sibling: each has taken its share of it
     expect(rows.m1).toMatchObject({
       limitKeys: keysOf('m1'),
       rate: '100/s',
-      binding: { binds: 'parent', key: ACME },
+      binding: { binds: 'parent-share', key: ACME },
     })
     expect(rows.m2).toMatchObject({ limitKeys: keysOf('m2'), binding: { binds: 'parent-share', key: ACME } })
     expect(rows.m2!.binding!.waitMs).toBeGreaterThan(0)
@@ -300,6 +301,23 @@ describe('buildStatus with layered keys', () => {
 })
 
 describe('bindingOf', () => {
+  it("names the parent when the parent's own rate holds the merchant", () => {
+    const limiter = new KeyedLimiter({ rate: '100/s', clock: new FakeClock(0) })
+    limiter.setRate('psp:acme', '2/s burst 1')
+    expect(limiter.tryAcquire(['psp:acme', 'psp:acme:m1'])).toBe(true)
+    expect(bindingOf(limiter, ['psp:acme', 'psp:acme:m1'])).toEqual({
+      binds: 'parent',
+      key: 'psp:acme',
+      waitMs: 500,
+    })
+    // a merchant the parent has not seen yet is held by it all the same
+    expect(bindingOf(limiter, ['psp:acme', 'psp:acme:m9'])).toEqual({
+      binds: 'parent',
+      key: 'psp:acme',
+      waitMs: 500,
+    })
+  })
+
   it('names a longer window, and a Retry-After, on the key that has it', () => {
     const clock = new FakeClock(0)
     const limiter = new KeyedLimiter({ rate: '100/s', clock })
