@@ -168,6 +168,80 @@ describe('worker service with key templates and a parent rate from the control t
     )
     expect(perMerchant).toEqual([JOBS_PER_MERCHANT, JOBS_PER_MERCHANT, JOBS_PER_MERCHANT])
   }, 30_000)
+
+  it('hands a weight set on the control topic to the limiter for the child it names, beside its siblings', async () => {
+    // the parent's rate, as the test before sets it: this one runs alone too
+    await publishControlChange(
+      producer,
+      {
+        type: 'set',
+        merchant: 'psp:acme',
+        rate: parseRate(`${PARENT_RATE}/s burst 1`),
+        version: Date.now() * 1_000,
+      },
+      { topic: controlTopic },
+    )
+    // the child key is psp:{merchant}, and the PSP handler's merchant key is 'acme:<merchantId>'
+    await publishControlChange(
+      producer,
+      {
+        type: 'set',
+        merchant: 'psp:acme:w_big',
+        rate: parseRate('100/s'),
+        weight: 3,
+        version: Date.now() * 1_000,
+      },
+      { topic: controlTopic },
+    )
+    await waitFor('the parent rate', () => service.limiter.rateOf('psp:acme').limit === PARENT_RATE, 10_000)
+    await waitFor(
+      'the weight applied',
+      () =>
+        service
+          .status()
+          .control.recentChanges.some((c) => c.description.startsWith('set psp:acme:w_big 100/s, weight 3')),
+      10_000,
+    )
+    arrivals.length = 0
+    const each = 40
+    await queue.addBulk(
+      ['w_big', 'w_small'].flatMap((merchant) =>
+        Array.from({ length: each }, (_, i) => ({
+          name: 'capture',
+          data: {
+            pspId: 'acme',
+            merchantId: merchant,
+            operation: 'capture',
+            path: '/captures',
+            body: { merchant, i },
+          },
+          opts: { jobId: `${merchant}-${i}` },
+        })),
+      ),
+    )
+    // both stay backlogged for the first 4 s (80 jobs at 10/s): count what each got then
+    await waitFor(
+      '4 s of calls',
+      () => arrivals.length > 0 && performance.now() - arrivals[0]!.atMs >= 4_000,
+      15_000,
+    )
+    const startMs = arrivals[0]!.atMs
+    const inWindow = arrivals.filter((a) => a.atMs - startMs < 4_000)
+    const big = inWindow.filter((a) => a.merchant === 'w_big').length
+    const small = inWindow.filter((a) => a.merchant === 'w_small').length
+    const shares = service.limiter.childrenOf('psp:acme')
+    // the weight set on the control topic reached the limiter, with the rate, for the child it names
+    expect(Object.fromEntries(shares.map((child) => [child.key, child.weight]))).toMatchObject({
+      'psp:acme:w_big': 3,
+      'psp:acme:w_small': 1,
+    })
+    // the parent holds both, and neither is starved; how close the split comes to 3:1 is the
+    // limiter's and the adapters' to test (their fairness tests), not the worker's wiring
+    expect(big + small).toBeLessThanOrEqual(1 + PARENT_RATE * 4 + 1)
+    expect(small).toBeGreaterThan(0)
+    expect(big).toBeGreaterThan(0)
+    await waitFor('every call', async () => arrivals.length === 2 * each, 20_000)
+  }, 45_000)
 })
 
 describe('worker service with key templates on a Kafka source (the shared broker)', () => {
