@@ -48,17 +48,22 @@ export function checkLimitKeys(keys: unknown, maxKeyLength: number): readonly st
  * steps (the ones its single-key path uses), by slot, and the share check (shares.ts).
  */
 export interface LayerPort {
-  /** limits says whether an outer key limits: only one with a rate of its own does. */
-  limits(key: string): boolean
-  /** slotOf finds or places `key`: its slot, its rate then in slotRate(); -1 when the table is full. */
-  slotOf(key: string, now: number): number
+  /**
+   * slotOf finds or places `key`: its slot, its rate then in slotRate(); -1 when the table
+   * is full; -2 for an `outer` key that does not limit (only one with a rate of its own does).
+   */
+  slotOf(key: string, now: number, outer: boolean): number
   slotRate(): BucketRate
+  /** placements counts the keys the table has placed: when it moved, an earlier key may have been evicted. */
+  placements(): number
   /** held says whether `key` is still held (placing a later key may have evicted an earlier, full one). */
   held(key: string): boolean
   /** checkCost throws when `cost` can never be granted at `rate`. */
   checkCost(cost: number, rate: BucketRate): void
   /** probe is the least delay at which every window of `slot` takes `cost` (see KeyedLimiter.probe). */
   probe(slot: number, rate: BucketRate, cost: number, now: number, maxDelayMs: number): number
+  /** probedTats is, after probe, what it found of the key's further windows, to hand to charge. */
+  probedTats(): Float64Array | undefined
   /**
    * holeMs is how much of an outer key's time a charge at `now + delayMs` would leave
    * unused before it, beyond what its burst still covers: 0 when none.
@@ -73,6 +78,7 @@ export interface LayerPort {
     now: number,
     delayMs: number,
     reserving: boolean,
+    probedTats: Float64Array | undefined,
   ): HeldReservation | undefined
   /**
    * shareWaitMs is, for a child asking through a parent whose limit binds (it would wait
@@ -108,6 +114,7 @@ export class LayeredDecision {
   private readonly indices = new Int32Array(MAX_LIMIT_KEYS)
   private readonly rates: BucketRate[] = []
   private readonly delays = new Float64Array(MAX_LIMIT_KEYS)
+  private readonly tats: Array<Float64Array | undefined> = []
 
   constructor(private readonly port: LayerPort) {}
 
@@ -126,6 +133,7 @@ export class LayeredDecision {
     let binding = count - 1
     for (let n = 0; n < count; n++) {
       const d = port.probe(this.slots[n]!, this.rates[n]!, cost, now, maxDelayMs)
+      this.tats[n] = port.probedTats()
       this.delays[n] = d
       if (d > delayMs) {
         delayMs = d
@@ -175,11 +183,12 @@ export class LayeredDecision {
   private find(keys: readonly string[], cost: number, now: number): number {
     const port = this.port
     const last = keys.length - 1
+    const placements = port.placements()
     let count = 0
     for (let i = 0; i <= last; i++) {
       const key = keys[i]!
-      if (i < last && !port.limits(key)) continue
-      const slot = port.slotOf(key, now)
+      const slot = port.slotOf(key, now, i < last)
+      if (slot === -2) continue
       if (slot < 0) {
         this.bindingKey = key
         return -1
@@ -191,6 +200,7 @@ export class LayeredDecision {
       this.rates[count] = rate
       count++
     }
+    if (port.placements() === placements) return count
     for (let n = 0; n < count; n++) {
       const key = keys[this.indices[n]!]!
       if (!port.held(key)) {
@@ -236,7 +246,7 @@ export class LayeredDecision {
       const i = this.indices[n]!
       const key = keys[i]!
       const rate = this.rates[n]!
-      const part = port.charge(key, this.slots[n]!, rate, cost, now, delayMs, reserving)
+      const part = port.charge(key, this.slots[n]!, rate, cost, now, delayMs, reserving, this.tats[n])
       if (part !== undefined) parts.push(part)
       if (n === count - 1) continue
       if (this.delays[n]! > 0) port.shareCharge(key, rate, keys[i + 1]!, cost, now)

@@ -124,6 +124,8 @@ export class KeyedLimiter {
   private rateChanges = 0
   private staleChanges = 0
   private shareDeferrals = 0
+  /** placements counts the keys placed in the table (a layered decision checks nothing it placed evicted another). */
+  private placements = 0
   /** defaultRate is the pool's rate 0, changed in place, never replaced. */
   private readonly defaultRate: BucketRate
   // The last clock reading and its time since the epoch: a batch of decisions shares one.
@@ -137,13 +139,13 @@ export class KeyedLimiter {
   private decidedExtra: Float64Array | undefined
   /** grantedAtMs is the reserved time grant found, on the clock. */
   private grantedAtMs = 0
+  /** probedTats is, after probe of a key of several windows, its further windows' arrival times (undefined: none held, all full). */
+  private probedTats: Float64Array | undefined
   /** slotRate is the rate slotOf found. */
   private slotRate: BucketRate
   /** layered decides for lists of keys, through the probe and charge steps below (see layered.ts). */
   private readonly layered: LayeredDecision
   private readonly shares: FairShares
-  /** weights are the children's weights set (setWeight, apply), bounded by maxOverrides. */
-  private readonly weights = new Map<string, number>()
 
   constructor(options: KeyedLimiterOptions) {
     if (options === null || typeof options !== 'object') {
@@ -164,7 +166,7 @@ export class KeyedLimiter {
     this.slotRate = this.defaultRate
     this.bucketRates = new BucketRates(this.defaultRate)
     this.refundBound = (reservation) => this.refund(reservation)
-    this.shares = new FairShares(options, (child) => this.weights.get(child) ?? 1)
+    this.shares = new FairShares(options)
     this.layered = new LayeredDecision(this.layerPort())
   }
 
@@ -368,9 +370,13 @@ export class KeyedLimiter {
   /** layerPort lends the layered decision the steps it shares with the single-key path. */
   private layerPort(): LayerPort {
     return {
-      limits: (key) => this.hasOverride(key),
-      slotOf: (key, now) => this.slotOf(key, this.codes.get(key), now),
+      slotOf: (key, now, outer) => {
+        const code = this.codes.get(key)
+        if (outer && !(code === undefined ? this.hasOverride(key) : this.ownRateOf(code))) return -2
+        return this.slotOf(key, code, now)
+      },
       slotRate: () => this.slotRate,
+      placements: () => this.placements,
       held: (key) => this.codes.has(key),
       checkCost: (cost, rate) => {
         if (!(cost > 0 && cost <= rate.capacity)) this.badCost(cost, rate)
@@ -385,9 +391,10 @@ export class KeyedLimiter {
         })
         return holeMs
       },
-      charge: (key, slot, rate, cost, now, delayMs, reserving) => {
+      probedTats: () => this.probedTats,
+      charge: (key, slot, rate, cost, now, delayMs, reserving, probedTats) => {
         this.decidedExtra = undefined
-        this.charge(slot, rate, cost, now, delayMs, reserving)
+        this.charge(slot, rate, cost, now, delayMs, reserving, probedTats)
         const at = now + delayMs
         if (delayMs > 0 && this.table.tatMs[slot]! - rate.tauMs < at - rate.conformMs) {
           const until = this.table.reservedUntilMs
@@ -466,7 +473,7 @@ export class KeyedLimiter {
       return { applied: false, reason: 'stale-version' }
     }
     this.checkOverrideBound(checked, change.replace === true)
-    this.checkWeightBound(checked, change.replace === true)
+    this.shares.checkWeightBound(checked.weights, change.replace === true, this.maxOverrides)
     const now = this.relative(nowMs)
     const inheritance = change.inheritance ?? 'proportional'
     if (checked.defaultRate !== undefined) this.changeDefault(checked.defaultRate, now, inheritance)
@@ -478,7 +485,7 @@ export class KeyedLimiter {
       }
     }
     for (const [key, rate] of checked.overrides) this.changeOverride(key, rate, now, inheritance)
-    this.changeWeights(checked.weights, change.replace === true)
+    this.shares.setWeights(checked.weights, change.replace === true)
     if (change.version !== undefined) this.version = change.version
     this.rateChanges++
     return { applied: true }
@@ -769,7 +776,7 @@ export class KeyedLimiter {
     const delayMs = this.probe(slot, rate, cost, now, maxDelayMs)
     this.decidedDelayMs = delayMs
     if (delayMs > maxDelayMs) return TOO_SOON
-    this.charge(slot, rate, cost, now, delayMs, reserving)
+    this.charge(slot, rate, cost, now, delayMs, reserving, this.probedTats)
     return GRANTED
   }
 
@@ -781,6 +788,7 @@ export class KeyedLimiter {
    * one (see layered.ts) both go through it.
    */
   private probe(slot: number, rate: BucketRate, cost: number, now: number, maxDelayMs: number): number {
+    this.probedTats = undefined
     const tat = this.table.tatMs[slot]!
     const start = tat > now ? tat : now
     const next = start + cost * rate.emissionMs
@@ -805,7 +813,8 @@ export class KeyedLimiter {
    * charge takes `cost` from every window of `slot` at `now + delayMs` (a time probe found
    * they all meet, or a later one), and for a reservation leaves in `decided…` how far each
    * moved and where it ends. Charged from that time, not from now: a key that could have
-   * gone earlier does not count the wait as its refill.
+   * gone earlier does not count the wait as its refill. `probedTats` is what probe found
+   * of the slot's further windows (probedTats), to save looking them up again.
    */
   private charge(
     slot: number,
@@ -814,9 +823,10 @@ export class KeyedLimiter {
     now: number,
     delayMs: number,
     reserving: boolean,
+    probedTats: Float64Array | undefined,
   ): void {
     if (rate.extra !== undefined) {
-      this.chargeExtra(slot, rate, cost, now, delayMs, reserving)
+      this.chargeExtra(slot, rate, cost, now, delayMs, reserving, probedTats)
       return
     }
     const tatMs = this.table.tatMs
@@ -844,6 +854,7 @@ export class KeyedLimiter {
     delayMs: number,
   ): number {
     const tats = this.table.extraTatMs.get(slot)
+    this.probedTats = tats
     if (tats === undefined) return delayMs
     let latestMs = delayMs
     for (let i = 0; i < extra.length; i++) {
@@ -871,6 +882,7 @@ export class KeyedLimiter {
     now: number,
     delayMs: number,
     reserving: boolean,
+    probedTats: Float64Array | undefined,
   ): void {
     const at = now + delayMs
     const tatMs = this.table.tatMs
@@ -882,7 +894,7 @@ export class KeyedLimiter {
       this.decidedEndMs = next - rate.tauMs
     }
     const extra = rate.extra!
-    let tats = this.table.extraTatMs.get(slot)
+    let tats = probedTats ?? this.table.extraTatMs.get(slot)
     if (tats === undefined) {
       tats = new Float64Array(extra.length).fill(now)
       this.table.extraTatMs.set(slot, tats)
@@ -932,6 +944,7 @@ export class KeyedLimiter {
       this.tableFull++
       return -1
     }
+    this.placements++
     const evicted = table.evictedKey
     // a rate kept for a penalty alone lives as long as its key's bucket
     if (
@@ -1120,29 +1133,9 @@ export class KeyedLimiter {
     }
   }
 
-  /** checkWeightBound throws when `checked` would leave more than maxOverrides weights set. */
-  private checkWeightBound(checked: CheckedChange, replace: boolean): void {
-    let count = replace ? 0 : this.weights.size
-    for (const [key, weight] of checked.weights) {
-      const had = !replace && this.weights.has(key)
-      if (weight !== null && !had) count++
-      else if (weight === null && had) count--
-    }
-    if (count > this.maxOverrides) {
-      throw new RangeError(
-        `apply: ${count} weights would exceed maxOverrides (${this.maxOverrides}); nothing was changed`,
-      )
-    }
-  }
-
-  private changeWeights(weights: ReadonlyMap<string, number | null>, replace: boolean): void {
-    if (!replace && weights.size === 0) return
-    if (replace) for (const key of [...this.weights.keys()]) if (!weights.has(key)) this.weights.delete(key)
-    for (const [key, weight] of weights) {
-      if (weight === null) this.weights.delete(key)
-      else this.weights.set(key, weight)
-    }
-    this.shares.reweigh()
+  /** ownRateOf says whether a held key's code names a rate override of its own (not a penalty alone). */
+  private ownRateOf(code: number): boolean {
+    return code >= OWN_RATE && !this.bucketRates.byId[rateIdOfCode(code)]!.followsDefault
   }
 
   private hasOverride(key: string): boolean {

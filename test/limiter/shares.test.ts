@@ -140,15 +140,15 @@ describe('KeyedLimiter: fair shares of a parent', () => {
     expect(countIn(reserved.get('fast')!, 0, 10_000)).toBeGreaterThan(1_400)
   })
 
-  it('a quiet child waits at most about the lookahead and one parent emission behind two backlogged ones', () => {
+  it('a quiet child waits at most about the lookahead and one parent emission behind two backlogged ones, and leaves them their halves', () => {
     const { clock, limiter } = setup()
     const quietWaits: number[] = []
-    simulate(
+    const reserved = simulate(
       limiter,
       clock,
       [
         { key: 'a', asksPerMs: 100 },
-        { key: 'b', asksPerMs: 100 },
+        { key: 'b', asksPerMs: 1 },
       ],
       6_000,
       (t) => {
@@ -162,6 +162,13 @@ describe('KeyedLimiter: fair shares of a parent', () => {
     expect(quietWaits.length).toBe(3)
     // without shares the backlogged two fill the parent to the 1 s horizon
     for (const waitMs of quietWaits) expect(waitMs).toBeLessThanOrEqual(LOOKAHEAD_MS + 3 * PARENT_EMISSION_MS)
+    // a quiet child's one ask does not hold a share for a window: counted for its whole
+    // share window, it left the parent idle, and the child asking most took the rest (120:80)
+    const a = countIn(reserved.get('a')!, 1_000, 6_000) / 5
+    const b = countIn(reserved.get('b')!, 1_000, 6_000) / 5
+    expect(a).toBeGreaterThan(95)
+    expect(a).toBeLessThan(105)
+    expect(b).toBeGreaterThan(95)
   })
 
   it('follows a rate change of the parent mid-run: halves before and after, the parent within its bound', () => {
@@ -225,6 +232,38 @@ describe('KeyedLimiter: fair shares of a parent', () => {
     const deferred = limiter.reserve(['psp', 'a'])
     expect(deferred).toMatchObject({ ok: false, reason: 'parent-share', bindingKey: 'psp' })
     expect(limiter.explain(['psp', 'a'])).toMatchObject({ bindingKey: 'psp', reason: 'parent-share' })
+  })
+})
+
+describe('KeyedLimiter: fair shares for lanes holding one reservation each (the Kafka adapter)', () => {
+  // each lane reserves its head item, runs it at its reserved time, then asks for the next;
+  // after a Deferred it asks again after the delay
+  function lanes(limiter: KeyedLimiter, clock: FakeClock, keys: string[], durationMs: number) {
+    const nextAskMs = new Map(keys.map((k) => [k, 0]))
+    const granted = new Map(keys.map((k) => [k, 0]))
+    for (let t = 0; t < durationMs; t++) {
+      clock.set(t)
+      for (const key of keys) {
+        if (t < nextAskMs.get(key)!) continue
+        const answer = limiter.reserve(['psp', key])
+        nextAskMs.set(key, t + Math.max(answer.delayMs, answer.ok ? 0 : 0.5))
+        if (answer.ok && answer.reservedAtMs < durationMs) granted.set(key, granted.get(key)! + 1)
+      }
+    }
+    return granted
+  }
+
+  it('three lanes share a parent of 200/s in thirds, and each stays within its own rate', () => {
+    const { clock, limiter } = setup()
+    limiter.setRate('capped', '40/s burst 2')
+    const granted = lanes(limiter, clock, ['x', 'y', 'capped'], 10_000)
+    expect(granted.get('capped')! / 10).toBeGreaterThan(38)
+    expect(granted.get('capped')! / 10).toBeLessThanOrEqual(40.3)
+    // the 160/s the capped lane leaves is split between the other two
+    for (const key of ['x', 'y']) {
+      expect(granted.get(key)! / 10).toBeGreaterThan(75)
+      expect(granted.get(key)! / 10).toBeLessThan(85)
+    }
   })
 })
 
