@@ -5,17 +5,14 @@
 // limiter (70/s, the load's total). Each variant runs in a child process against a private
 // redis-server on a free loopback port, so INFO commandstats counts its commands only.
 // BENCH_QUICK=1 (or `--quick` run directly): 10,000 jobs, 15 s.
-import { type ChildProcess, execFile, spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { execFile, spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { type Job, Queue, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
-import { fixed } from './bullmq-support.js'
+import { fixed, startRedis } from './bullmq-support.js'
 import { machineLine, quantile, writeSection } from './report.js'
 
 const QUICK = process.argv.includes('--quick') || process.env.BENCH_QUICK === '1'
@@ -25,7 +22,7 @@ const RAISE_AT_MS = RUN_MS * 0.6
 const QUIET = 20
 const OLD_DIR = process.env.BULLMQ_OLD_DIR ?? '/tmp/bullmq-old'
 const COMMAND = `${QUICK ? 'BENCH_QUICK=1 ' : ''}npm run bench -- bullmq-backlog`
-const run = promisify(execFile)
+const _run = promisify(execFile)
 
 type Variant = 'adapter' | 'adapter-7729fa9' | 'bullmq-limiter'
 
@@ -147,43 +144,6 @@ async function runVariant(variant: Variant, port: number): Promise<Result> {
     quietP99Ms: quietLatencies.length > 0 ? quantile(quietLatencies, 0.99) : Number.NaN,
     hotPerSecBeforeRaise: (beforeRaise * 1_000) / (raisedAt - from - 2_000),
     msToRaisedRate: raise === undefined ? undefined : msToRaisedRate,
-  }
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    })
-  })
-}
-
-async function startRedis(): Promise<{ port: number; stop(): Promise<void> }> {
-  const dir = mkdtempSync(join(tmpdir(), 'mt-bench-redis-'))
-  const port = await freePort()
-  const server: ChildProcess = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'],
-    { stdio: 'ignore' },
-  )
-  for (let i = 0; i < 100; i++) {
-    const pong = await run('redis-cli', ['-p', String(port), 'ping']).then(
-      (r) => r.stdout.trim(),
-      () => '',
-    )
-    if (pong === 'PONG') break
-    await sleep(50)
-  }
-  return {
-    port,
-    stop: async () => {
-      server.kill('SIGTERM')
-      await new Promise((resolve) => server.once('exit', resolve))
-      rmSync(dir, { recursive: true, force: true })
-    },
   }
 }
 

@@ -1,4 +1,11 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { promisify } from 'node:util'
 import type { ConnectionOptions, Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 
@@ -43,4 +50,45 @@ export async function dropQueue(queue: Queue): Promise<void> {
 /** fixed formats a number with `digits` decimals. */
 export function fixed(value: number, digits = 1): string {
   return value.toFixed(digits)
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+/**
+ * startRedis runs a private redis-server on a free loopback port (no persistence), so that
+ * INFO counts a benchmark's commands only; stop() ends it and removes its directory.
+ */
+export async function startRedis(): Promise<{ port: number; stop(): Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'mt-bench-redis-'))
+  const port = await freePort()
+  const server: ChildProcess = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' },
+  )
+  for (let i = 0; i < 100; i++) {
+    const pong = await promisify(execFile)('redis-cli', ['-p', String(port), 'ping']).then(
+      (r) => r.stdout.trim(),
+      () => '',
+    )
+    if (pong === 'PONG') break
+    await sleep(50)
+  }
+  return {
+    port,
+    stop: async () => {
+      server.kill('SIGTERM')
+      await new Promise((resolve) => server.once('exit', resolve))
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
 }

@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto'
+import { Redis } from 'ioredis'
 import {
   BINDING,
   MAIN,
+  type PspEndpoint,
   runBullmq,
   runKafka,
   type Scenario,
@@ -9,7 +11,7 @@ import {
   startPspEndpoint,
   summarize,
 } from '../test/support/layered-fairness.js'
-import { versionsLine as bullmqVersions, connection, fixed } from './bullmq-support.js'
+import { fixed, startRedis } from './bullmq-support.js'
 import { benchBrokers, benchKafka, createTopic, versionsLine as kafkaVersions } from './kafka-support.js'
 import { machineLine, writeSection } from './report.js'
 
@@ -17,19 +19,40 @@ import { machineLine, writeSection } from './report.js'
  * Issue 18's fairness figures on real servers, for both adapters: jobs limited by
  * `['psp:acq', 'psp:acq:<merchant>']`, a loopback HTTP server standing for the PSP, and
  * what it saw (the scenario is test/support/layered-fairness.ts, which the integration
- * tests assert on). Run: `npm run bench -- layered-fairness` (Redis and Kafka as for the
- * bullmq-* and kafka-* scenarios).
+ * tests assert on). Run: `npm run bench -- layered-fairness`; BullMQ runs on a private
+ * redis-server (as bench/bullmq-backlog.ts), Kafka on $KAFKA_BROKERS (as the kafka-* scenarios).
  */
 
 type Adapter = 'BullMQ' | 'Kafka lanes'
 
-async function measure(adapter: Adapter, scenario: Scenario): Promise<Summary> {
+/** Measured is a run's Summary and, on BullMQ, the Redis commands per call over the measured stretch. */
+type Measured = Summary & { commandsPerCall?: number }
+
+/**
+ * measureBullmq runs the scenario against a private redis-server, so that INFO counts its
+ * commands only (BullMQ's own, the throttle's, adding the traffic's jobs), over the measured
+ * stretch: the backlogs are parked by then, and the calls are their promotions and the quiet jobs.
+ */
+async function measureBullmq(scenario: Scenario, endpoint: PspEndpoint, id: string): Promise<Measured> {
+  const server = await startRedis()
+  const redis = new Redis({ host: '127.0.0.1', port: server.port })
+  const commands = async () => Number(/total_commands_processed:(\d+)/.exec(await redis.info('stats'))![1])
+  try {
+    const connection = { host: '127.0.0.1', port: server.port, maxRetriesPerRequest: null }
+    const run = await runBullmq(scenario, connection, `bench-layered-${id}`, endpoint, commands)
+    const calls = run.arrivals.filter((a) => a.atMs >= run.trafficFromMs && a.atMs < run.trafficToMs).length
+    return { ...summarize(scenario, run), commandsPerCall: run.counted! / calls }
+  } finally {
+    redis.disconnect()
+    await server.stop()
+  }
+}
+
+async function measure(adapter: Adapter, scenario: Scenario): Promise<Measured> {
   const endpoint = await startPspEndpoint()
   const id = randomUUID().slice(0, 8)
   try {
-    if (adapter === 'BullMQ') {
-      return summarize(scenario, await runBullmq(scenario, connection(), `bench-layered-${id}`, endpoint))
-    }
+    if (adapter === 'BullMQ') return await measureBullmq(scenario, endpoint, id)
     const kafka = benchKafka(await benchBrokers(), `bench-layered-${id}`)
     const admin = kafka.admin()
     await admin.connect()
@@ -51,8 +74,9 @@ function perSec(summary: Summary, merchants: readonly string[]): string {
 const rows: string[] = []
 for (const [name, scenario, limit] of [
   ['50/s over 5 at 20/s, 2 backlogged', MAIN, 'burst 50'],
+  ['the same, merchant keys only', { ...MAIN, merchantKeyOnly: true }, 'burst 50'],
   ['30/s over 2 at 20/s, backlogs 100:1', BINDING, 'burst 30'],
-  ['30/s over 2 at 20/s, merchant keys only', { ...BINDING, merchantKeyOnly: true }, 'burst 30'],
+  ['the same, merchant keys only', { ...BINDING, merchantKeyOnly: true }, 'burst 30'],
 ] as const) {
   const backlogged = Object.keys(scenario.backlogged)
   for (const adapter of ['BullMQ', 'Kafka lanes'] as const) {
@@ -61,8 +85,9 @@ for (const [name, scenario, limit] of [
     const quiet =
       summary.quietCalls === 0 ? 'none' : `${fixed(summary.quietP50Ms, 0)} / ${fixed(summary.quietP99Ms, 0)}`
     const parent = Number(scenario.parentRate.split('/')[0])
+    const commands = summary.commandsPerCall === undefined ? 'n/a' : fixed(summary.commandsPerCall)
     rows.push(
-      `| ${adapter} | ${name} | ${summary.maxIn1s} (${limit} + ${parent}) | ${summary.maxIn5s} (${limit} + ${5 * parent}) | ${backlogged.join(' / ')}: ${perSec(summary, backlogged)} | ${quiet} |`,
+      `| ${adapter} | ${name} | ${summary.maxIn1s} (${limit} + ${parent}) | ${summary.maxIn5s} (${limit} + ${5 * parent}) | ${backlogged.join(' / ')}: ${perSec(summary, backlogged)} | ${quiet} | ${commands} |`,
     )
   }
 }
@@ -80,18 +105,21 @@ backlogged merchant seen), then ${MAIN.trafficMs / 1_000} s of traffic are measu
   Each backlogged merchant may take min(20, (50 − 3) / 2) = 20/s: its own limit binds before the account's.
 - **30/s over 2 at 20/s, backlogs 100:1**: m-big with 3,000 jobs, m-small with 30 and 20 more a second; the account
   binds: ~15/s each when it is shared fairly.
-- **merchant keys only**: the same without the account's key (each job limited by its merchant's alone, as before
-  issue 18): what the endpoint sees when nothing holds the account's limit.
+- **the same, merchant keys only**: without the account's key (each job limited by its merchant's alone, as before
+  issue 18): what the endpoint sees when nothing holds the account's limit, and what the key list costs.
 
 Endpoint most: the most calls the endpoint received in any window of 1 s / 5 s over the whole run (the bound, burst +
 rate × W, in brackets). Rates: calls a second over the measured stretch. Quiet: from queued to the endpoint, ms.
-BullMQ: one worker, concurrency 50. Kafka: a 3-partition topic, one consumer, default options.
+Redis commands: the commands a private redis-server processed over the measured stretch (BullMQ's own, the
+throttle's, adding the traffic's jobs; the INFO reads too) per call the endpoint received in it. BullMQ: one worker, concurrency 50. Kafka: a 3-partition topic, one
+consumer, default options.
 
-${machineLine()}; ${await bullmqVersions()}; ${await kafkaVersions()}. The machine was shared with other work (2 cores).
-Command: \`KAFKA_BROKERS=… REDIS_URL=redis://127.0.0.1:6379 npm run bench -- layered-fairness\`
+${machineLine()}; BullMQ with a private Redis 7 on loopback per run; ${await kafkaVersions()}. The machine was shared
+with other work (2 cores).
+Command: \`KAFKA_BROKERS=$(cat /tmp/kafka-port) npm run bench -- layered-fairness\`
 
-| adapter | scenario | endpoint most in 1 s | endpoint most in 5 s | backlogged merchants /s | quiet p50 / p99 ms |
-| --- | --- | ---: | ---: | --- | ---: |
+| adapter | scenario | endpoint most in 1 s | endpoint most in 5 s | backlogged merchants /s | quiet p50 / p99 ms | Redis commands / call |
+| --- | --- | ---: | ---: | --- | ---: | ---: |
 ${rows.join('\n')}`,
 )
 console.error('wrote the layered-fairness section of docs/benchmarks.md')

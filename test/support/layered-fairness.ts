@@ -114,6 +114,8 @@ export interface Run {
   arrivals: Arrival[]
   trafficFromMs: number
   trafficToMs: number
+  /** counted: what the `count` given to the run grew by over the measured stretch. */
+  counted?: number
 }
 
 /** Summary is the figures the tests assert on and the benchmark reports. */
@@ -207,12 +209,14 @@ async function until(what: string, condition: () => boolean | Promise<boolean>, 
  * runBullmq runs the scenario through a throttled BullMQ worker (concurrency 50) on a
  * fresh queue: the backlogs are queued first and taken in (every job fetched once,
  * parked or delayed), then the traffic runs; the quiet merchants' calls are waited for.
+ * `count` (a benchmark's Redis command counter) is read as the measured stretch starts and ends.
  */
 export async function runBullmq(
   scenario: Scenario,
   connection: ConnectionOptions,
   queueName: string,
   endpoint: PspEndpoint,
+  count?: () => Promise<number>,
 ): Promise<Run> {
   const queue = new Queue<CallBody>(queueName, { connection })
   const limiter = scenarioLimiter(scenario)
@@ -237,11 +241,14 @@ export async function runBullmq(
       }
     }
     await until('the backlogs taken in', async () => (await queue.getWaitingCount()) === 0, 60_000)
+    const countedFrom = await count?.()
     const trafficFromMs = performance.now()
     await traffic(scenario, async (merchant) => {
       await queue.add('call', body(merchant))
     })
     const trafficToMs = performance.now()
+    const countedTo = await count?.()
+    const counted = countedTo === undefined ? undefined : countedTo - countedFrom!
     const quietSent = Math.floor((scenario.quietPerSec * scenario.trafficMs) / 1000) * scenario.quiet.length
     const quiet = new Set(scenario.quiet)
     await until(
@@ -249,7 +256,7 @@ export async function runBullmq(
       () => endpoint.arrivals.filter((a) => quiet.has(a.merchant)).length >= quietSent,
       10_000,
     )
-    return { arrivals: [...endpoint.arrivals], trafficFromMs, trafficToMs }
+    return { arrivals: [...endpoint.arrivals], trafficFromMs, trafficToMs, counted }
   } finally {
     await worker.close(true)
     await queue.obliterate({ force: true })

@@ -235,12 +235,14 @@ export class Backlog {
     const now = wallClock.now()
     const reservations = []
     let tokensInMs = 0
+    let deferred = false
     for (const entry of entries) {
       // A deferral (beyond the limiter's horizon, the table full, the parent's share taken)
       // ends the batch: the merchant comes back when it says.
       const reservation = limiter.reserve(this.keysOf(merchantKey, entry), entry.cost)
       if (!reservation.ok) {
         tokensInMs = reservation.delayMs
+        deferred = true
         break
       }
       if (reservation.delayMs > horizonMs) {
@@ -274,6 +276,9 @@ export class Backlog {
       return undefined
     }
     if (result.promoted < reservations.length || reservations.length === entries.length) return 0
+    // Deferred (a key list whose merchant's own limit binds is granted only at its time,
+    // never ahead, see decideReservation): back when the limiter says, however soon.
+    if (deferred) return Math.max(tokensInMs, 1)
     // Stopped at the horizon: come back when the next tokens are within it, but no
     // sooner than half a horizon, so that each call moves a batch.
     return Math.max(tokensInMs, horizonMs / 2)

@@ -95,10 +95,13 @@ export type LimiterAnswer =
  *   the job in its merchant's backlog, due for promotion in `dueInMs`.
  * - `defer`: nothing reserved (the table is full); move the job to delayed until
  *   `delayUntilWallMs` and ask again then.
+ * - `ask-again`: nothing reserved, for a key list whose next unit is `waitMs` away, within
+ *   the lead; wait in the process and ask again.
  */
 export type ReservationDecision =
   | { action: 'run' }
   | { action: 'wait'; waitMs: number }
+  | { action: 'ask-again'; waitMs: number }
   | { action: 'delay'; reservedAtWallMs: number; delayUntilWallMs: number }
   | { action: 'park'; dueInMs: number }
   | { action: 'defer'; delayUntilWallMs: number }
@@ -109,13 +112,25 @@ export type ReservationDecision =
  */
 export const MIN_DEFER_MS = 50
 
-/** decideReservation turns the limiter's answer at `nowWallMs` (wall clock, ms) into an action. */
+/**
+ * decideReservation turns the limiter's answer at `nowWallMs` (wall clock, ms) into an
+ * action. For a key list (`keyList`), the limiter defers rather than reserve ahead whenever
+ * an inner key (the merchant's own limit) would place the unit after an outer key's own
+ * time, so that no other child loses the outer key's time before it: such a deferral is
+ * short (the inner key's next unit, 50 ms at 20/s): one within the lead is waited in the
+ * process (the processor lets one job per merchant do so, and parks the others behind it);
+ * a longer one parks the job, as beyond the horizon.
+ */
 export function decideReservation(
   answer: LimiterAnswer,
   nowWallMs: number,
   timing: Timing,
+  keyList = false,
 ): ReservationDecision {
   if (!answer.ok) {
+    if (keyList && answer.reason !== 'table-full' && answer.delayMs <= timing.leadMs) {
+      return { action: 'ask-again', waitMs: Math.max(answer.delayMs, 1) }
+    }
     if (answer.reason !== 'table-full') return { action: 'park', dueInMs: answer.delayMs }
     return { action: 'defer', delayUntilWallMs: nowWallMs + Math.max(answer.delayMs, MIN_DEFER_MS) }
   }

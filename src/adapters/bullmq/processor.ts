@@ -10,6 +10,7 @@ import {
   InFlightTable,
   type KeyedLimiter,
   type LimitKeys,
+  type Reservation,
   wallClock,
 } from '../../limiter/index.js'
 import { innermostKey, keyList, limitKeysOf } from '../limit-keys.js'
@@ -67,6 +68,13 @@ export const DEFAULT_LATE_TOLERANCE_MS = 250
 
 /** DEFAULT_SAFETY_NET_MS is how long a parked job stays delayed if no worker promotes it. */
 export const DEFAULT_SAFETY_NET_MS = 15 * 60_000
+
+/**
+ * MAX_ASKS_IN_PROCESS bounds how many times in a row a job whose key list is deferred
+ * within the lead waits in the process and asks again (other merchants under the same
+ * parent may take each next unit); after that it is parked in its merchant's backlog.
+ */
+const MAX_ASKS_IN_PROCESS = 8
 
 /** DEFAULT_PROMOTE_BATCH bounds the jobs one promotion call moves. */
 export const DEFAULT_PROMOTE_BATCH = 100
@@ -271,6 +279,11 @@ class Throttle<D, R, N extends string> {
   private readonly isEndpointFailure: (error: unknown) => boolean
   private readonly parked = new ParkedJobs()
   private readonly delayed: DelayedJobs
+  /**
+   * askingAgain holds the merchants with a job waiting in the process to ask again (a key
+   * list's short deferral): their later jobs park behind it, so that none runs before it.
+   */
+  private readonly askingAgain = new Set<string>()
   private closed = false
 
   constructor(
@@ -605,21 +618,24 @@ class Throttle<D, R, N extends string> {
     keys: JobKeys,
     back: CarriedDecision,
     attempt: Attempt,
+    asks = 0,
   ): Promise<R> {
     const { merchantKey } = keys
     const nowWallMs = this.clock.now()
     const cost = this.costOf(job, merchantKey)
     const reservation = this.reserve(job, keys, cost)
-    const decision = decideReservation(reservation, nowWallMs, this.timing)
+    const decision = this.decide(reservation, nowWallMs, keys, asks)
     const backlog = this.backlog ?? this.backlogOf(queueOf(job as Job))
     // A job back late from its reservation, or from its safety-net delay, is older than the
     // jobs parked now: it is reserved for at once, or parked in its place among them.
     const fromSafetyNet = readParked(job.data) !== undefined
     const late = back.action === 'none' && back.reason === 'late'
-    if (late) this.record('late', job, merchantKey)
+    if (late && asks === 0) this.record('late', job, merchantKey)
     const ahead = fromSafetyNet || late
-    if (fromSafetyNet) backlog.wake(merchantKey)
-    if (decision.action !== 'defer' && !ahead && backlog.holds(merchantKey)) {
+    if (fromSafetyNet && asks === 0) backlog.wake(merchantKey)
+    const tableFull = !reservation.ok && reservation.reason === 'table-full'
+    const behind = backlog.holds(merchantKey) || (asks === 0 && this.askingAgain.has(merchantKey))
+    if (!tableFull && !ahead && behind) {
       // Behind the merchant's parked jobs, whatever its tokens say: order within a merchant.
       if (reservation.ok) reservation.cancel()
       return this.park(job, token, keys, cost, 0)
@@ -642,6 +658,15 @@ class Throttle<D, R, N extends string> {
           throw error
         }
         return this.run(job, token, signal, keys, attempt)
+      case 'ask-again':
+        this.record('asked-again', job, merchantKey, decision.waitMs)
+        this.askingAgain.add(merchantKey)
+        try {
+          await sleep(decision.waitMs, undefined, { signal })
+        } finally {
+          this.askingAgain.delete(merchantKey)
+        }
+        return this.charge(job, token, signal, keys, back, attempt, asks + 1)
       case 'delay':
         // decideReservation answers 'delay' only for a granted reservation.
         return this.carryAndDelay(job, token, keys, reservation as Granted, decision)
@@ -652,6 +677,18 @@ class Throttle<D, R, N extends string> {
         this.record('deferred', job, merchantKey, reservation.delayMs)
         return this.delayJob(job, token, decision.delayUntilWallMs)
     }
+  }
+
+  /**
+   * decide is decideReservation for `keys`. One job per merchant waits in the process to ask
+   * again, at most MAX_ASKS_IN_PROCESS times; past that, or beside another, it is parked.
+   */
+  private decide(reservation: Reservation, nowWallMs: number, keys: JobKeys, asks: number) {
+    const keyList = typeof keys.limitKeys !== 'string'
+    const decision = decideReservation(reservation, nowWallMs, this.timing, keyList)
+    if (decision.action !== 'ask-again') return decision
+    if (asks < MAX_ASKS_IN_PROCESS && !this.askingAgain.has(keys.merchantKey)) return decision
+    return { action: 'park', dueInMs: decision.waitMs } as const
   }
 
   private async carryAndDelay(

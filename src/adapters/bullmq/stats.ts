@@ -9,8 +9,10 @@
  *   wait list, or after a pause of the workers); its slot has passed, so it is charged
  *   again and reported a second time with the outcome of that charge. It may start after
  *   jobs of its merchant added after it.
- * - `deferred`: nothing reserved (table full, or the job's data cannot carry a
- *   reservation); moved to delayed to ask again later.
+ * - `deferred`: nothing reserved (table full, the job's data cannot carry a reservation,
+ *   or its key list's next unit is further than the lead); moved to delayed to ask again later.
+ * - `asked-again`: nothing reserved, its key list's next unit within the lead: waited in the
+ *   process and asked again (reported once per wait).
  * - `backlogged`: its tokens are further than the horizon, or its merchant has parked jobs
  *   before it; parked in the merchant's backlog, not charged.
  * - `promoted`: a parked job was promoted from its merchant's backlog by this process,
@@ -35,6 +37,7 @@ export type ThrottleOutcome =
   | 'redelayed'
   | 'late'
   | 'deferred'
+  | 'asked-again'
   | 'backlogged'
   | 'promoted'
   | 'retry-later'
@@ -67,6 +70,7 @@ export class ThrottleCounters {
     redelayed: 0,
     late: 0,
     deferred: 0,
+    'asked-again': 0,
     backlogged: 0,
     promoted: 0,
     'retry-later': 0,

@@ -173,6 +173,25 @@ describe('Backlog and limit keys (issue 18)', () => {
     }
   })
 
+  it("two merchants' backlogs under a parent that does not bind each run at their own rate (the lost-gap probe)", async () => {
+    // 20/s each under 50/s: each promotion reserves only at the merchant's own time, never
+    // ahead (the limiter defers instead), so neither holds the parent's time before it.
+    const { store, timers, backlog, limiter } = setup('20/s')
+    limiter.setRate('psp', '50/s')
+    for (let i = 0; i < 300; i++) {
+      await backlog.add('a', parked('a', i, ['psp', 'psp:a']), 0)
+      await backlog.add('b', parked('b', i, ['psp', 'psp:b']), 0)
+    }
+    await timers.runFor(10_000, 10)
+    const reservedIn = (m: string, fromMs: number, toMs: number) =>
+      store.promoted.filter(
+        (p) =>
+          p.merchantKey === m && p.carried.reservedAtWallMs >= fromMs && p.carried.reservedAtWallMs < toMs,
+      ).length
+    for (const m of ['a', 'b'])
+      expect(reservedIn(m, t0 + 2_000, t0 + 10_000) / 8).toBeGreaterThanOrEqual(19.5)
+  })
+
   it('tells the limit keys of the job at the front of each backlog, for explain', async () => {
     const { backlog } = setup('1/min burst 1')
     await backlog.add('a', parked('a', 0, ['psp', 'psp:a']), 60_000)

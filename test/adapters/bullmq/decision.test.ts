@@ -164,4 +164,43 @@ describe('decideReservation', () => {
   it.each(rows)('%s', (_name, answer, expected) => {
     expect(decideReservation(answer, t0, timing)).toEqual(expected)
   })
+
+  // A key list (issue 18): the limiter defers rather than reserve ahead when the merchant's own
+  // limit would place the unit after the parent's own time. Such a deferral is short.
+  const keyListRows: Array<[string, LimiterAnswer, ReservationDecision]> = [
+    [
+      "the merchant's next unit 50 ms away: wait in the process and ask again",
+      { ok: false, delayMs: 50, reason: 'beyond-horizon' },
+      { action: 'ask-again', waitMs: 50 },
+    ],
+    [
+      'a deferral of 0 ms still waits 1 ms, so that asking again cannot spin',
+      { ok: false, delayMs: 0, reason: 'parent-share' },
+      { action: 'ask-again', waitMs: 1 },
+    ],
+    [
+      'past the lead: parked, due after delayMs, as beyond the horizon',
+      { ok: false, delayMs: 900, reason: 'parent-share' },
+      { action: 'park', dueInMs: 900 },
+    ],
+    [
+      'past the adapter horizon: parked as for a single key',
+      { ok: false, delayMs: 12_000, reason: 'beyond-horizon' },
+      { action: 'park', dueInMs: 12_000 },
+    ],
+    [
+      'table full: as for a single key',
+      { ok: false, delayMs: 1, reason: 'table-full' },
+      { action: 'defer', delayUntilWallMs: t0 + MIN_DEFER_MS },
+    ],
+    [
+      'granted: as for a single key',
+      { ok: true, delayMs: 500 },
+      { action: 'delay', reservedAtWallMs: t0 + 500, delayUntilWallMs: t0 + 300 },
+    ],
+  ]
+
+  it.each(keyListRows)('key list: %s', (_name, answer, expected) => {
+    expect(decideReservation(answer, t0, timing, true)).toEqual(expected)
+  })
 })
