@@ -38,6 +38,10 @@ export const COMMANDS: Readonly<Record<CommandName, CommandSpec>> = {
         '--max-in-flight N',
         "at most N of the merchant's jobs in flight per worker (without it: no cap of its own)",
       ],
+      [
+        '--weight W',
+        "the key's share of its parent beside its backlogged siblings, 0.001 to 1000 (without it: 1); not for '*'",
+      ],
       INHERITANCE,
       RATE_VERSION,
     ],
@@ -178,6 +182,7 @@ export type CliCommand =
       merchant: string
       rate: string
       maxInFlight?: number
+      weight?: number
       inheritance?: string
       version?: number
     }
@@ -211,6 +216,7 @@ const VALUE_OPTIONS = new Set([
   'inheritance',
   'rate-version',
   'max-in-flight',
+  'weight',
   'timeout',
   'partitions',
 ])
@@ -391,12 +397,15 @@ function commandOf(
           ? undefined
           : wholeNumber(values['max-in-flight'], '--max-in-flight', 1, 1)
       if (typeof maxInFlight === 'string') return maxInFlight
+      const weight = values.weight === undefined ? undefined : positiveNumber(values.weight, '--weight')
+      if (typeof weight === 'string') return weight
       return (
         arity(2, '<merchant|*> <rate>') ?? {
           name,
           merchant: args[0] ?? '',
           rate: args[1] ?? '',
           ...(maxInFlight === undefined ? {} : { maxInFlight }),
+          ...(weight === undefined ? {} : { weight }),
           ...change,
         }
       )
@@ -432,6 +441,7 @@ function parseOptions(argv: readonly string[]) {
       inheritance: { type: 'string' },
       'rate-version': { type: 'string' },
       'max-in-flight': { type: 'string' },
+      weight: { type: 'string' },
       timeout: { type: 'string' },
       partitions: { type: 'string' },
       json: { type: 'boolean' },
@@ -448,6 +458,18 @@ function wholeNumber(text: string | undefined, name: string, fallback: number, m
   const value = Number(text)
   if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min) {
     return `${name}: expected a whole number >= ${min}, got ${JSON.stringify(text)}`
+  }
+  return value
+}
+
+/**
+ * positiveNumber reads an option as a finite number > 0, or returns the error text; its
+ * bounds are the control schema's, checked with the rest of the change.
+ */
+function positiveNumber(text: string, name: string): number | string {
+  const value = Number(text)
+  if (!/^\d+(\.\d+)?$/.test(text) || !Number.isFinite(value) || value <= 0) {
+    return `${name}: expected a number > 0, got ${JSON.stringify(text)}`
   }
   return value
 }

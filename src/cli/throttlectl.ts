@@ -131,6 +131,7 @@ async function changeOf(command: Publish, version: number): Promise<ControlChang
         merchant: command.merchant,
         rate: command.rate,
         ...(command.maxInFlight === undefined ? {} : { maxInFlight: command.maxInFlight }),
+        ...(command.weight === undefined ? {} : { weight: command.weight }),
         version,
         ...inheritance,
       }
@@ -226,6 +227,7 @@ async function get(
         : {
             merchant: command.merchant,
             override: entry ?? null,
+            weight: table.weights.find((w) => w.merchant === command.merchant)?.weight ?? null,
             default: table.default ?? null,
             version: merchantVersion ?? null,
           }
@@ -242,6 +244,7 @@ async function get(
       `${options.topic}: ${stats.applied} applied, ${stats.stale} stale, ${stats.rejected} rejected records (${signatures})`,
       `default  ${defaultText}`,
       ...table.overrides.map((o) => `${o.merchant}  ${formatRate(o.rate)} ${entryText(o)}`),
+      ...table.weights.map((w) => `${w.merchant}  weight ${w.weight} ${entryText(w)}`),
     ]
     if (table.snapshotVersion !== undefined) lines.push(`snapshot version ${table.snapshotVersion}`)
     if (table.overrides.length === 0) lines.push('no overrides')
@@ -253,7 +256,9 @@ async function get(
     entry !== undefined
       ? `${formatRate(entry.rate)} ${entryText(entry)}`
       : `no override: the default applies, ${defaultText}${merchantVersion === undefined ? '' : ` (last change version ${merchantVersion})`}`
-  process.stdout.write(`${command.merchant}  ${text}\n`)
+  const weight = table.weights.find((w) => w.merchant === command.merchant)
+  const weightText = weight === undefined ? '' : `, weight ${weight.weight}`
+  process.stdout.write(`${command.merchant}  ${text}${weightText}\n`)
   return 0
 }
 
@@ -262,7 +267,7 @@ function lookup(table: ControlTable, merchant: string): RateEntry | undefined {
   return table.overrides.find((o) => o.merchant === merchant)
 }
 
-function entryText(entry: RateEntry): string {
+function entryText(entry: Pick<RateEntry, 'version' | 'changedAtMs'>): string {
   return `(version ${entry.version}, applied ${new Date(entry.changedAtMs).toISOString()})`
 }
 

@@ -11,11 +11,11 @@ export function describeChange(change: ControlChange): string {
   const inheritance = change.inheritance === undefined ? '' : `, inheritance ${change.inheritance}`
   switch (change.type) {
     case 'set':
-      return `set ${change.merchant} ${formatRate(change.rate)}${change.maxInFlight === undefined ? '' : `, max ${change.maxInFlight} in flight`} (version ${change.version}${inheritance})`
+      return `set ${change.merchant} ${formatRate(change.rate)}${change.maxInFlight === undefined ? '' : `, max ${change.maxInFlight} in flight`}${change.weight === undefined ? '' : `, weight ${change.weight}`} (version ${change.version}${inheritance})`
     case 'clear':
       return `clear ${change.merchant} (version ${change.version}${inheritance})`
     case 'snapshot':
-      return `snapshot default ${formatRate(change.default)}, ${change.overrides.size} overrides (version ${change.version}${inheritance})`
+      return `snapshot default ${formatRate(change.default)}, ${change.overrides.size} overrides${change.weights === undefined ? '' : `, ${change.weights.size} weights`} (version ${change.version}${inheritance})`
   }
 }
 

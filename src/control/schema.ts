@@ -30,12 +30,16 @@ export interface ControlLimits {
   readonly maxMerchantKeyLength: number
   /** maxInFlight is the largest in-flight cap a message may set, in jobs. */
   readonly maxInFlight: number
+  /** minWeight and maxWeight bound a child key's weight, its share of a parent beside its backlogged siblings. */
+  readonly minWeight: number
+  readonly maxWeight: number
 }
 
 /**
  * DEFAULT_CONTROL_LIMITS: up to a million units per interval, intervals from 1 ms to one
  * day, bursts up to a million, 1 MiB messages (Kafka's default `max.message.bytes` is
- * about the same), 100,000 overrides per snapshot.
+ * about the same), 100,000 overrides per snapshot (and as many weights), weights from
+ * 0.001 to 1000.
  */
 export const DEFAULT_CONTROL_LIMITS: ControlLimits = Object.freeze({
   maxLimit: 1_000_000,
@@ -46,6 +50,8 @@ export const DEFAULT_CONTROL_LIMITS: ControlLimits = Object.freeze({
   maxOverrides: 100_000,
   maxMerchantKeyLength: MAX_MERCHANT_KEY_LENGTH,
   maxInFlight: 1_000_000,
+  minWeight: 0.001,
+  maxWeight: 1_000,
 })
 
 /** DEFAULT_RATE_KEY is the `merchant` (and Kafka message key) that names the default rate. */
@@ -66,13 +72,16 @@ export function messageKeyOf(change: ControlChange): string {
 /**
  * SetChange sets one merchant's override, or the default rate when `merchant` is `*`,
  * with its in-flight cap: `maxInFlight` absent means no cap of its own (the merchant
- * falls back to the default cap; the default to the configured one).
+ * falls back to the default cap; the default to the configured one). `weight` is the
+ * key's share of its parent beside its backlogged siblings (layered keys); absent: 1.
+ * The default (`*`) takes no weight.
  */
 export interface SetChange {
   readonly type: 'set'
   readonly merchant: string
   readonly rate: Rate
   readonly maxInFlight?: number
+  readonly weight?: number
   readonly version: number
   readonly inheritance?: Inheritance
 }
@@ -89,7 +98,8 @@ export interface ClearChange {
  * SnapshotChange replaces every rate at once: the default, and the overrides listed;
  * a merchant not listed has no override. Its version is every merchant's floor.
  * `maxInFlight` is the default in-flight cap (absent: the configured one); `caps` holds
- * the overrides written `{ "rate": ..., "maxInFlight": n }`.
+ * the overrides written `{ "rate": ..., "maxInFlight": n }`. `weights` are the keys'
+ * weights (a key may have one without a rate of its own); a key not listed has weight 1.
  */
 export interface SnapshotChange {
   readonly type: 'snapshot'
@@ -98,6 +108,7 @@ export interface SnapshotChange {
   readonly overrides: ReadonlyMap<string, Rate>
   readonly maxInFlight?: number
   readonly caps?: ReadonlyMap<string, number>
+  readonly weights?: ReadonlyMap<string, number>
   readonly inheritance?: Inheritance
 }
 
@@ -303,6 +314,7 @@ function buildSchema(limits: ControlLimits) {
   const inheritance = z.enum(INHERITANCE).optional()
   const rate = rateSchema(limits)
   const maxInFlight = maxInFlightSchema(limits)
+  const weight = weightSchema(limits)
   return z.discriminatedUnion('type', [
     z
       .strictObject({
@@ -310,12 +322,25 @@ function buildSchema(limits: ControlLimits) {
         merchant: merchantSchema(limits, true),
         rate,
         maxInFlight,
+        weight,
         version,
         inheritance,
       })
+      .superRefine((change, ctx) => {
+        if (change.merchant === DEFAULT_RATE_KEY && change.weight !== undefined) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['weight'],
+            message: "a weight is a child key's share of its parent; the default rate ('*') takes none",
+          })
+        }
+      })
       .transform(
-        ({ maxInFlight: cap, ...rest }): SetChange =>
-          cap === undefined ? rest : { ...rest, maxInFlight: cap },
+        ({ maxInFlight: cap, weight: share, ...rest }): SetChange => ({
+          ...rest,
+          ...(cap === undefined ? {} : { maxInFlight: cap }),
+          ...(share === undefined ? {} : { weight: share }),
+        }),
       ),
     z.strictObject({
       type: z.literal('clear'),
@@ -330,14 +355,16 @@ function buildSchema(limits: ControlLimits) {
         default: rate,
         maxInFlight,
         overrides: overridesSchema(limits).optional(),
+        weights: weightsSchema(limits).optional(),
         inheritance,
       })
-      .transform(({ overrides: entries, maxInFlight: cap, ...rest }): SnapshotChange => {
+      .transform(({ overrides: entries, maxInFlight: cap, weights: shares, ...rest }): SnapshotChange => {
         const change: SnapshotChange = { ...rest, overrides: entries?.rates ?? new Map<string, Rate>() }
         return {
           ...change,
           ...(cap === undefined ? {} : { maxInFlight: cap }),
           ...(entries === undefined || entries.caps.size === 0 ? {} : { caps: entries.caps }),
+          ...(shares === undefined || shares.size === 0 ? {} : { weights: shares }),
         }
       }),
   ])
@@ -384,6 +411,79 @@ function maxInFlightSchema(limits: ControlLimits) {
         `expected a whole number in [1, ${limits.maxInFlight}], got ${describeValue(issue.input)}`,
     })
     .optional()
+}
+
+/** weightText is what a weight must be, for every rejection of one. */
+function weightText(limits: ControlLimits, input: unknown): string {
+  return `expected a weight, a number in [${limits.minWeight}, ${limits.maxWeight}], got ${describeValue(input)}`
+}
+
+/** checkWeight reads one weight: a finite number in [limits.minWeight, limits.maxWeight]. */
+function checkWeight(value: unknown, limits: ControlLimits): number | undefined {
+  return typeof value === 'number' &&
+    Number.isFinite(value) &&
+    value >= limits.minWeight &&
+    value <= limits.maxWeight
+    ? value
+    : undefined
+}
+
+/** weightSchema reads a set's optional weight. */
+function weightSchema(limits: ControlLimits) {
+  return z
+    .unknown()
+    .transform((value, ctx): number | undefined => {
+      if (value === undefined) return undefined
+      const weight = checkWeight(value, limits)
+      if (weight !== undefined) return weight
+      ctx.addIssue({ code: 'custom', message: weightText(limits, value) })
+      return z.NEVER
+    })
+    .optional()
+}
+
+/**
+ * weightsSchema reads a snapshot's `weights`, an object of key: weight (at most
+ * limits.maxOverrides of them), and stops at the first entry it refuses.
+ */
+function weightsSchema(limits: ControlLimits) {
+  return z.unknown().transform((value, ctx): Map<string, number> => {
+    if (!isPlainObject(value)) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `expected an object of key: weight, got ${describeValue(value)}`,
+      })
+      return z.NEVER
+    }
+    // Object.keys, as for overrides: a key named `__proto__` must not vanish.
+    const keys = Object.keys(value)
+    if (keys.length > limits.maxOverrides) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `${keys.length} weights, above the ${limits.maxOverrides} allowed`,
+      })
+      return z.NEVER
+    }
+    const weights = new Map<string, number>()
+    for (const key of keys) {
+      const checkedKey = checkMerchantKey(key, limits.maxMerchantKeyLength)
+      if (!checkedKey.ok) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `key ${describeValue(key)}: ${checkedKey.reason}`,
+          path: [key],
+        })
+        return z.NEVER
+      }
+      const weight = checkWeight(value[key], limits)
+      if (weight === undefined) {
+        ctx.addIssue({ code: 'custom', message: weightText(limits, value[key]), path: [key] })
+        return z.NEVER
+      }
+      weights.set(key, weight)
+    }
+    return weights
+  })
 }
 
 /**

@@ -2,8 +2,15 @@ import { type Logger, pino } from 'pino'
 import type { ApplyResult, CapChange, Rate, RateChange } from '../limiter/index.js'
 import { type ControlChange, DEFAULT_RATE_KEY, SNAPSHOT_KEY, type SnapshotChange } from './schema.js'
 
-/** ControlApply is one accepted change: the limiter's RateChange and, with it, the in-flight caps it sets. */
-export type ControlApply = RateChange & { maxInFlight?: CapChange }
+/**
+ * ControlApply is one accepted change: the limiter's RateChange (rates and weights) and,
+ * with it, the in-flight caps it sets. `weights` maps a key to its weight, or to null for
+ * the default weight (1).
+ */
+export type ControlApply = RateChange & {
+  maxInFlight?: CapChange
+  weights?: Readonly<Record<string, number | null>>
+}
 
 /**
  * RateTarget receives each accepted change as one synchronous `apply`. A KeyedLimiter is
@@ -58,12 +65,22 @@ export interface RateEntry {
   readonly changedAtMs: number
 }
 
+/** WeightEntry is one key's weight in force, the version that set it and when (wall ms). */
+export interface WeightEntry {
+  readonly merchant: string
+  readonly weight: number
+  readonly version: number
+  readonly changedAtMs: number
+}
+
 /** ControlTable is the applied table, for the status page and `throttlectl get`. */
 export interface ControlTable {
   /** default is the default rate set by control, or undefined while the limiter's configured one holds. */
   readonly default: RateEntry | undefined
   /** overrides lists the merchants with a rate of their own, sorted by merchant key. */
   readonly overrides: ReadonlyArray<RateEntry & { readonly merchant: string }>
+  /** weights lists the keys with a weight of their own (layered keys), sorted by key. */
+  readonly weights: ReadonlyArray<WeightEntry>
   /** snapshotVersion is the version of the latest snapshot applied: every merchant's floor. */
   readonly snapshotVersion: number | undefined
   /** lastChangeAtMs is when the last change was applied (wall ms), or undefined before the first. */
@@ -88,10 +105,14 @@ export interface ControlStateOptions {
   logger?: Logger
 }
 
-/** A merchant's latest change: its rate, or null after a clear (kept to order later changes). */
+/**
+ * A merchant's latest change: its rate, or null after a clear or when only a weight is set
+ * (kept to order later changes), its cap and its weight when it has them.
+ */
 interface MerchantEntry {
   readonly rate: Rate | null
   readonly maxInFlight?: number
+  readonly weight?: number
   readonly version: number
   readonly changedAtMs: number
 }
@@ -172,16 +193,22 @@ export class ControlState {
     }
     const rate = change.type === 'set' ? change.rate : null
     const cap = change.type === 'set' ? change.maxInFlight : undefined
+    const weight = change.type === 'set' ? change.weight : undefined
     const overrides = Object.fromEntries([[change.merchant, rate]])
     const caps = Object.fromEntries([[change.merchant, cap ?? null]])
+    // A set or clear is the merchant's whole entry: a weight it does not give goes back to 1.
+    const weights = Object.fromEntries([[change.merchant, weight ?? null]])
     if (
       !this.applyToTarget(
-        { overrides, inheritance: change.inheritance, maxInFlight: { overrides: caps } },
+        { overrides, weights, inheritance: change.inheritance, maxInFlight: { overrides: caps } },
         origin,
       )
     )
       return 'rejected'
-    this.merchants.set(change.merchant, withCap({ rate, version: change.version, changedAtMs: atMs }, cap))
+    this.merchants.set(
+      change.merchant,
+      withWeight(withCap({ rate, version: change.version, changedAtMs: atMs }, cap), weight),
+    )
     return this.applied(change, atMs, origin)
   }
 
@@ -218,19 +245,27 @@ export class ControlState {
       if (entry !== undefined && entry.version > floor) {
         const fallback = this.snapshot?.overrides.get(key) ?? null
         const fallbackCap = this.snapshot?.caps?.get(key)
-        if (fallback !== null || entry.rate !== null) {
+        const fallbackWeight = this.snapshot?.weights?.get(key)
+        if (fallback !== null || entry.rate !== null || fallbackWeight !== entry.weight) {
           const applied = this.applyToTarget(
             {
               overrides: Object.fromEntries([[key, fallback]]),
+              weights: Object.fromEntries([[key, fallbackWeight ?? null]]),
               maxInFlight: { overrides: Object.fromEntries([[key, fallbackCap ?? null]]) },
             },
             origin,
           )
           if (!applied) return 'rejected'
         }
-        if (fallback === null) this.merchants.delete(key)
+        if (fallback === null && fallbackWeight === undefined) this.merchants.delete(key)
         else
-          this.merchants.set(key, withCap({ rate: fallback, version: floor, changedAtMs: atMs }, fallbackCap))
+          this.merchants.set(
+            key,
+            withWeight(
+              withCap({ rate: fallback, version: floor, changedAtMs: atMs }, fallbackCap),
+              fallbackWeight,
+            ),
+          )
         changed = true
       }
     }
@@ -276,10 +311,22 @@ export class ControlState {
           ),
         )
     }
-    overrides.sort((a, b) => (a.merchant < b.merchant ? -1 : a.merchant > b.merchant ? 1 : 0))
+    const weights: WeightEntry[] = []
+    for (const [merchant, entry] of this.merchants) {
+      if (entry.weight !== undefined)
+        weights.push({
+          merchant,
+          weight: entry.weight,
+          version: entry.version,
+          changedAtMs: entry.changedAtMs,
+        })
+    }
+    overrides.sort(byMerchant)
+    weights.sort(byMerchant)
     return {
       default: this.defaultEntry,
       overrides,
+      weights,
       snapshotVersion: this.snapshot?.version,
       lastChangeAtMs: this.lastChangeAtMs,
     }
@@ -311,20 +358,33 @@ export class ControlState {
       if (!next.has(merchant))
         next.set(
           merchant,
-          withCap({ rate, version: change.version, changedAtMs: atMs }, change.caps?.get(merchant)),
+          withWeight(
+            withCap({ rate, version: change.version, changedAtMs: atMs }, change.caps?.get(merchant)),
+            change.weights?.get(merchant),
+          ),
         )
+    }
+    // a key may have a weight and no rate of its own (it follows the default)
+    for (const [merchant, weight] of change.weights ?? []) {
+      if (!next.has(merchant))
+        next.set(merchant, { rate: null, weight, version: change.version, changedAtMs: atMs })
     }
     const takesDefault = (this.defaultEntry?.version ?? Number.NEGATIVE_INFINITY) <= change.version
     const overrides: Array<[string, Rate]> = []
     const caps: Array<[string, number]> = []
+    // Weights are sent whole: each kept or new one, and null for each one the snapshot drops.
+    const weights: Record<string, number | null> = {}
+    for (const [merchant, entry] of this.merchants) if (entry.weight !== undefined) weights[merchant] = null
     for (const [merchant, entry] of next) {
       if (entry.rate !== null) overrides.push([merchant, entry.rate])
       if (entry.maxInFlight !== undefined) caps.push([merchant, entry.maxInFlight])
+      if (entry.weight !== undefined) weights[merchant] = entry.weight
     }
     const applied = this.applyToTarget(
       {
         default: takesDefault ? change.default : undefined,
         overrides: Object.fromEntries(overrides),
+        weights,
         replace: true,
         inheritance: change.inheritance,
         maxInFlight: {
@@ -382,6 +442,15 @@ export class ControlState {
 }
 
 const DIRECT: ControlOrigin = { source: 'direct' }
+
+/** withWeight adds `weight` to an entry when there is one, and leaves the field out otherwise. */
+function withWeight<T extends object>(entry: T, weight: number | undefined): T & { weight?: number } {
+  return weight === undefined ? entry : { ...entry, weight }
+}
+
+function byMerchant(a: { merchant: string }, b: { merchant: string }): number {
+  return a.merchant < b.merchant ? -1 : a.merchant > b.merchant ? 1 : 0
+}
 
 /** withCap adds `maxInFlight` to an entry when there is one, and leaves the field out otherwise. */
 function withCap<T extends object>(entry: T, maxInFlight: number | undefined): T & { maxInFlight?: number } {

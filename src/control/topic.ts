@@ -63,7 +63,7 @@ export async function ensureControlTopic(
 /**
  * encodeControlMessage writes a change as the JSON that parseControlMessage reads back to
  * the same change: rates as `{ limit, intervalMs, burst }`, overrides as an object (an
- * override with an in-flight cap as `{ rate, maxInFlight }`).
+ * override with an in-flight cap as `{ rate, maxInFlight }`), weights as an object.
  */
 export function encodeControlMessage(change: ControlChange): string {
   const inheritance = change.inheritance === undefined ? {} : { inheritance: change.inheritance }
@@ -74,6 +74,7 @@ export function encodeControlMessage(change: ControlChange): string {
         merchant: change.merchant,
         rate: rateJson(change.rate),
         ...(change.maxInFlight === undefined ? {} : { maxInFlight: change.maxInFlight }),
+        ...(change.weight === undefined ? {} : { weight: change.weight }),
         version: change.version,
         ...inheritance,
       })
@@ -97,6 +98,7 @@ export function encodeControlMessage(change: ControlChange): string {
         default: rateJson(change.default),
         ...(change.maxInFlight === undefined ? {} : { maxInFlight: change.maxInFlight }),
         overrides,
+        ...(change.weights === undefined ? {} : { weights: Object.fromEntries(change.weights) }),
         ...inheritance,
       })
     }

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { z } from 'zod'
 import { ConfigError } from '../errors.js'
 import { parseRate } from '../limiter/index.js'
+import { checkKeyTemplates, MAX_KEY_TEMPLATES } from './limit-keys.js'
 
 // Re-exported for the worker's entry point and throttlectl, which read the config through this module.
 export { ConfigError }
@@ -153,6 +154,40 @@ export function resolveModulePath(path: string): string {
   return isAbsolute(path) ? path : resolve(path)
 }
 
+/**
+ * keyTemplates is a source's `keys`: the job's limit keys, outermost first, as templates
+ * checked here (checkKeyTemplates) and compiled once at start-up (compileKeyTemplates).
+ */
+const keyTemplates = z
+  .array(z.string())
+  // for editors; the checks themselves, with their own words, are checkSourceKeys's
+  .meta({ minItems: 1, maxItems: MAX_KEY_TEMPLATES })
+  .optional()
+  .describe(
+    "Limit keys of a job, outermost first, as templates: {merchant} is the merchant key, {field} or {a.b} a field of the job data (a string or number), e.g. ['psp:{psp}', 'psp:{psp}:{merchant}']. 1 to 4. Unset: the merchant key alone.",
+  )
+
+/** checkSourceKeys refuses bad `keys` templates, naming the source and the template. */
+function checkSourceKeys(
+  source: { kind: string; queue?: string; topic?: string; keys?: string[] | undefined },
+  context: z.RefinementCtx,
+) {
+  if (source.keys === undefined) return
+  const name = `${source.kind}:${source.queue ?? source.topic}`
+  for (const problem of checkKeyTemplates(source.keys)) {
+    context.addIssue({ code: 'custom', path: ['keys'], message: `source '${name}': ${problem}` })
+  }
+}
+
+/** checkSource runs the checks a source's fields need together. */
+function checkSource(
+  source: { kind: string; handler: string; module?: string | undefined; keys?: string[] | undefined },
+  context: z.RefinementCtx,
+) {
+  checkModuleHandler(source, context)
+  checkSourceKeys(source, context)
+}
+
 const source = z.discriminatedUnion('kind', [
   z
     .object({
@@ -170,6 +205,7 @@ const source = z.discriminatedUnion('kind', [
         .min(1)
         .default('merchantId')
         .describe('Field of job.data holding the merchant key.'),
+      keys: keyTemplates,
       instances: z
         .union([z.number().int().positive(), z.literal('auto')])
         .default(1)
@@ -205,7 +241,7 @@ const source = z.discriminatedUnion('kind', [
         ),
     })
     .strict()
-    .superRefine(checkModuleHandler),
+    .superRefine(checkSource),
   z
     .object({
       kind: z.literal('kafka'),
@@ -218,6 +254,7 @@ const source = z.discriminatedUnion('kind', [
         .union([z.literal('key'), z.string().regex(/^(header|field):.+$/)])
         .default('key')
         .describe("Where the merchant key is: 'key', 'header:<name>' or 'field:<json field>'."),
+      keys: keyTemplates,
       deadLetterTopic: z
         .string()
         .min(1)
@@ -273,7 +310,7 @@ const source = z.discriminatedUnion('kind', [
         ),
     })
     .strict()
-    .superRefine(checkModuleHandler),
+    .superRefine(checkSource),
 ])
 
 /** configSchema is the worker's configuration; config/schema.json is generated from it. */

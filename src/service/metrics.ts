@@ -6,7 +6,7 @@ import {
   type KeyedLimiter,
   ratePerSec,
 } from '../limiter/index.js'
-import type { BacklogTotals } from './status.js'
+import type { BacklogTotals, BindingReason } from './status.js'
 
 /** SlowMerchantGuards are the in-flight table and breakers whose state the metrics read at each scrape. */
 export interface SlowMerchantGuards {
@@ -19,6 +19,25 @@ export const BREAKER_STATE_VALUES = { closed: 0, 'half-open': 1, open: 2 } as co
 
 /** OTHER_MERCHANTS is the label every merchant outside `merchantLabels` is counted under. */
 export const OTHER_MERCHANTS = 'other'
+
+/** MAX_PARENT_LABELS bounds the parent keys that get their own labels; the rest are counted in `mt_parents` only. */
+export const MAX_PARENT_LABELS = 100
+
+/** BINDING_REASONS are the values of `mt_waiting_merchants`'s `binds` label. */
+export const BINDING_REASONS: readonly BindingReason[] = [
+  'own',
+  'parent',
+  'window',
+  'retry-after',
+  'parent-share',
+]
+
+/** LayerReadings are what the layered-key metrics read at each scrape. */
+export interface LayerReadings {
+  limiter: Pick<KeyedLimiter, 'parents' | 'childrenOf' | 'rateOf' | 'rates'>
+  /** bindings counts the waiting merchants by the limit that holds them (see bindingOf). */
+  bindings(): Partial<Record<BindingReason, number>>
+}
 
 /** BacklogReader reads one source's standing-backlog totals, at each scrape. */
 export interface BacklogReader {
@@ -267,6 +286,96 @@ export class ServiceMetrics {
       "Jobs delayed without an attempt because their merchant's breaker was open.",
       () => breakers.stats().refused,
     )
+  }
+
+  /**
+   * watchLayers exports the parent keys (at most MAX_PARENT_LABELS, labelled by key): each
+   * one's own rate, its grants per second and its children backlogged or not; each child's
+   * grants and weight, labelled only when the child key is in `merchantLabels` (the rest
+   * summed under `other`); and the waiting merchants by the limit that binds them.
+   */
+  watchLayers(readings: LayerReadings): void {
+    const labelled = this.labelled
+    const registers = [this.registry]
+    const parentsOf = () => readings.limiter.parents()
+    new Gauge({
+      name: 'mt_parents',
+      help: 'Parent keys the limiter tracks (layered keys), labelled or not.',
+      registers,
+      collect() {
+        this.set(parentsOf().length)
+      },
+    })
+    new Gauge({
+      name: 'mt_parent_rate_limit_per_second',
+      help: "A parent key's own rate in force, per second (parents without one do not limit and are left out).",
+      labelNames: ['parent'],
+      registers,
+      collect() {
+        this.reset()
+        // a parent without a rate of its own does not limit: its rateOf would be the default's
+        const own = readings.limiter.rates().overrides
+        for (const parent of parentsOf().slice(0, MAX_PARENT_LABELS)) {
+          if (Object.hasOwn(own, parent)) this.set({ parent }, ratePerSec(readings.limiter.rateOf(parent)))
+        }
+      },
+    })
+    new Gauge({
+      name: 'mt_parent_children',
+      help: "A parent's children the limiter tracks, by state: backlogged or idle.",
+      labelNames: ['parent', 'state'],
+      registers,
+      collect() {
+        this.reset()
+        for (const parent of parentsOf().slice(0, MAX_PARENT_LABELS)) {
+          const children = readings.limiter.childrenOf(parent)
+          const backlogged = children.filter((child) => child.backlogged).length
+          this.set({ parent, state: 'backlogged' }, backlogged)
+          this.set({ parent, state: 'idle' }, children.length - backlogged)
+        }
+      },
+    })
+    new Gauge({
+      name: 'mt_child_granted_per_second',
+      help: 'Grants per second of a parent\'s children over the limiter\'s share window: each labelled child, the rest as child "other".',
+      labelNames: ['parent', 'child'],
+      registers,
+      collect() {
+        this.reset()
+        for (const parent of parentsOf().slice(0, MAX_PARENT_LABELS)) {
+          let other = 0
+          for (const child of readings.limiter.childrenOf(parent)) {
+            if (labelled.has(child.key)) this.set({ parent, child: child.key }, child.grantedPerSec)
+            else other += child.grantedPerSec
+          }
+          this.set({ parent, child: OTHER_MERCHANTS }, other)
+        }
+      },
+    })
+    new Gauge({
+      name: 'mt_child_weight',
+      help: 'Weight of each labelled child within its parent (its share beside its backlogged siblings).',
+      labelNames: ['parent', 'child'],
+      registers,
+      collect() {
+        this.reset()
+        for (const parent of parentsOf().slice(0, MAX_PARENT_LABELS)) {
+          for (const child of readings.limiter.childrenOf(parent)) {
+            if (labelled.has(child.key)) this.set({ parent, child: child.key }, child.weight)
+          }
+        }
+      },
+    })
+    new Gauge({
+      name: 'mt_waiting_merchants',
+      help: 'Merchants with jobs waiting, by the limit that holds them: own rate, parent, window (a longer one), retry-after, parent-share.',
+      labelNames: ['binds'],
+      registers,
+      collect() {
+        const counts = readings.bindings()
+        for (const binds of BINDING_REASONS) this.set({ binds }, counts[binds] ?? 0)
+      },
+    })
   }
 
   /** merchantLabel is `merchantKey` when it is configured for labels, else `other`. */

@@ -18,7 +18,7 @@ import { resolveSecret } from './secrets.js'
 import { resolveReservationKey, startBullmqSource } from './sources/bullmq.js'
 import { startKafkaSource } from './sources/kafka.js'
 import type { Source, SourceHandler, SourceWiring } from './sources/source.js'
-import { buildStatus, STATUS_LIST_LIMIT, type StatusSnapshot } from './status.js'
+import { bindingCounts, buildStatus, STATUS_LIST_LIMIT, type StatusSnapshot } from './status.js'
 import { statusPageRoutes } from './status-page.js'
 
 export type { StatusSnapshot } from './status.js'
@@ -70,9 +70,10 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     onChange: reportBreakerChange(metrics, logger.child({ component: 'breaker' })),
   })
   metrics.watchSlowMerchants({ inFlight, breakers })
+  const sources: Source[] = []
+  metrics.watchLayers({ limiter, bindings: () => bindingCounts(limiter, sources) })
   const activity = new ActivityTracker(monotonicClock)
   const kafka = useKafkaControl ? connections.kafka : undefined
-  const sources: Source[] = []
   const ratesChanged = (merchantKeys?: readonly string[]) => {
     for (const source of sources) source.ratesChanged(merchantKeys)
   }

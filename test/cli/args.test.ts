@@ -24,6 +24,10 @@ describe('parseCli', () => {
       ['set', 'm_1', '5000/min', '--max-in-flight', '5'],
       { name: 'set', merchant: 'm_1', rate: '5000/min', maxInFlight: 5 },
     ],
+    [
+      ['set', 'psp:adyen:m_42', '20/s', '--weight', '2.5'],
+      { name: 'set', merchant: 'psp:adyen:m_42', rate: '20/s', weight: 2.5 },
+    ],
     [['clear', 'm_1'], { name: 'clear', merchant: 'm_1' }],
     [['snapshot', 'config/rates.json'], { name: 'snapshot', file: 'config/rates.json' }],
     [['get'], { name: 'get', merchant: undefined, json: false }],
@@ -55,6 +59,10 @@ describe('parseCli', () => {
     ],
     [['set', 'm', '1/s', '--rate-version', '1.5'], '--rate-version: expected a whole number >= 0, got "1.5"'],
     [['set', 'm', '1/s', '--max-in-flight', '0'], '--max-in-flight: expected a whole number >= 1, got "0"'],
+    [['set', 'm', '1/s', '--weight', '0'], '--weight: expected a number > 0, got "0"'],
+    [['set', 'm', '1/s', '--weight', 'heavy'], '--weight: expected a number > 0, got "heavy"'],
+    [['set', 'm', '1/s', '--weight', '1e3'], '--weight: expected a number > 0, got "1e3"'],
+    [['clear', 'm', '--weight', '2'], /^clear does not take --weight;/],
     [
       ['set', 'm', '1/s', '--rate-version', '99999999999999999'],
       '--rate-version: expected a whole number >= 0, got "99999999999999999"',

@@ -97,6 +97,34 @@ describe('throttlectl against a real broker', () => {
     ])
   })
 
+  it('publishes a weight with a set, refuses one out of bounds before sending, and get shows it', async () => {
+    const topic = await newTopic()
+    const running = await startSource(fixture, { topic })
+    const set = await cli(['set', 'psp:adyen:m_42', '20/s', '--weight', '2', '--topic', topic])
+    expect(set.stderr).toBe('')
+    expect(set.stdout).toMatch(/^published set psp:adyen:m_42 20\/s, weight 2 \(version \d+\)/)
+    await vi.waitFor(
+      () => expect(running.source.table().weights).toMatchObject([{ merchant: 'psp:adyen:m_42', weight: 2 }]),
+      {
+        timeout: 10_000,
+      },
+    )
+    const before = await highWaterMark(topic)
+    const refused = await cli(['set', 'psp:adyen:m_42', '20/s', '--weight', '5000', '--topic', topic])
+    expect(refused).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('weight: expected a weight, a number in [0.001, 1000], got 5000'),
+    })
+    expect(await highWaterMark(topic)).toBe(before)
+    const got = await cli(['get', 'psp:adyen:m_42', '--topic', topic])
+    expect(got).toMatchObject({
+      code: 0,
+      stdout: expect.stringMatching(/^psp:adyen:m_42 {2}20\/s .*, weight 2\n$/),
+    })
+    const all = await cli(['get', '--json', '--topic', topic])
+    expect(JSON.parse(all.stdout).weights).toMatchObject([{ merchant: 'psp:adyen:m_42', weight: 2 }])
+  })
+
   it('a change published with the CLI is applied in each of 3 running instances', async () => {
     const topic = await newTopic()
     const instances = await Promise.all([0, 1, 2].map(() => startSource(fixture, { topic })))

@@ -74,6 +74,22 @@ describe('createFileControlSource', () => {
     expect(limiter.rates().default).toEqual({ limit: 1, intervalMs: 1000, burst: 1 })
   })
 
+  it("takes a parent's rate and its children's weights from the rates file", async () => {
+    await writeFile(
+      path,
+      JSON.stringify({
+        type: 'snapshot',
+        version: 1,
+        default: '20/s',
+        overrides: { 'psp:adyen': '200/s' },
+        weights: { 'psp:adyen:m_42': 2 },
+      }),
+    )
+    await start()
+    expect(limiter.rateOf('psp:adyen')).toMatchObject({ limit: 200, intervalMs: 1_000 })
+    expect(source!.table().weights).toMatchObject([{ merchant: 'psp:adyen:m_42', weight: 2, version: 1 }])
+  })
+
   it('applies an edit that raises the version, whole', async () => {
     await writeFile(path, snapshot(1, '1000/min', { m1: '5000/min', m2: '10/s' }))
     await start()

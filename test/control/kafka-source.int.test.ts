@@ -122,6 +122,7 @@ describe('Kafka control source', () => {
     expect(source.table()).toEqual({
       default: undefined,
       overrides: [],
+      weights: [],
       snapshotVersion: undefined,
       lastChangeAtMs: undefined,
     })

@@ -411,7 +411,19 @@ describe('fuzzing', () => {
     const merchant = fc.stringMatching(/^[A-Za-z0-9\-_.:@/+=]{1,128}$/)
     const version = fc.maxSafeNat()
     const cap = fc.integer({ min: 1, max: 1_000_000 })
+    const weight = fc.double({ min: 0.001, max: 1_000, noNaN: true })
     const change = fc.oneof(
+      // a weight beside a set's rate, and a snapshot's weights (for keys with or without a rate)
+      fc.record({ type: fc.constant('set' as const), merchant, rate, weight, version }),
+      fc.record({
+        type: fc.constant('snapshot' as const),
+        version,
+        default: rate,
+        overrides: fc.dictionary(merchant, rate, { maxKeys: 3 }).map((o) => new Map(Object.entries(o))),
+        weights: fc
+          .dictionary(merchant, weight, { minKeys: 1, maxKeys: 5 })
+          .map((o) => new Map(Object.entries(o))),
+      }),
       fc.record({ type: fc.constant('set' as const), merchant, rate, version }),
       fc.record({ type: fc.constant('clear' as const), merchant, version }),
       fc.record({

@@ -500,3 +500,105 @@ describe('resolveLimits', () => {
     },
   )
 })
+
+describe('parseControlMessage weights', () => {
+  it("takes a set's weight beside its rate, and a snapshot's weights, for keys with a rate or without", () => {
+    expect(parse({ type: 'set', merchant: 'psp:adyen:m_42', rate: '20/s', weight: 2, version: 7 })).toEqual({
+      ok: true,
+      change: {
+        type: 'set',
+        merchant: 'psp:adyen:m_42',
+        rate: { limit: 20, intervalMs: 1000, burst: 20 },
+        weight: 2,
+        version: 7,
+      },
+    })
+    const result = parse({
+      type: 'snapshot',
+      version: 8,
+      default: '10/s',
+      overrides: { 'psp:adyen': '200/s' },
+      weights: { 'psp:adyen:m_42': 2, 'psp:adyen:m_7': 0.5 },
+    })
+    expect(result).toMatchObject({
+      ok: true,
+      change: {
+        overrides: new Map([['psp:adyen', { limit: 200, intervalMs: 1000, burst: 200 }]]),
+        weights: new Map([
+          ['psp:adyen:m_42', 2],
+          ['psp:adyen:m_7', 0.5],
+        ]),
+      },
+    })
+  })
+
+  it('leaves weights out of a snapshot whose weights object is empty', () => {
+    const result = parse({ type: 'snapshot', version: 1, default: '1/s', weights: {} })
+    expect(result.ok && 'weights' in result.change).toBe(false)
+  })
+
+  it.each<[unknown, string]>([
+    [
+      { type: 'set', merchant: 'm', rate: '1/s', weight: 0, version: 1 },
+      'weight: expected a weight, a number in [0.001, 1000], got 0',
+    ],
+    [
+      { type: 'set', merchant: 'm', rate: '1/s', weight: 1001, version: 1 },
+      'weight: expected a weight, a number in [0.001, 1000], got 1001',
+    ],
+    [
+      { type: 'set', merchant: 'm', rate: '1/s', weight: '2', version: 1 },
+      'weight: expected a weight, a number in [0.001, 1000], got "2"',
+    ],
+    [
+      { type: 'set', merchant: 'm', rate: '1/s', weight: null, version: 1 },
+      'weight: expected a weight, a number in [0.001, 1000], got null',
+    ],
+    [
+      { type: 'set', merchant: '*', rate: '1/s', weight: 2, version: 1 },
+      "weight: a weight is a child key's share of its parent; the default rate ('*') takes none",
+    ],
+    [
+      { type: 'snapshot', version: 1, default: '1/s', weights: [2] },
+      'weights: expected an object of key: weight, got an array',
+    ],
+    [
+      { type: 'snapshot', version: 1, default: '1/s', weights: { 'a b': 2 } },
+      'weights["a b"]: key "a b": contains characters outside [A-Za-z0-9-_.:@/+=]',
+    ],
+    [
+      { type: 'snapshot', version: 1, default: '1/s', weights: { '*': 2 } },
+      `weights["*"]: key "*": '*' is reserved for the default rate`,
+    ],
+    [
+      { type: 'snapshot', version: 1, default: '1/s', weights: { m: -1 } },
+      'weights.m: expected a weight, a number in [0.001, 1000], got -1',
+    ],
+    [
+      { type: 'snapshot', version: 1, default: '1/s', weights: { m: Number.MAX_VALUE * 10 } },
+      'weights.m: expected a weight, a number in [0.001, 1000], got null',
+    ],
+    [{ type: 'clear', merchant: 'm', weight: 2, version: 1 }, 'weight: unknown field'],
+  ])('rejects %j: %s', (message, error) => {
+    expect(parse(message)).toEqual({ ok: false, reason: 'invalid-message', error })
+  })
+
+  it('bounds the number of weights by maxOverrides and the weights by minWeight and maxWeight', () => {
+    const weights = Object.fromEntries(Array.from({ length: 4 }, (_, i) => [`m${i}`, 1]))
+    expect(parse({ type: 'snapshot', version: 1, default: '1/s', weights }, { maxOverrides: 3 })).toEqual({
+      ok: false,
+      reason: 'invalid-message',
+      error: 'weights: 4 weights, above the 3 allowed',
+    })
+    expect(
+      parse(
+        { type: 'set', merchant: 'm', rate: '1/s', weight: 5, version: 1 },
+        { minWeight: 1, maxWeight: 4 },
+      ),
+    ).toEqual({
+      ok: false,
+      reason: 'invalid-message',
+      error: 'weight: expected a weight, a number in [1, 4], got 5',
+    })
+  })
+})

@@ -2,7 +2,7 @@ import fc from 'fast-check'
 import { pino } from 'pino'
 import { describe, expect, it } from 'vitest'
 import { logControlEvents } from '../../src/control/log.js'
-import type { ControlChange } from '../../src/control/schema.js'
+import { type ControlChange, parseControlMessage } from '../../src/control/schema.js'
 import { type ControlEvent, ControlState } from '../../src/control/state.js'
 import { FakeClock, KeyedLimiter, parseRate, type Rate } from '../../src/limiter/index.js'
 
@@ -191,10 +191,16 @@ describe('ControlState ordering', () => {
     state.accept(snapshot(2, '1/s', { m2: '2/s' }))
     expect(calls).toHaveLength(2)
     expect(calls).toEqual([
-      { overrides: { m1: r('10/s') }, inheritance: undefined, maxInFlight: { overrides: { m1: null } } },
+      {
+        overrides: { m1: r('10/s') },
+        weights: { m1: null },
+        inheritance: undefined,
+        maxInFlight: { overrides: { m1: null } },
+      },
       {
         default: r('1/s'),
         overrides: { m2: r('2/s') },
+        weights: {},
         replace: true,
         inheritance: undefined,
         maxInFlight: { default: null, overrides: {}, replace: true },
@@ -247,7 +253,12 @@ describe('ControlState ordering', () => {
     })
     state.accept({ type: 'set', merchant: 'm1', rate: r('1/s'), version: 1, inheritance: 'reset' })
     expect(calls).toEqual([
-      { overrides: { m1: r('1/s') }, inheritance: 'reset', maxInFlight: { overrides: { m1: null } } },
+      {
+        overrides: { m1: r('1/s') },
+        weights: { m1: null },
+        inheritance: 'reset',
+        maxInFlight: { overrides: { m1: null } },
+      },
     ])
   })
 
@@ -354,6 +365,7 @@ describe('ControlState table, events and stats', () => {
         { merchant: 'alpha', rate: r('2/s'), version: 11, changedAtMs: 1_001 },
         { merchant: 'zeta', rate: r('1/s'), version: 10, changedAtMs: 1_000 },
       ],
+      weights: [],
       snapshotVersion: 10,
       lastChangeAtMs: 1_002,
     })
@@ -459,5 +471,153 @@ describe('ControlState and compaction', () => {
       ),
       { numRuns: 500 },
     )
+  })
+})
+
+describe('ControlState weights', () => {
+  /** recording is a state whose target keeps every apply call, for the weights they carry. */
+  function recording() {
+    const calls: Array<{ weights?: Readonly<Record<string, number | null>>; overrides?: unknown }> = []
+    let wallMs = 1_000
+    const state = new ControlState({
+      target: {
+        apply: (change) => {
+          calls.push(change)
+          return { applied: true }
+        },
+      },
+      wallNow: () => wallMs++,
+    })
+    return { calls, state }
+  }
+  const weighted = (merchant: string, rate: string, weight: number, version: number): ControlChange => ({
+    type: 'set',
+    merchant,
+    rate: r(rate),
+    weight,
+    version,
+  })
+  const weightsOf = (state: ControlState) =>
+    Object.fromEntries(state.table().weights.map((entry) => [entry.merchant, entry.weight]))
+
+  it("hands a set's weight to the limiter in the same call as its rate, and a set without one back to 1", () => {
+    const { calls, state } = recording()
+    state.accept(weighted('psp:adyen:m1', '20/s', 2, 1))
+    state.accept(set('psp:adyen:m1', '20/s', 2))
+    expect(calls).toEqual([
+      expect.objectContaining({ overrides: { 'psp:adyen:m1': r('20/s') }, weights: { 'psp:adyen:m1': 2 } }),
+      expect.objectContaining({
+        overrides: { 'psp:adyen:m1': r('20/s') },
+        weights: { 'psp:adyen:m1': null },
+      }),
+    ])
+    expect(weightsOf(state)).toEqual({})
+  })
+
+  it('a clear takes the weight with the rate', () => {
+    const { calls, state } = recording()
+    state.accept(weighted('m1', '20/s', 3, 1))
+    state.accept(clear('m1', 2))
+    expect(calls[1]).toEqual(expect.objectContaining({ overrides: { m1: null }, weights: { m1: null } }))
+    expect(state.table().weights).toEqual([])
+  })
+
+  it('orders weights by version as rates are: an older set with a weight is stale', () => {
+    const { calls, state } = recording()
+    state.accept(weighted('m1', '20/s', 3, 5))
+    expect(state.accept(weighted('m1', '20/s', 9, 4))).toBe('stale')
+    expect(calls).toHaveLength(1)
+    expect(state.table().weights).toEqual([{ merchant: 'm1', weight: 3, version: 5, changedAtMs: 1_000 }])
+  })
+
+  it('a snapshot sets its weights, keys without a rate included, and drops each weight it does not list', () => {
+    const { calls, state } = recording()
+    state.accept(weighted('old', '20/s', 4, 1))
+    state.accept({
+      type: 'snapshot',
+      version: 2,
+      default: r('10/s'),
+      overrides: new Map([['psp:adyen', r('200/s')]]),
+      weights: new Map([
+        ['psp:adyen:m1', 2],
+        ['psp:adyen:m2', 0.5],
+      ]),
+    })
+    expect(calls[1]).toEqual(
+      expect.objectContaining({
+        overrides: { 'psp:adyen': r('200/s') },
+        weights: { old: null, 'psp:adyen:m1': 2, 'psp:adyen:m2': 0.5 },
+        replace: true,
+      }),
+    )
+    expect(weightsOf(state)).toEqual({ 'psp:adyen:m1': 2, 'psp:adyen:m2': 0.5 })
+    // a key with only a weight has no rate of its own
+    expect(state.table().overrides.map((entry) => entry.merchant)).toEqual(['psp:adyen'])
+  })
+
+  it('a snapshot keeps the weight of a newer set, whatever the arrival order', () => {
+    const { state } = recording()
+    state.accept(weighted('m1', '20/s', 5, 9))
+    state.accept({
+      type: 'snapshot',
+      version: 3,
+      default: r('10/s'),
+      overrides: new Map(),
+      weights: new Map([['m1', 2]]),
+    })
+    expect(weightsOf(state)).toEqual({ m1: 5 })
+  })
+
+  it("a tombstone gives a key back the snapshot's weight for it, or none", () => {
+    const { calls, state } = recording()
+    state.accept({
+      type: 'snapshot',
+      version: 3,
+      default: r('10/s'),
+      overrides: new Map(),
+      weights: new Map([['m1', 2]]),
+    })
+    state.accept(weighted('m1', '20/s', 5, 4))
+    state.accept(weighted('m2', '20/s', 7, 5))
+    state.forget('m1')
+    state.forget('m2')
+    expect(calls.slice(-2)).toEqual([
+      expect.objectContaining({ overrides: { m1: null }, weights: { m1: 2 } }),
+      expect.objectContaining({ overrides: { m2: null }, weights: { m2: null } }),
+    ])
+    expect(weightsOf(state)).toEqual({ m1: 2 })
+  })
+
+  it('a weight the limiter refuses is rejected with the rates, nothing recorded', () => {
+    let wallMs = 0
+    const state = new ControlState({
+      target: {
+        apply: (change) => {
+          if (change.weights?.m1 === 3) throw new TypeError('setWeight: expected a weight, got 3')
+          return { applied: true }
+        },
+      },
+      wallNow: () => wallMs++,
+    })
+    expect(state.accept(weighted('m1', '20/s', 3, 1))).toBe('rejected')
+    expect(state.table()).toMatchObject({ overrides: [], weights: [] })
+    expect(state.stats().rejectedBy).toEqual({ 'limiter-refused': 1 })
+  })
+})
+
+describe('ControlState parent keys', () => {
+  it("sets a parent's rate as any key's: a set and a snapshot override of 'psp:adyen' reach the limiter", () => {
+    const { limiter, state } = setup()
+    const parsed = parseControlMessage(
+      JSON.stringify({ type: 'set', merchant: 'psp:adyen', rate: '200/s', version: 1 }),
+    )
+    if (!parsed.ok) throw new Error(parsed.error)
+    expect(state.accept(parsed.change)).toBe('applied')
+    expect(limiter.rateOf('psp:adyen')).toEqual(r('200/s'))
+    state.accept(snapshot(2, '20/s', { 'psp:adyen': '50/s', 'psp:adyen:m_42': '5/s' }))
+    expect(limiterTable(limiter).overrides).toEqual({
+      'psp:adyen': '50/1000ms',
+      'psp:adyen:m_42': '5/1000ms',
+    })
   })
 })

@@ -148,6 +148,33 @@ describe('loadConfig', () => {
     ])
   })
 
+  it('takes key templates on both kinds of source, and names the source and template of a bad one', () => {
+    const dir = configDir({ 'default.json': {} })
+    const keys = ['psp:{psp}', 'psp:{psp}:{merchant}']
+    const good = [
+      { kind: 'bullmq', queue: 'payments', handler: 'webhook', keys },
+      { kind: 'kafka', topic: 'calls', groupId: 'g', handler: 'webhook', keys },
+    ]
+    writeFileSync(join(dir, 'good.json'), JSON.stringify({ sources: good }))
+    const config = loadConfig({ configDir: dir, file: join(dir, 'good.json'), env: {} })
+    expect(config.sources.map((source) => source.keys)).toEqual([keys, keys])
+    const bad = [
+      { kind: 'bullmq', queue: 'payments', handler: 'webhook', keys: ['psp:{psp', 'psp:{psp}:{merchant}'] },
+      { kind: 'kafka', topic: 'calls', groupId: 'g', handler: 'webhook', keys: ['psp {psp}'] },
+      { kind: 'bullmq', queue: 'twice', handler: 'webhook', keys: ['{merchant}', '{merchant}'] },
+      { kind: 'bullmq', queue: 'none', handler: 'webhook', keys: [] },
+    ]
+    writeFileSync(join(dir, 'bad.json'), JSON.stringify({ sources: bad }))
+    const error = catchConfigError(() => loadConfig({ configDir: dir, file: join(dir, 'bad.json'), env: {} }))
+    const from = ` (from ${join(dir, 'bad.json')})`
+    expect(error.problems).toEqual([
+      `config field 'sources.0.keys': source 'bullmq:payments': template 'psp:{psp': '{' without '}'${from}`,
+      `config field 'sources.1.keys': source 'kafka:calls': template 'psp {psp}': text 'psp ' has characters outside [A-Za-z0-9-_.:@/+=]${from}`,
+      `config field 'sources.2.keys': source 'bullmq:twice': template '{merchant}' is listed twice${from}`,
+      `config field 'sources.3.keys': source 'bullmq:none': expected 1 to 4 templates, got 0${from}`,
+    ])
+  })
+
   it('resolves a relative module handler path against the directory of the config file naming it, not the working directory', () => {
     const dir = configDir({
       'default.json': {

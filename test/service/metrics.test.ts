@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { FakeClock } from '../../src/limiter/clock.js'
 import { KeyedLimiter } from '../../src/limiter/limiter.js'
-import { ServiceMetrics } from '../../src/service/metrics.js'
+import { MAX_PARENT_LABELS, ServiceMetrics } from '../../src/service/metrics.js'
 
 describe('ServiceMetrics', () => {
   it('labels only the configured merchants; every other one is "other"', async () => {
@@ -125,5 +125,48 @@ describe('ServiceMetrics', () => {
     expect(text).toMatch(/^process_cpu_user_seconds_total \d/m)
     expect(text).toMatch(/^process_resident_memory_bytes \d/m)
     expect(text).toMatch(/^nodejs_eventloop_lag_seconds \d/m)
+  })
+
+  it('exports parents with their children: own rate, children by state, grants and weights of labelled children, the rest as other', async () => {
+    const clock = new FakeClock(0)
+    const limiter = new KeyedLimiter({ rate: '100/s', clock })
+    limiter.setRate('psp:acme', '2/s burst 1')
+    limiter.setWeight('psp:acme:vip', 3)
+    for (const merchant of ['vip', 'm1', 'm2'])
+      for (let i = 0; i < 3; i++) limiter.reserve(['psp:acme', `psp:acme:${merchant}`])
+    const metrics = new ServiceMetrics(limiter, ['psp:acme:vip'])
+    metrics.watchLayers({ limiter, bindings: () => ({ parent: 2, 'parent-share': 1 }) })
+    const text = await metrics.registry.metrics()
+    expect(text).toContain('mt_parents 1')
+    expect(text).toContain('mt_parent_rate_limit_per_second{parent="psp:acme"} 2')
+    expect(text).toContain('mt_parent_children{parent="psp:acme",state="backlogged"} 3')
+    expect(text).toContain('mt_parent_children{parent="psp:acme",state="idle"} 0')
+    expect(text).toContain('mt_child_weight{parent="psp:acme",child="psp:acme:vip"} 3')
+    expect(text).toMatch(/mt_child_granted_per_second\{parent="psp:acme",child="psp:acme:vip"\} \d/)
+    expect(text).toMatch(/mt_child_granted_per_second\{parent="psp:acme",child="other"\} \d/)
+    expect(text).not.toContain('child="psp:acme:m1"')
+    expect(text).toContain('mt_waiting_merchants{binds="parent"} 2')
+    expect(text).toContain('mt_waiting_merchants{binds="parent-share"} 1')
+    expect(text).toContain('mt_waiting_merchants{binds="own"} 0')
+  })
+
+  it('leaves out a parent without a rate of its own, and labels at most MAX_PARENT_LABELS parents', async () => {
+    const clock = new FakeClock(0)
+    const limiter = new KeyedLimiter({ rate: '1/s', clock })
+    const parents = MAX_PARENT_LABELS + 20
+    for (let p = 0; p < parents; p++) {
+      limiter.setRate(`psp:p${p}`, '1/s')
+      for (let i = 0; i < 3; i++) limiter.reserve([`psp:p${p}`, `psp:p${p}:m`])
+    }
+    // p0's children were held by it, but it has no rate of its own any more
+    limiter.setRate('psp:p0', null)
+    const metrics = new ServiceMetrics(limiter, [])
+    metrics.watchLayers({ limiter, bindings: () => ({}) })
+    const text = await metrics.registry.metrics()
+    expect(text).toContain(`mt_parents ${parents}`)
+    const series = text.split('\n').filter((line) => line.startsWith('mt_parent_children{'))
+    expect(series).toHaveLength(MAX_PARENT_LABELS * 2)
+    expect(text).not.toContain('mt_parent_rate_limit_per_second{parent="psp:p0"}')
+    expect(text).toContain('mt_parent_rate_limit_per_second{parent="psp:p1"} 1')
   })
 })

@@ -1,7 +1,16 @@
 import { describe, expect, it } from 'vitest'
 import { CircuitBreakers, FakeClock, InFlightTable, KeyedLimiter } from '../../src/limiter/index.js'
 import { ActivityTracker } from '../../src/service/activity.js'
-import { buildStatus, roundForPeople, type StatusParts } from '../../src/service/status.js'
+import {
+  BINDING_LIMIT,
+  bindingCounts,
+  bindingOf,
+  buildStatus,
+  CHILD_LIST_LIMIT,
+  roundForPeople,
+  type SourceBacklog,
+  type StatusParts,
+} from '../../src/service/status.js'
 import { NO_BACKLOG } from '../support/backlog.js'
 
 const T0 = Date.parse('2026-12-04T01:00:00.000Z')
@@ -19,7 +28,13 @@ function partsOf(overrides: Partial<StatusParts> & { limiter: StatusParts['limit
       source: 'file',
       caughtUp: true,
       stats: { applied: 0, stale: 0, rejected: 0 },
-      table: { default: undefined, overrides: [], snapshotVersion: undefined, lastChangeAtMs: undefined },
+      table: {
+        default: undefined,
+        overrides: [],
+        weights: [],
+        snapshotVersion: undefined,
+        lastChangeAtMs: undefined,
+      },
       recentChanges: [],
       recentRejections: [],
     },
@@ -57,6 +72,7 @@ describe('buildStatus', () => {
     const table = {
       default: undefined,
       overrides: [{ merchant: 'gone', rate: limiter.rateOf('gone'), version: 3, changedAtMs: T0 }],
+      weights: [],
       snapshotVersion: 3,
       lastChangeAtMs: T0,
     }
@@ -189,6 +205,158 @@ describe('buildStatus: waiting jobs', () => {
     expect(buildStatus(parts)).toEqual(first)
     expect(reads).toBe(2)
     expect(backlog.merchants).toEqual([{ merchantKey: 'm', jobs: 1, parked: 1, oldestAgeMs: 5 }])
+  })
+})
+
+describe('buildStatus with layered keys', () => {
+  const ACME = 'psp:acme'
+  const keysOf = (merchant: string) => [ACME, `${ACME}:${merchant}`]
+
+  /** layered is a limiter where psp:acme (2/s burst 1) binds m1 (weight 3) and m2, both backlogged. */
+  function layered() {
+    const clock = new FakeClock(0)
+    const limiter = new KeyedLimiter({ rate: '100/s', clock })
+    limiter.setRate(ACME, '2/s burst 1')
+    limiter.setWeight(`${ACME}:m1`, 3)
+    // m1 first: it takes the parent's tokens, so m2 has taken its share when it asks
+    for (const merchant of ['m1', 'm2']) for (let i = 0; i < 3; i++) limiter.reserve(keysOf(merchant))
+    const activity = new ActivityTracker(clock)
+    for (const merchant of ['m1', 'm2', 'quiet']) activity.seen(merchant)
+    const backlog: SourceBacklog = {
+      merchants: [
+        { merchantKey: 'm1', jobs: 40, parked: 0, oldestAgeMs: 10, limitKeys: keysOf('m1') },
+        { merchantKey: 'm2', jobs: 4, parked: 0, oldestAgeMs: 10, limitKeys: keysOf('m2') },
+      ],
+      totals: NO_BACKLOG.totals,
+    }
+    const table = {
+      default: undefined,
+      overrides: [{ merchant: ACME, rate: limiter.rateOf(ACME), version: 1, changedAtMs: T0 }],
+      weights: [{ merchant: `${ACME}:m1`, weight: 3, version: 1, changedAtMs: T0 }],
+      snapshotVersion: undefined,
+      lastChangeAtMs: T0,
+    }
+    const parts = partsOf({
+      limiter,
+      activity: activity.snapshot(),
+      sources: [{ kind: 'bullmq', name: 'calls', concurrency: 5, backlog: () => backlog }],
+    })
+    return { clock, limiter, parts: { ...parts, control: { ...parts.control, table } } }
+  }
+
+  it('lists the parent with its rate in force and each child: weight, backlogged, granted per second', () => {
+    const { parts } = layered()
+    expect(buildStatus(parts).parents).toEqual([
+      {
+        key: ACME,
+        rate: '2/s burst 1',
+        limitPerSec: 2,
+        grantedPerSec: 2,
+        childCount: 2,
+        backloggedChildren: 2,
+        children: [
+          { key: `${ACME}:m1`, weight: 3, backlogged: true, grantedPerSec: 1 },
+          { key: `${ACME}:m2`, weight: 1, backlogged: true, grantedPerSec: 1 },
+        ],
+      },
+    ])
+  })
+
+  it('says of each waiting merchant which limit holds it, and reads its rate from its innermost key', () => {
+    const { parts } = layered()
+    const rows = Object.fromEntries(buildStatus(parts).merchants.map((m) => [m.merchantKey, m]))
+    // both reserved ahead of the parent beside a sibling: each has taken its share of it
+    expect(rows.m1).toMatchObject({
+      limitKeys: keysOf('m1'),
+      rate: '100/s',
+      binding: { binds: 'parent-share', key: ACME },
+    })
+    expect(rows.m2).toMatchObject({ limitKeys: keysOf('m2'), binding: { binds: 'parent-share', key: ACME } })
+    expect(rows.m2!.binding!.waitMs).toBeGreaterThan(0)
+    // a merchant with nothing waiting is held by nothing
+    expect(rows.quiet).toMatchObject({ limitKeys: null, binding: null, waiting: 0 })
+  })
+
+  it('shows a parent without a rate of its own as not limiting', () => {
+    const { parts } = layered()
+    const status = buildStatus({
+      ...parts,
+      control: { ...parts.control, table: { ...parts.control.table, overrides: [] } },
+    })
+    expect(status.parents[0]).toMatchObject({ key: ACME, rate: null, limitPerSec: null })
+  })
+
+  it('bounds the children listed under a parent, backlogged ones first, and counts them all', () => {
+    const clock = new FakeClock(0)
+    const limiter = new KeyedLimiter({ rate: '100/s', clock })
+    limiter.setRate(ACME, '1/s burst 1')
+    const children = CHILD_LIST_LIMIT + 5
+    for (let i = 0; i < children; i++) for (let j = 0; j < 2; j++) limiter.reserve(keysOf(`m${i}`))
+    const [parent] = buildStatus(partsOf({ limiter })).parents
+    expect(parent!.childCount).toBe(children)
+    expect(parent!.children).toHaveLength(CHILD_LIST_LIMIT)
+    const backlogged = parent!.children.map((child) => child.backlogged)
+    expect(backlogged).toEqual([...backlogged].sort((a, b) => Number(b) - Number(a)))
+  })
+})
+
+describe('bindingOf', () => {
+  it("names the parent when the parent's own rate holds the merchant", () => {
+    const limiter = new KeyedLimiter({ rate: '100/s', clock: new FakeClock(0) })
+    limiter.setRate('psp:acme', '2/s burst 1')
+    expect(limiter.tryAcquire(['psp:acme', 'psp:acme:m1'])).toBe(true)
+    expect(bindingOf(limiter, ['psp:acme', 'psp:acme:m1'])).toEqual({
+      binds: 'parent',
+      key: 'psp:acme',
+      waitMs: 500,
+    })
+    // a merchant the parent has not seen yet is held by it all the same
+    expect(bindingOf(limiter, ['psp:acme', 'psp:acme:m9'])).toEqual({
+      binds: 'parent',
+      key: 'psp:acme',
+      waitMs: 500,
+    })
+  })
+
+  it('names a longer window, and a Retry-After, on the key that has it', () => {
+    const clock = new FakeClock(0)
+    const limiter = new KeyedLimiter({ rate: '100/s', clock })
+    limiter.setRate('psp:acme:m1', '50/s, 2/day')
+    limiter.tryAcquire(['psp:acme', 'psp:acme:m1'])
+    limiter.tryAcquire(['psp:acme', 'psp:acme:m1'])
+    expect(bindingOf(limiter, ['psp:acme', 'psp:acme:m1'])).toMatchObject({
+      binds: 'window',
+      key: 'psp:acme:m1',
+      window: '2/day',
+    })
+    limiter.penalize('m2', 3_000)
+    expect(bindingOf(limiter, ['m2'])).toEqual({ binds: 'retry-after', key: 'm2', waitMs: 3_000 })
+    expect(bindingOf(limiter, ['m3'])).toBeNull()
+  })
+
+  it('gives its own rate for a merchant held by its own key, and nothing for keys the limiter refuses', () => {
+    const limiter = new KeyedLimiter({ rate: '1/s', clock: new FakeClock(0) })
+    limiter.reserve('m1')
+    limiter.reserve('m1')
+    expect(bindingOf(limiter, ['m1'])).toMatchObject({ binds: 'own', key: 'm1' })
+    expect(bindingOf(limiter, ['m1', 'm1'])).toBeNull()
+  })
+})
+
+describe('bindingCounts', () => {
+  it('counts the waiting merchants over every source by what holds them, asking about at most BINDING_LIMIT', () => {
+    const limiter = new KeyedLimiter({ rate: '1/s', clock: new FakeClock(0) })
+    const merchants = Array.from({ length: BINDING_LIMIT + 10 }, (_, i) => `m${i}`)
+    for (const merchant of merchants) for (let j = 0; j < 2; j++) limiter.reserve(merchant)
+    const backlog = (keys: string[]): SourceBacklog => ({
+      merchants: keys.map((merchantKey) => ({ merchantKey, jobs: 1, parked: 0, oldestAgeMs: 0 })),
+      totals: NO_BACKLOG.totals,
+    })
+    const sources = [
+      { backlog: () => backlog(merchants.slice(0, 500)) },
+      { backlog: () => backlog(merchants.slice(500)) },
+    ]
+    expect(bindingCounts(limiter, sources)).toEqual({ own: BINDING_LIMIT })
   })
 })
 

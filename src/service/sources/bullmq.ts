@@ -10,6 +10,7 @@ import {
 import { ConfigError, PermanentFailureError, RetryLaterError } from '../../errors.js'
 import { backoffMs } from '../../limiter/index.js'
 import type { Config } from '../config.js'
+import { compileKeyTemplates } from '../limit-keys.js'
 import { resolveSecret } from '../secrets.js'
 import type { SourceBacklog } from '../status.js'
 import {
@@ -72,6 +73,8 @@ export function startBullmqSource(
       throw failure
     }
   }
+  // compiled once; config validation has already refused bad templates
+  const limitKeys = config.keys === undefined ? undefined : compileKeyTemplates(config.keys)
   const reservationKey = resolveReservationKey(config, 'sources[].reservationKey')
   const warning = unsignedReservationsWarning(reservationKey)
   if (warning !== undefined) log.error(warning)
@@ -82,6 +85,7 @@ export function startBullmqSource(
       connection,
       limiter: wiring.limiter,
       keyOf,
+      ...(limitKeys === undefined ? {} : { limitKeys }),
       concurrency: config.concurrency,
       instances: config.instances,
       logger: log,
@@ -205,6 +209,7 @@ export function bullmqBacklog(
       jobs: waiting.jobs,
       parked: waiting.parked,
       oldestAgeMs: waiting.oldestAgeMs,
+      ...(waiting.limitKeys === undefined ? {} : { limitKeys: waiting.limitKeys }),
     })
     parked += waiting.parked
     buffered += waiting.delayed

@@ -7,6 +7,7 @@ import {
 } from '../../adapters/kafka/index.js'
 import { PermanentFailureError, RetryLaterError } from '../../errors.js'
 import type { Config } from '../config.js'
+import { compileKeyTemplates, type LimitKeysFunction } from '../limit-keys.js'
 import type { SourceBacklog } from '../status.js'
 import {
   reportDelivered,
@@ -39,12 +40,14 @@ export async function startKafkaSource(
       : config.keyFrom === 'key'
         ? undefined
         : keySourceOf(config.keyFrom)
+  const limitKeys = config.keys === undefined ? undefined : messageLimitKeys(compileKeyTemplates(config.keys))
   const consumer: ThrottledConsumer = createThrottledConsumer({
     kafka,
     groupId: config.groupId,
     topics: [config.topic],
     limiter: wiring.limiter,
     ...(keyOf === undefined ? {} : { keyOf }),
+    ...(limitKeys === undefined ? {} : { limitKeys }),
     concurrency: config.concurrency,
     maxAttempts: config.attempts,
     deadLetterTopic,
@@ -117,6 +120,18 @@ export const JOIN_WAIT_MS = 30_000
 /** LEADER_WAIT_MS bounds how long start-up waits for the partitions of topics it created to have leaders. */
 export const LEADER_WAIT_MS = 10_000
 
+/**
+ * messageLimitKeys gives the consumer's `limitKeys` from compiled templates: they read the
+ * value as the handler gets it, JSON when it is JSON. The consumer hands over the raw
+ * Buffer, or the value it already decoded (a `field:` keyFrom decodes JSON itself).
+ */
+export function messageLimitKeys(
+  templates: LimitKeysFunction,
+): (merchantKey: string, value: unknown) => ReturnType<LimitKeysFunction> {
+  return (merchantKey, value) =>
+    templates(merchantKey, value === null || Buffer.isBuffer(value) ? parseJson(value) : value)
+}
+
 function parseJson(value: Buffer | null): unknown {
   if (value === null) return null
   try {
@@ -157,6 +172,7 @@ export function kafkaBacklog(
     jobs: row.buffered + row.parked,
     parked: row.parked,
     oldestAgeMs: row.oldestAgeMs,
+    ...(row.limitKeys === undefined ? {} : { limitKeys: row.limitKeys }),
   }))
   return {
     merchants,

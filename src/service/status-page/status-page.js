@@ -74,6 +74,8 @@
     const windowS = Math.max(10, Math.min(WINDOW_S - 1, status.uptimeS))
     renderCharts(merchants.filter((m) => m.deliveredLastMinute > 0).slice(0, CHART_COUNT), nowMs, windowS)
     renderMerchants(merchants, nowMs, Math.min(WINDOW_S, Math.max(1, status.uptimeS)))
+    // Older workers serve no parents.
+    renderParents(status.parents ?? [])
     renderEvents(byId('changes'), byId('changes-empty'), status.control.recentChanges, (item, li) => {
       li.append(el('span', 'what', item.description))
     })
@@ -316,10 +318,83 @@
     if (m.oldestWaitingAgeMs !== null && m.oldestWaitingAgeMs !== undefined) {
       parts.push(`oldest added ${ago(m.oldestWaitingAgeMs)}`)
     }
-    // The last job in line runs in about this long, at the rate in force.
-    if (m.limitPerSec > 0) parts.push(`last runs in ≈ ${duration(Math.ceil(m.waiting / m.limitPerSec))}`)
+    // The last job in line runs in about this long, at the rate in force; not when another limit
+    // (a parent, a longer window, a Retry-After) holds the merchant below its own rate.
+    const ownLimitHolds = m.binding === null || m.binding === undefined || m.binding.binds === 'own'
+    if (m.limitPerSec > 0 && ownLimitHolds) {
+      parts.push(`last runs in ≈ ${duration(Math.ceil(m.waiting / m.limitPerSec))}`)
+    }
     if (parts.length > 0) td.append(el('span', 'sub', parts.join(' · ')))
+    if (m.binding !== null && m.binding !== undefined) {
+      const binding = el('span', 'sub binding', `held by ${bindingText(m.binding)}`)
+      binding.dataset.binds = m.binding.binds
+      binding.title = `next job possible in ${m.binding.waitMs} ms; limit keys ${(m.limitKeys ?? [m.merchantKey]).join(' › ')}`
+      td.append(binding)
+    }
     return td
+  }
+
+  /** bindingText says which limit holds a waiting merchant, as explain named it. */
+  function bindingText(binding) {
+    switch (binding.binds) {
+      case 'own':
+        return 'its own rate'
+      case 'parent':
+        return `parent ${binding.key}`
+      case 'window':
+        return `the ${binding.window ?? 'longer'} window of ${binding.key}`
+      case 'retry-after':
+        return `a Retry-After on ${binding.key}`
+      case 'parent-share':
+        return `its share of ${binding.key}`
+      default:
+        return binding.key
+    }
+  }
+
+  /** renderParents lists each parent key, its rate and use, and under it its children's weights and use. */
+  function renderParents(parents) {
+    byId('parents-panel').hidden = parents.length === 0
+    byId('parent-count').textContent =
+      parents.length === 0 ? '' : `${parents.length} parent ${parents.length === 1 ? 'key' : 'keys'}`
+    const rows = []
+    for (const p of parents) {
+      const row = el('tr', 'parent')
+      row.dataset.parent = p.key
+      row.append(cell('merchant', p.key))
+      row.append(cell('num rate', p.rate ?? 'none of its own'))
+      const granted = cell('num', `${rateText(p.grantedPerSec)}/s`)
+      if (p.limitPerSec !== null) {
+        const bar = el('span', 'bar')
+        const fill = el('span')
+        fill.style.width = `${Math.min(100, p.limitPerSec > 0 ? (p.grantedPerSec / p.limitPerSec) * 100 : 0)}%`
+        bar.append(fill)
+        bar.title = "share of the parent's rate"
+        granted.append(bar)
+      }
+      row.append(granted)
+      const more = p.childCount > p.children.length ? ` (${p.children.length} listed)` : ''
+      row.append(
+        cell('', `${count(p.childCount)} children · ${count(p.backloggedChildren)} backlogged${more}`),
+      )
+      rows.push(row)
+      for (const c of p.children) {
+        const child = el('tr', 'child')
+        child.dataset.child = c.key
+        child.append(cell('merchant', c.key))
+        child.append(cell('num', `weight ${c.weight}`))
+        child.append(cell('num', `${rateText(c.grantedPerSec)}/s`))
+        const state = el('td')
+        state.append(
+          c.backlogged
+            ? el('span', 'pill pill-warn', 'backlogged')
+            : el('span', 'pill pill-muted', 'not waiting'),
+        )
+        child.append(state)
+        rows.push(child)
+      }
+    }
+    byId('parents').tBodies[0].replaceChildren(...rows)
   }
 
   function stateCell(m) {

@@ -76,13 +76,26 @@ describe('bullmqBacklog', () => {
       ...Object.fromEntries(Object.keys(new ThrottleCounters(undefined).snapshot()).map((k) => [k, 0])),
       late: 3,
       waiting: {
-        hot: { jobs: 1_205, delayed: 5, parked: 1_200, oldestAgeMs: 42_000 },
+        hot: {
+          jobs: 1_205,
+          delayed: 5,
+          parked: 1_200,
+          oldestAgeMs: 42_000,
+          limitKeys: ['psp:acme', 'psp:acme:hot'],
+        },
         warm: { jobs: 2, delayed: 2, parked: 0, oldestAgeMs: 300 },
       },
     } as unknown as Parameters<typeof bullmqBacklog>[0]
     expect(bullmqBacklog(stats)).toEqual({
       merchants: [
-        { merchantKey: 'hot', jobs: 1_205, parked: 1_200, oldestAgeMs: 42_000 },
+        // the limit keys of its latest job, for the status page's explain
+        {
+          merchantKey: 'hot',
+          jobs: 1_205,
+          parked: 1_200,
+          oldestAgeMs: 42_000,
+          limitKeys: ['psp:acme', 'psp:acme:hot'],
+        },
         { merchantKey: 'warm', jobs: 2, parked: 0, oldestAgeMs: 300 },
       ],
       totals: {
