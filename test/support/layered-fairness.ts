@@ -41,6 +41,8 @@ export interface Arrival {
 export interface PspEndpoint {
   url: string
   arrivals: Arrival[]
+  /** starts: when each call's handler began (performance.now()), the throttle's grant as the handler sees it. */
+  starts: number[]
   /**
    * warmUp loads the handler's HTTP client and opens `connections` keep-alive connections
    * to the endpoint. Without it the first burst reached the endpoint ~90 ms after its grants
@@ -54,6 +56,7 @@ export interface PspEndpoint {
 /** startPspEndpoint listens on 127.0.0.1 on a free port. */
 export async function startPspEndpoint(): Promise<PspEndpoint> {
   const arrivals: Arrival[] = []
+  const starts: number[] = []
   const server = createServer((request: IncomingMessage, response: ServerResponse) => {
     if (request.method === 'GET' && request.url === '/warm') {
       request.resume()
@@ -78,6 +81,7 @@ export async function startPspEndpoint(): Promise<PspEndpoint> {
   return {
     url: `http://127.0.0.1:${port}/call`,
     arrivals,
+    starts,
     warmUp: async (connections) => {
       const warm = async () => {
         const response = await fetch(`http://127.0.0.1:${port}/warm`)
@@ -93,9 +97,13 @@ export async function startPspEndpoint(): Promise<PspEndpoint> {
   }
 }
 
-/** callEndpoint is the plain handler of both adapters: POST the job's body, fail on anything but 2xx. */
-export async function callEndpoint(url: string, body: CallBody): Promise<void> {
-  const response = await fetch(url, {
+/**
+ * callEndpoint is the plain handler of both adapters: note when it began, POST the job's body,
+ * fail on anything but 2xx.
+ */
+export async function callEndpoint(endpoint: PspEndpoint, body: CallBody): Promise<void> {
+  endpoint.starts.push(performance.now())
+  const response = await fetch(endpoint.url, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify(body),
@@ -134,6 +142,8 @@ export interface Scenario {
 /** Run is what the endpoint saw, and when the measured stretch was (endpoint clock). */
 export interface Run {
   arrivals: Arrival[]
+  /** starts: when each handler began (see PspEndpoint.starts). */
+  starts: number[]
   trafficFromMs: number
   trafficToMs: number
   /** counted: what the `count` given to the run grew by over the measured stretch. */
@@ -145,6 +155,9 @@ export interface Summary {
   /** maxIn1s / maxIn5s: the most calls the endpoint saw in any window of 1 s / 5 s, over the whole run. */
   maxIn1s: number
   maxIn5s: number
+  /** startsMaxIn1s / startsMaxIn5s: the most handler starts in any window of 1 s / 5 s, over the whole run. */
+  startsMaxIn1s: number
+  startsMaxIn5s: number
   /** perSec: each merchant's calls a second over the measured stretch. */
   perSec: Record<string, number>
   /** quietP50Ms / quietP99Ms: quiet merchants' waits, queued to arrival. */
@@ -156,9 +169,13 @@ export interface Summary {
 /** summarize computes the Summary of a run. */
 export function summarize(scenario: Scenario, run: Run): Summary {
   const all = run.arrivals.map((a) => a.atMs).sort((a, b) => a - b)
-  const from = all[0] ?? 0
-  const to = (all.at(-1) ?? 0) + 1
-  const window = (ms: number) => (to - from < ms ? all.length : windowCounts(all, ms, from, to).most)
+  const starts = [...run.starts].sort((a, b) => a - b)
+  const most = (times: number[], ms: number) => {
+    const from = times[0] ?? 0
+    const to = (times.at(-1) ?? 0) + 1
+    return to - from < ms ? times.length : windowCounts(times, ms, from, to).most
+  }
+  const window = (ms: number) => most(all, ms)
   const perSec: Record<string, number> = {}
   const seconds = (run.trafficToMs - run.trafficFromMs) / 1000
   for (const merchant of [...Object.keys(scenario.backlogged), ...scenario.quiet]) {
@@ -171,6 +188,8 @@ export function summarize(scenario: Scenario, run: Run): Summary {
   return {
     maxIn1s: window(1_000),
     maxIn5s: window(5_000),
+    startsMaxIn1s: most(starts, 1_000),
+    startsMaxIn5s: most(starts, 5_000),
     perSec,
     quietP50Ms: quantile(waits, 0.5),
     quietP99Ms: quantile(waits, 0.99),
@@ -244,7 +263,7 @@ export async function runBullmq(
   const limiter = scenarioLimiter(scenario)
   const worker = createThrottledWorker<CallBody>(
     queueName,
-    async (job: Job<CallBody>) => callEndpoint(endpoint.url, job.data),
+    async (job: Job<CallBody>) => callEndpoint(endpoint, job.data),
     {
       connection,
       limiter,
@@ -279,7 +298,13 @@ export async function runBullmq(
       () => endpoint.arrivals.filter((a) => quiet.has(a.merchant)).length >= quietSent,
       10_000,
     )
-    return { arrivals: [...endpoint.arrivals], trafficFromMs, trafficToMs, counted }
+    return {
+      arrivals: [...endpoint.arrivals],
+      starts: [...endpoint.starts],
+      trafficFromMs,
+      trafficToMs,
+      counted,
+    }
   } finally {
     await worker.close(true)
     await queue.obliterate({ force: true })
@@ -326,7 +351,7 @@ export async function runKafka(
     limiter,
     decode: jsonDecoder as (value: Buffer | null) => CallBody,
     limitKeys: scenario.merchantKeyOnly === true ? undefined : pspLimitKeys,
-    handler: async ({ value }) => callEndpoint(endpoint.url, value),
+    handler: async ({ value }) => callEndpoint(endpoint, value),
   })
   const send = (merchant: string, count: number) =>
     producer.send({
@@ -362,7 +387,7 @@ export async function runKafka(
       () => endpoint.arrivals.filter((a) => quiet.has(a.merchant)).length >= quietSent,
       10_000,
     )
-    return { arrivals: [...endpoint.arrivals], trafficFromMs, trafficToMs }
+    return { arrivals: [...endpoint.arrivals], starts: [...endpoint.starts], trafficFromMs, trafficToMs }
   } finally {
     await consumer.stop()
     await producer.disconnect()
@@ -397,7 +422,23 @@ export const BINDING: Scenario = {
   trafficMs: 15_000,
 }
 
-/** ceilingOf is what the endpoint may see in a window of `windowMs` under `rate`: burst + rate × W. */
+/**
+ * DELIVERY_SLACK_MS: how long loopback delivery (fetch, the HTTP parser, one loaded event loop
+ * holding both sides) may hold a call after its handler began. Calls held that long can crowd
+ * into a window with the ones after them: rate × this many more than were started in it.
+ */
+export const DELIVERY_SLACK_MS = 100
+
+/**
+ * endpointCeilingOf is what the endpoint may see in a window: the ceiling of the starts, and
+ * the calls delivery can move into the window (see DELIVERY_SLACK_MS).
+ */
+export function endpointCeilingOf(rate: string, windowMs: number): number {
+  const { limit, intervalMs } = parseRate(rate)
+  return ceilingOf(rate, windowMs) + Math.ceil((limit * DELIVERY_SLACK_MS) / intervalMs)
+}
+
+/** ceilingOf is what the handlers may start in a window of `windowMs` under `rate`: burst + rate × W. */
 export function ceilingOf(rate: string, windowMs: number): number {
   const { limit, intervalMs, burst } = parseRate(rate)
   return burst + (limit * windowMs) / intervalMs

@@ -6,6 +6,7 @@ import { KeyedLimiter } from '../../../src/limiter/index.js'
 import {
   BINDING,
   ceilingOf,
+  endpointCeilingOf,
   MAIN,
   runBullmq,
   type Scenario,
@@ -132,8 +133,10 @@ describe('createThrottledProcessor with limitKeys (issue 18)', () => {
 
 /**
  * The issue's scenario on the real Redis (see test/support/layered-fairness.ts). Bounds:
- * - the endpoint never sees more than burst + rate × W of the PSP's rate, for W of 1 s and
- *   5 s, over the whole run: no tolerance upwards;
+ * - the handlers never start more than burst + rate × W of the PSP's rate, for W of 1 s and
+ *   5 s, over the whole run: no tolerance upwards (the throttle's promise); the endpoint sees
+ *   at most that plus what loopback delivery can crowd into a window (rate × 100 ms: the call
+ *   is made after its start, and one loaded process holds both sides);
  * - a backlogged merchant gets at least 75 % of its expected rate over the 15 s measured
  *   (a loaded machine starts jobs late, never early) and no more than its own burst + rate;
  * - a quiet merchant's p99 wait (queued to arrival) stays under 1 s: behind the backlogs
@@ -155,8 +158,10 @@ async function runAndSummarize(scenario: Scenario): Promise<Summary> {
 describe('BullMQ against a PSP endpoint: a parent at 50/s over 5 merchants at 20/s (issue 18)', () => {
   it('the endpoint never sees more than burst + 50 × W; the backlogged merchants each get their share; the quiet ones wait little', async () => {
     const summary = await runAndSummarize(MAIN)
-    expect(summary.maxIn1s).toBeLessThanOrEqual(ceilingOf(MAIN.parentRate, 1_000))
-    expect(summary.maxIn5s).toBeLessThanOrEqual(ceilingOf(MAIN.parentRate, 5_000))
+    expect(summary.startsMaxIn1s).toBeLessThanOrEqual(ceilingOf(MAIN.parentRate, 1_000))
+    expect(summary.maxIn1s).toBeLessThanOrEqual(endpointCeilingOf(MAIN.parentRate, 1_000))
+    expect(summary.startsMaxIn5s).toBeLessThanOrEqual(ceilingOf(MAIN.parentRate, 5_000))
+    expect(summary.maxIn5s).toBeLessThanOrEqual(endpointCeilingOf(MAIN.parentRate, 5_000))
     // What the parent leaves (50/s less the quiet 3/s) halved is 23.5/s, above each one's own 20/s.
     const expected = Math.min(20, (50 - MAIN.quiet.length * MAIN.quietPerSec) / 2)
     const seconds = MAIN.trafficMs / 1000
@@ -172,8 +177,10 @@ describe('BullMQ against a PSP endpoint: a parent at 50/s over 5 merchants at 20
 
   it('when the parent binds hard (30/s over two merchants at 20/s) each gets about half, though one has 100× the backlog', async () => {
     const summary = await runAndSummarize(BINDING)
-    expect(summary.maxIn1s).toBeLessThanOrEqual(ceilingOf(BINDING.parentRate, 1_000))
-    expect(summary.maxIn5s).toBeLessThanOrEqual(ceilingOf(BINDING.parentRate, 5_000))
+    expect(summary.startsMaxIn1s).toBeLessThanOrEqual(ceilingOf(BINDING.parentRate, 1_000))
+    expect(summary.maxIn1s).toBeLessThanOrEqual(endpointCeilingOf(BINDING.parentRate, 1_000))
+    expect(summary.startsMaxIn5s).toBeLessThanOrEqual(ceilingOf(BINDING.parentRate, 5_000))
+    expect(summary.maxIn5s).toBeLessThanOrEqual(endpointCeilingOf(BINDING.parentRate, 5_000))
     const big = summary.perSec['m-big']!
     const small = summary.perSec['m-small']!
     expect(big).toBeGreaterThanOrEqual(0.7 * 15)
