@@ -218,6 +218,23 @@ describe('KeyedLimiter: fair shares of a parent', () => {
     expect(limiter.childrenOf('psp').find((s) => s.key === 'leaves')?.backlogged ?? false).toBe(false)
   })
 
+  it('keeps the shares across a move of the limiter epoch (every 2^22 ms)', () => {
+    const { clock, limiter } = setup()
+    clock.set(2 ** 22 - 2_500)
+    const reserved = simulate(
+      limiter,
+      clock,
+      [
+        { key: 'hot', asksPerMs: 100 },
+        { key: 'cold', asksPerMs: 1 },
+      ],
+      6_000,
+    )
+    // the epoch moves 2.5 s in: the clocks move with it, the halves go on
+    expect(countIn(reserved.get('hot')!, 3_000, 6_000) / 3).toBeGreaterThan(95)
+    expect(countIn(reserved.get('cold')!, 3_000, 6_000) / 3).toBeGreaterThan(95)
+  })
+
   it('explain names the parent share when it is what a child waits for', () => {
     const { clock, limiter } = setup()
     simulate(
