@@ -443,27 +443,42 @@ function weightSchema(limits: ControlLimits) {
 }
 
 /**
+ * boundedKeys is a snapshot's object of `entries` (`'merchant: rate'`) and its keys, at most
+ * limits.maxOverrides of them; undefined, with the issue added, when `value` is no plain
+ * object or holds more. Object.keys, not a zod record: a key named `__proto__` is a valid
+ * key and must not vanish.
+ */
+function boundedKeys(
+  value: unknown,
+  ctx: z.RefinementCtx,
+  limits: ControlLimits,
+  entries: string,
+  plural: string,
+): { object: Record<string, unknown>; keys: string[] } | undefined {
+  if (!isPlainObject(value)) {
+    ctx.addIssue({ code: 'custom', message: `expected an object of ${entries}, got ${describeValue(value)}` })
+    return undefined
+  }
+  const keys = Object.keys(value)
+  if (keys.length > limits.maxOverrides) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `${keys.length} ${plural}, above the ${limits.maxOverrides} allowed`,
+    })
+    return undefined
+  }
+  return { object: value, keys }
+}
+
+/**
  * weightsSchema reads a snapshot's `weights`, an object of key: weight (at most
  * limits.maxOverrides of them), and stops at the first entry it refuses.
  */
 function weightsSchema(limits: ControlLimits) {
   return z.unknown().transform((value, ctx): Map<string, number> => {
-    if (!isPlainObject(value)) {
-      ctx.addIssue({
-        code: 'custom',
-        message: `expected an object of key: weight, got ${describeValue(value)}`,
-      })
-      return z.NEVER
-    }
-    // Object.keys, as for overrides: a key named `__proto__` must not vanish.
-    const keys = Object.keys(value)
-    if (keys.length > limits.maxOverrides) {
-      ctx.addIssue({
-        code: 'custom',
-        message: `${keys.length} weights, above the ${limits.maxOverrides} allowed`,
-      })
-      return z.NEVER
-    }
+    const read = boundedKeys(value, ctx, limits, 'key: weight', 'weights')
+    if (read === undefined) return z.NEVER
+    const { object, keys } = read
     const weights = new Map<string, number>()
     for (const key of keys) {
       const checkedKey = checkMerchantKey(key, limits.maxMerchantKeyLength)
@@ -475,9 +490,9 @@ function weightsSchema(limits: ControlLimits) {
         })
         return z.NEVER
       }
-      const weight = checkWeight(value[key], limits)
+      const weight = checkWeight(object[key], limits)
       if (weight === undefined) {
-        ctx.addIssue({ code: 'custom', message: weightText(limits, value[key]), path: [key] })
+        ctx.addIssue({ code: 'custom', message: weightText(limits, object[key]), path: [key] })
         return z.NEVER
       }
       weights.set(key, weight)
@@ -492,25 +507,12 @@ function weightsSchema(limits: ControlLimits) {
  */
 function overridesSchema(limits: ControlLimits) {
   return z.unknown().transform((value, ctx): OverrideEntries => {
-    if (!isPlainObject(value)) {
-      ctx.addIssue({
-        code: 'custom',
-        message: `expected an object of merchant: rate, got ${describeValue(value)}`,
-      })
-      return z.NEVER
-    }
-    // Object.keys, not a zod record: a merchant named `__proto__` is a valid key and must not vanish.
-    const keys = Object.keys(value)
-    if (keys.length > limits.maxOverrides) {
-      ctx.addIssue({
-        code: 'custom',
-        message: `${keys.length} overrides, above the ${limits.maxOverrides} allowed`,
-      })
-      return z.NEVER
-    }
+    const read = boundedKeys(value, ctx, limits, 'merchant: rate', 'overrides')
+    if (read === undefined) return z.NEVER
+    const { object, keys } = read
     const result: OverrideEntries = { rates: new Map<string, Rate>(), caps: new Map<string, number>() }
     for (const key of keys) {
-      const entry = readOverride(key, value[key], limits)
+      const entry = readOverride(key, object[key], limits)
       if (!entry.ok) {
         ctx.addIssue({ code: 'custom', message: entry.message, path: entry.path })
         return z.NEVER
