@@ -1,10 +1,9 @@
 import { describe, expect, it } from 'vitest'
 import { createThrottledConsumer, type DeadLetterEvent } from '../../../src/adapters/kafka/index.js'
 import { KeyedLimiter } from '../../../src/limiter/index.js'
+import { expectBindingScenario, expectMainScenario } from '../../support/layered-expectations.js'
 import {
   BINDING,
-  ceilingOf,
-  endpointCeilingOf,
   MAIN,
   runKafka,
   type Scenario,
@@ -110,33 +109,10 @@ describe('Kafka lanes against a PSP endpoint: a parent at 50/s over 5 merchants 
   }
 
   it('the endpoint never sees more than burst + 50 × W; the backlogged merchants each get their share; the quiet ones wait little', async () => {
-    const summary = await runAndSummarize(MAIN)
-    expect(summary.startsMaxIn1s).toBeLessThanOrEqual(ceilingOf(MAIN.parentRate, 1_000))
-    expect(summary.maxIn1s).toBeLessThanOrEqual(endpointCeilingOf(MAIN.parentRate, 1_000))
-    expect(summary.startsMaxIn5s).toBeLessThanOrEqual(ceilingOf(MAIN.parentRate, 5_000))
-    expect(summary.maxIn5s).toBeLessThanOrEqual(endpointCeilingOf(MAIN.parentRate, 5_000))
-    const expected = Math.min(20, (50 - MAIN.quiet.length * MAIN.quietPerSec) / 2)
-    const seconds = MAIN.trafficMs / 1000
-    for (const merchant of Object.keys(MAIN.backlogged)) {
-      expect(summary.perSec[merchant]).toBeGreaterThanOrEqual(0.75 * expected)
-      expect(summary.perSec[merchant]).toBeLessThanOrEqual(
-        ceilingOf(MAIN.merchantRate, MAIN.trafficMs) / seconds,
-      )
-    }
-    expect(summary.quietCalls).toBe(MAIN.quiet.length * MAIN.quietPerSec * seconds)
-    expect(summary.quietP99Ms).toBeLessThan(1_000)
+    expectMainScenario(await runAndSummarize(MAIN))
   })
 
   it('when the parent binds hard (30/s over two merchants at 20/s) each gets about half, though one has 100× the backlog', async () => {
-    const summary = await runAndSummarize(BINDING)
-    expect(summary.startsMaxIn1s).toBeLessThanOrEqual(ceilingOf(BINDING.parentRate, 1_000))
-    expect(summary.maxIn1s).toBeLessThanOrEqual(endpointCeilingOf(BINDING.parentRate, 1_000))
-    expect(summary.startsMaxIn5s).toBeLessThanOrEqual(ceilingOf(BINDING.parentRate, 5_000))
-    expect(summary.maxIn5s).toBeLessThanOrEqual(endpointCeilingOf(BINDING.parentRate, 5_000))
-    const big = summary.perSec['m-big']!
-    const small = summary.perSec['m-small']!
-    expect(big).toBeGreaterThanOrEqual(0.7 * 15)
-    expect(small).toBeGreaterThanOrEqual(0.7 * 15)
-    expect(Math.abs(big - small)).toBeLessThanOrEqual(0.25 * 15)
+    expectBindingScenario(await runAndSummarize(BINDING))
   })
 })
